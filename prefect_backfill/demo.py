@@ -1,0 +1,98 @@
+"""The demo lakehouse: a deterministic bronze ``orders`` table and the ``demo_orders`` pipeline.
+
+The story of the seed: silver ``orders`` carries ``amount_usd``; version 1 used the wrong exchange
+factor, version 2 fixes it to 1.1, and six months (2024-01-01 … 2024-06-30, 182 days) must be
+reprocessed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect_backfill.partitions import Grain
+from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.registry import register
+from prefect_backfill.settings import get_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["DEMO_END", "DEMO_START", "bronze_path", "generate_orders", "silver_path", "to_silver_orders"]
+
+DEMO_START = "2024-01-01"
+DEMO_END = "2024-06-30"
+
+
+def lake_root() -> Path:
+    return (get_settings().data_dir / "lake").resolve()
+
+
+def bronze_path() -> str:
+    return str(lake_root() / "bronze" / "orders")
+
+
+def silver_path() -> str:
+    return str(lake_root() / "silver" / "orders")
+
+
+def to_silver_orders(orders: DataFrame) -> DataFrame:
+    """Version 2: amounts in USD at the corrected factor 1.1 (version 1 used 1.0)."""
+    from pyspark.sql import functions as F
+
+    return orders.select(
+        "order_id",
+        "order_date",
+        "customer_id",
+        "amount",
+        F.round(F.col("amount") * F.lit(1.1), 2).alias("amount_usd"),
+    )
+
+
+def generate_orders(
+    path: str,
+    start: str = DEMO_START,
+    end: str = DEMO_END,
+    rows_per_day: int = 2_000,
+) -> int:
+    """Write a deterministic bronze orders table partitioned by ``order_date``; returns its row count.
+
+    Same arguments, same bytes of data: tests and benchmarks compare tables across runs.
+    """
+    from pyspark.sql import functions as F
+
+    from prefect_backfill.engine.spark import get_spark
+
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    days = (last - first).days + 1
+    total = days * rows_per_day
+    spark = get_spark()
+    orders = spark.range(total).select(
+        F.col("id").alias("order_id"),
+        F.date_add(F.lit(first), (F.col("id") / F.lit(rows_per_day)).cast("int")).alias("order_date"),
+        (F.col("id") * 7919 % 5000).alias("customer_id"),
+        F.round((F.col("id") * 104729 % 100000) / F.lit(100.0), 2).alias("amount"),
+    )
+    (
+        orders.repartition(max(1, min(days, 16)), "order_date")
+        .write.format("delta")
+        .mode("overwrite")
+        .partitionBy("order_date")
+        .save(path)
+    )
+    return total
+
+
+demo_orders = register(
+    Pipeline(
+        name="demo_orders",
+        source=TableRef(bronze_path()),
+        target=TableRef(silver_path()),
+        partition_column="order_date",
+        transform=to_silver_orders,
+        version="2",
+        grain=Grain.DAY,
+        description="bronze orders -> silver orders with amount_usd = amount * 1.1",
+    )
+)

@@ -1,0 +1,189 @@
+"""Fan the plan out over the flow's task runner, at most ``max_concurrency`` partitions in flight,
+collect every final state, record what the tasks could not, and summarise.
+
+Runner-agnostic on purpose: the limit is a semaphore released by each future's done-callback, so the
+same loop bounds a thread pool or a Dask cluster, and (later) stops taking new partitions when a
+night window closes, without ever cancelling one that has started.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+
+from prefect_backfill.engine import get_engine
+from prefect_backfill.ledger import LedgerEvent
+from prefect_backfill.planning import Status
+from prefect_backfill.request import PreparedRun
+from prefect_backfill.results import BackfillSummary, PartitionResult, one_line
+from prefect_backfill.settings import get_settings
+
+__all__ = ["artifact_key", "run_prepared"]
+
+
+def artifact_key(pipeline: str, what: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only; one key per pipeline lines up
+    the artifacts of successive runs in the UI."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"backfill-{pipeline}-{what}".lower()).strip("-")
+
+
+def run_prepared(prepared: PreparedRun, task: Any) -> BackfillSummary:
+    """Run ``prepared.plan`` with ``task`` (the per-partition Prefect task) inside the current flow."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    request, pipeline, the_plan, ledger = prepared.request, prepared.pipeline, prepared.plan, prepared.ledger
+    run_id = str(flow_run.id or "local")
+    logger.info("%s", the_plan)
+
+    completed: list[str] = []
+    cached: list[str] = []
+    failed: list[tuple[str, str]] = []
+    not_started: list[str] = []
+    rows_written = 0
+    bookkeeping: list[float] = []
+
+    if the_plan.to_run:
+        target = get_engine().ensure_target(pipeline)
+        target_id = target.table_id or pipeline.target.location
+        ledger.record(
+            [
+                LedgerEvent(run_id, pipeline.name, p.key, Status.PENDING, pipeline.version, pipeline.fingerprint)
+                for p in the_plan.to_run
+            ]
+        )
+        settings = get_settings()
+        runnable = task.with_options(
+            retries=request.retries,
+            retry_delay_seconds=_backoff(request.retry_delay_seconds),
+            result_storage=settings.result_storage,
+            refresh_cache=request.reprocess.value == "all",
+        )
+        futures = _submit_bounded(
+            [
+                partial(
+                    runnable.submit,
+                    pipeline=pipeline.name,
+                    partition=p.key,
+                    fingerprint=pipeline.fingerprint,
+                    target_id=target_id,
+                    ledger_path=ledger.path,
+                    run_id=run_id,
+                )
+                for p in the_plan.to_run
+            ],
+            request.max_concurrency,
+        )
+        late_events: list[LedgerEvent] = []
+        for partition, future in zip(the_plan.to_run, futures, strict=True):
+            if future is None:
+                not_started.append(partition.key)
+                continue
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                result: PartitionResult = state.result()
+                rows_written += result.rows_out
+                if state.name == "Cached":
+                    # The task body did not run, so nothing recorded it in this ledger: do it here,
+                    # in one commit for all cached partitions.
+                    cached.append(partition.key)
+                    late_events.append(_cached_event(run_id, pipeline.version, result))
+                else:
+                    completed.append(partition.key)
+                    bookkeeping.append(result.bookkeeping_s)
+            else:
+                error = state.result(raise_on_failure=False)
+                message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
+                failed.append((partition.key, message))
+        ledger.record(late_events)
+        ledger.compact()
+
+    summary = BackfillSummary(
+        pipeline=pipeline.name,
+        run_id=run_id,
+        start=request.start,
+        end=request.end,
+        fingerprint=pipeline.fingerprint,
+        total=the_plan.total,
+        skipped=len(the_plan.skipped),
+        completed=tuple(completed),
+        cached=tuple(cached),
+        failed=tuple(failed),
+        not_started=tuple(not_started),
+        rows_written=rows_written,
+        duration_s=time.perf_counter() - started,
+        bookkeeping_s=tuple(bookkeeping),
+    )
+    logger.info("%s", summary)
+    create_markdown_artifact(
+        key=artifact_key(pipeline.name, "summary"),
+        markdown=_summary_markdown(summary, prepared.resume_command),
+        description=f"{pipeline.name}: {len(failed)} failed of {the_plan.total}",
+    )
+    return summary
+
+
+def _backoff(base: float) -> list[float]:
+    """Exponential backoff delays for up to 20 retries (jitter is added by Prefect)."""
+    return [base * 2**i for i in range(20)]
+
+
+def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerEvent:
+    now = datetime.now(UTC)
+    return LedgerEvent(
+        run_id=run_id,
+        pipeline=result.pipeline,
+        partition=result.partition,
+        status=Status.COMPLETE,
+        version=version,
+        fingerprint=result.fingerprint,
+        started_at=now,
+        finished_at=now,
+        rows_in=result.rows_in,
+        rows_out=result.rows_out,
+        duration_s=0.0,
+        table_version=result.table_version,
+        error=f"cached: written by run {result.run_id}",
+    )
+
+
+def _submit_bounded(submits: list[Callable[[], PrefectFuture[Any]]], limit: int) -> list[PrefectFuture[Any] | None]:
+    """Submit one after another, never more than ``limit`` unfinished at once."""
+    slots = threading.BoundedSemaphore(limit)
+    futures: list[PrefectFuture[Any] | None] = []
+    for submit in submits:
+        slots.acquire()
+        try:
+            future = submit()
+        except BaseException:
+            slots.release()
+            raise
+        future.add_done_callback(lambda _f: slots.release())
+        futures.append(future)
+    return futures
+
+
+def _summary_markdown(summary: BackfillSummary, resume_command: str) -> str:
+    lines = [
+        f"# Backfill {summary.pipeline} {summary.start} … {summary.end}",
+        "",
+        "| completed | cached | skipped | failed | not started | rows written | seconds |",
+        "|---|---|---|---|---|---|---|",
+        f"| {len(summary.completed)} | {len(summary.cached)} | {summary.skipped} | {len(summary.failed)} "
+        f"| {len(summary.not_started)} | {summary.rows_written:,} | {summary.duration_s:.1f} |",
+    ]
+    if summary.failed:
+        lines += ["", "## Failed partitions", "", "| partition | error |", "|---|---|"]
+        lines += [f"| {key} | {error.replace('|', '/')} |" for key, error in summary.failed]
+        lines += ["", f"Resume with `{resume_command}`"]
+    return "\n".join(lines)

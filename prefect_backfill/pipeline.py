@@ -1,0 +1,134 @@
+"""What a pipeline is: source, target, partition column, grain, transform, version.
+
+Definitions are values (frozen dataclasses): they are validated once, when they are made, so a bad
+name fails at import time with one clear line instead of half-way through a six-month backfill.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import re
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from prefect_backfill.errors import PipelineDefinitionError
+from prefect_backfill.partitions import Grain
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["Pipeline", "TableRef", "Transform", "check_identifier", "transform_source_hash"]
+
+Transform = Callable[["DataFrame"], "DataFrame"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PIPELINE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Accept only plain SQL identifiers, so that no user string is ever spliced into SQL."""
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise PipelineDefinitionError(
+            f"{what} {value!r} is not a plain identifier: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A Delta table, either by storage path (``/lake/silver/orders``, ``s3a://…``) or by catalog name
+    (``silver.orders``). Anything with a ``/`` is a path; anything else must be a dotted identifier."""
+
+    location: str
+
+    def __post_init__(self) -> None:
+        loc = self.location.strip() if isinstance(self.location, str) else ""
+        if not loc:
+            raise PipelineDefinitionError("table location is empty: give a Delta path or a catalog table name")
+        if not self.is_path:
+            for part in loc.split("."):
+                check_identifier(part, "table name part")
+        object.__setattr__(self, "location", loc)
+
+    @property
+    def is_path(self) -> bool:
+        return "/" in self.location
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def transform_source_hash(transform: Callable[..., Any]) -> str:
+    """Hash of the transform's own code, blind to comments and formatting.
+
+    Prefect's TASK_SOURCE only hashes the task function, never the transform it calls, so the cache
+    key carries this hash next to the explicit version: editing the transform re-runs partitions even
+    if nobody bumped the version, while reformatting it does not.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(transform))
+        try:
+            normalized = ast.dump(ast.parse(source), annotate_fields=False)
+        except SyntaxError:  # a lambda inside an expression: fall back to the raw text
+            normalized = source
+    except (OSError, TypeError):  # built-ins, C functions, REPL definitions
+        normalized = getattr(transform, "__qualname__", repr(transform))
+    return hashlib.sha256(normalized.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A partitioned pipeline: each partition of ``target`` is ``transform`` of the same partition of ``source``.
+
+    ``version`` is the transform's explicit version (bump it when the logic changes, as with Dagster
+    code versions). ``allow_empty`` says whether an empty source partition may empty the target one;
+    by default it fails the partition, because an empty source is more often late data than truth.
+    """
+
+    name: str
+    source: TableRef
+    target: TableRef
+    partition_column: str
+    transform: Transform
+    version: str
+    grain: Grain = Grain.DAY
+    description: str = ""
+    allow_empty: bool = False
+    tags: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _PIPELINE_NAME.match(self.name):
+            raise PipelineDefinitionError(
+                f"pipeline name {self.name!r} is invalid: use letters, digits, '_', '-' or '.'"
+            )
+        for attr in ("source", "target"):
+            value = getattr(self, attr)
+            if isinstance(value, str):
+                object.__setattr__(self, attr, TableRef(value))
+            elif not isinstance(value, TableRef):
+                raise PipelineDefinitionError(f"pipeline {self.name}: {attr} must be a path or a table name")
+        check_identifier(self.partition_column, f"pipeline {self.name}: partition column")
+        if not callable(self.transform):
+            raise PipelineDefinitionError(f"pipeline {self.name}: transform must be a function DataFrame -> DataFrame")
+        if not str(self.version).strip():
+            raise PipelineDefinitionError(f"pipeline {self.name}: version is empty; give the transform a version")
+        object.__setattr__(self, "version", str(self.version))
+        try:
+            object.__setattr__(self, "grain", Grain(self.grain))
+        except ValueError:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name}: grain {self.grain!r} is not one of hour, day, month"
+            ) from None
+        if self.source == self.target:
+            raise PipelineDefinitionError(f"pipeline {self.name}: source and target are the same table")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Explicit version plus the transform's code hash: what "complete for this version" means."""
+        return f"{self.version}:{transform_source_hash(self.transform)}"

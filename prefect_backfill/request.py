@@ -1,0 +1,115 @@
+"""A backfill request, validated at the boundary, and the plan it leads to.
+
+Shared by the CLI (``run``, ``plan``) and the flow (deployment runs), so both refuse bad input with
+the same one-line messages before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError
+from prefect_backfill.ledger import Ledger
+from prefect_backfill.partitions import Partition, partitions_between
+from prefect_backfill.pipeline import Pipeline
+from prefect_backfill.planning import Plan, Reprocess, plan
+from prefect_backfill.registry import get_pipeline
+from prefect_backfill.settings import BackfillSettings, get_settings
+
+__all__ = ["BackfillRequest", "PreparedRun", "ledger_location", "prepare"]
+
+
+class BackfillRequest(BaseModel):
+    """Everything a caller can ask for; JSON-serialisable, so it maps 1:1 onto deployment parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipeline: str
+    start: str
+    end: str
+    reprocess: Reprocess = Reprocess.MISSING
+    max_concurrency: int = Field(2, ge=1)
+    retries: int = Field(2, ge=0, le=20)
+    retry_delay_seconds: float = Field(5.0, ge=0)
+    exclude: tuple[str, ...] = ()
+    newest_first: bool = False
+    yes: bool = False
+
+    @field_validator("reprocess", mode="before")
+    @classmethod
+    def _reprocess(cls, value: object) -> Reprocess:
+        return value if isinstance(value, Reprocess) else Reprocess.parse(str(value))
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _date_text(cls, value: object) -> str:
+        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+    @classmethod
+    def build(cls, **params: object) -> BackfillRequest:
+        """Validate ``params`` into a request, turning pydantic's report into one line."""
+        try:
+            return cls(**params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "request"
+            if isinstance(first.get("ctx", {}).get("error"), InvalidRequestError):
+                raise first["ctx"]["error"] from None
+            raise InvalidRequestError(f"{where}: {first['msg']}") from None
+
+
+def ledger_location(pipeline: Pipeline, settings: BackfillSettings) -> str:
+    """The progress table: a setting, or ``_backfill_progress`` beside a path target."""
+    if settings.ledger_path:
+        return settings.ledger_path
+    if pipeline.target.is_path:
+        return str(Path(pipeline.target.location).parent / "_backfill_progress")
+    raise InvalidRequestError(
+        f"pipeline {pipeline.name} writes to catalog table {pipeline.target}: set BACKFILL_LEDGER_PATH "
+        "to a Delta path for the progress table"
+    )
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    request: BackfillRequest
+    pipeline: Pipeline
+    partitions: tuple[Partition, ...]
+    ledger: Ledger
+    plan: Plan
+
+    @property
+    def resume_command(self) -> str:
+        return f"backfill run {self.pipeline.name} --start {self.request.start} --end {self.request.end}"
+
+
+def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) -> PreparedRun:
+    """Validate the request against its pipeline and the safety cap, read the ledger, and plan."""
+    settings = settings or get_settings()
+    pipeline = get_pipeline(request.pipeline)
+    partitions = partitions_between(request.start, request.end, pipeline.grain)
+    if len(partitions) > settings.max_partitions and not request.yes:
+        raise RangeTooLargeError(
+            f"{len(partitions)} partitions is more than the safety cap of {settings.max_partitions}: "
+            "pass --yes (yes=true) if you mean it, or raise BACKFILL_MAX_PARTITIONS"
+        )
+    if request.max_concurrency > settings.max_workers:
+        raise InvalidRequestError(
+            f"max_concurrency {request.max_concurrency} is more than the worker pool ({settings.max_workers}): "
+            "lower it or raise BACKFILL_MAX_WORKERS"
+        )
+    ledger = Ledger(ledger_location(pipeline, settings))
+    current = ledger.current(pipeline.name)
+    the_plan = plan(
+        pipeline.name,
+        pipeline.fingerprint,
+        partitions,
+        current,
+        request.reprocess,
+        exclude=request.exclude,
+        newest_first=request.newest_first,
+    )
+    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan)

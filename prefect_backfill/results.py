@@ -1,0 +1,74 @@
+"""Values that come out of a run: one partition's result, and the run's summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["BackfillSummary", "PartitionResult", "one_line"]
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """An error as one short line for the ledger and the summary (Spark errors span pages)."""
+    from prefect_backfill.errors import BackfillError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, BackfillError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionResult:
+    """What the per-partition task returns; persisted as the cache record of a completed partition."""
+
+    pipeline: str
+    partition: str
+    fingerprint: str
+    rows_in: int
+    rows_out: int
+    table_version: int | None
+    duration_s: float
+    bookkeeping_s: float
+    run_id: str
+
+
+@dataclass(frozen=True)
+class BackfillSummary:
+    pipeline: str
+    run_id: str
+    start: str
+    end: str
+    fingerprint: str
+    total: int
+    skipped: int
+    completed: tuple[str, ...] = ()
+    cached: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+    not_started: tuple[str, ...] = ()
+    rows_written: int = 0
+    duration_s: float = 0.0
+    bookkeeping_s: tuple[float, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["failed"] = [{"partition": k, "error": e} for k, e in self.failed]
+        out.pop("bookkeeping_s")
+        out["ok"] = self.ok
+        return out
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.pipeline} {self.start}..{self.end}: {len(self.completed)} completed, {len(self.cached)} cached, "
+            f"{self.skipped} skipped, {len(self.failed)} failed"
+            + (f", {len(self.not_started)} not started" if self.not_started else "")
+            + f" of {self.total}; {self.rows_written:,} rows written in {self.duration_s:.1f}s"
+        ]
+        lines.extend(f"  FAILED {key}: {error}" for key, error in self.failed[:20])
+        if len(self.failed) > 20:
+            lines.append(f"  … and {len(self.failed) - 20} more failed partitions")
+        return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Settings, read at the boundary with pydantic: environment (``BACKFILL_*``), then
+``[tool.prefect-backfill]`` in the working directory's pyproject.toml, then defaults.
+
+Nothing else in the package reads the environment, so a test or a deployment changes behaviour by
+setting variables, never by patching code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    PyprojectTomlConfigSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = ["BackfillSettings", "get_settings"]
+
+
+class BackfillSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BACKFILL_",
+        extra="ignore",
+        pyproject_toml_table_header=("tool", "prefect-backfill"),
+    )
+
+    pipeline_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["prefect_backfill.demo"],
+        description="Modules that register pipelines, imported on first lookup (comma-separated in env).",
+    )
+    cache_dir: Path = Field(Path(".cache"), description="Delta jars (Ivy) and Prefect cache records.")
+    data_dir: Path = Field(Path(".data"), description="Where the demo lakehouse lives.")
+    ledger_path: str | None = Field(
+        None, description="Delta progress table; default: _backfill_progress beside the target table."
+    )
+    result_storage_path: Path | None = Field(
+        None,
+        description="Folder where completed partitions' cache records persist. Default: <cache_dir>/results.",
+    )
+    result_storage_block: str | None = Field(
+        None,
+        description="A saved Prefect storage block slug (e.g. 's3-bucket/backfill-results') instead of a "
+        "folder: shared storage, so a resume on another machine still hits the cache.",
+    )
+    max_partitions: int = Field(400, ge=1, description="Safety cap: larger ranges need --yes / yes=True.")
+    max_concurrency: int = Field(2, ge=1, description="Default partitions in flight per run.")
+    max_workers: int = Field(32, ge=1, description="Thread pool size of the flow; max_concurrency <= this.")
+
+    spark_master: str = "local[*]"
+    spark_app_name: str = "prefect-backfill"
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 4
+    spark_ui: bool = False
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env).")
+
+    @field_validator("pipeline_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, PyprojectTomlConfigSettingsSource(settings_cls))
+
+    @property
+    def ivy_dir(self) -> Path:
+        return (self.cache_dir / "ivy").resolve()
+
+    @property
+    def result_storage(self) -> Path | str:
+        """What Prefect's ``result_storage=`` takes: a folder, or a saved block's slug."""
+        if self.result_storage_block:
+            return self.result_storage_block
+        return (self.result_storage_path or self.cache_dir / "results").resolve()
+
+
+def get_settings() -> BackfillSettings:
+    """Fresh settings from the current environment (cheap; called at the start of each entry point)."""
+    return BackfillSettings()

@@ -1,0 +1,5 @@
+"""Prefect tasks of prefect-backfill."""
+
+from tasks.partition import backfill_partition
+
+__all__ = ["backfill_partition"]
