@@ -57,7 +57,7 @@ class BackfillSummary:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["failed"] = [{"partition": k, "error": e} for k, e in self.failed]
-        out.pop("bookkeeping_s")
+        out["bookkeeping_s"] = list(self.bookkeeping_s)
         out["ok"] = self.ok
         return out
 
