@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from prefect_backfill.planning import PartitionState, Status
 
@@ -64,6 +65,8 @@ FROM (
 ) WHERE rn = 1
 """.strip()
 
+_write_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
 _RANK = {Status.PENDING: 1, Status.RUNNING: 2, Status.COMPLETE: 3, Status.FAILED: 3}
 _HOST = socket.gethostname()
 
@@ -127,10 +130,12 @@ class Ledger:
     #: Blind appends never conflict, but each commit still races for the next version number:
     #: allow plenty of retries so that dozens of writers at once never drop an event.
     COMMIT_RETRIES = 200
+    CREATE_RETRIES = 5
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._write_lock = threading.Lock()
+        with _locks_guard:
+            self._write_lock = _write_locks.setdefault(self.path, threading.Lock())
 
     def __repr__(self) -> str:
         return f"Ledger({self.path!r})"
@@ -141,15 +146,24 @@ class Ledger:
             return
         rows = [{**asdict(e), "status": e.status.value} for e in events]
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        # One writer per process at a time: threads of one process would only race each other
-        # for the same version number; other processes and hosts are handled by commit retries.
+        # One writer per process and path at a time: threads of one process would only race each
+        # other for the same version number; other processes and hosts are handled by commit retries.
         with self._write_lock:
-            write_deltalake(
-                self.path,
-                table,
-                mode="append",
-                commit_properties=CommitProperties(max_commit_retries=self.COMMIT_RETRIES),
-            )
+            for attempt in range(self.CREATE_RETRIES):
+                try:
+                    write_deltalake(
+                        self.path,
+                        table,
+                        mode="append",
+                        commit_properties=CommitProperties(max_commit_retries=self.COMMIT_RETRIES),
+                    )
+                    return
+                except CommitFailedError:
+                    # Two processes creating the table at once: one wins version 0 and the other
+                    # sees "protocol changed"; the table exists now, so appending again succeeds.
+                    if attempt == self.CREATE_RETRIES - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
 
     def _table(self) -> DeltaTable | None:
         try:

@@ -22,11 +22,12 @@ _loaded: set[str] = set()
 _lock = threading.Lock()
 
 
-def register(pipeline: Pipeline) -> Pipeline:
+def register(pipeline: Pipeline, *, replace: bool = False) -> Pipeline:
     """Make ``pipeline`` available by name. Registering the same name twice with a different
-    definition is an error (two modules disagreeing about one pipeline is a bug worth stopping on)."""
+    definition is an error (two modules disagreeing about one pipeline is a bug worth stopping on)
+    unless ``replace`` says it is meant (a notebook redefining its pipeline, a test)."""
     existing = _pipelines.get(pipeline.name)
-    if existing is not None and existing != pipeline and existing.fingerprint != pipeline.fingerprint:
+    if not replace and existing is not None and existing != pipeline and existing.fingerprint != pipeline.fingerprint:
         raise PipelineDefinitionError(
             f"pipeline {pipeline.name!r} is registered twice with different definitions: rename one of them"
         )

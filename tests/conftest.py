@@ -1,0 +1,22 @@
+"""Test-wide set-up: everything a test writes stays in temporary folders; telemetry is off.
+
+Environment is set before the package is imported, because Prefect reads its settings at import.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="backfill-tests-"))
+
+os.environ.setdefault("BACKFILL_CACHE_DIR", str(ROOT / ".cache"))  # the Delta jars, fetched once
+os.environ["BACKFILL_DATA_DIR"] = str(_SESSION_TMP / "data")
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")

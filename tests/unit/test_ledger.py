@@ -1,0 +1,62 @@
+"""The ledger on real Delta tables (delta-rs, no Spark)."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prefect_backfill.ledger import Ledger, LedgerEvent
+from prefect_backfill.planning import Status
+
+
+def ev(partition: str, status: Status, at: datetime, run: str = "r1", **kw: object) -> LedgerEvent:
+    return LedgerEvent(run, "orders", partition, status, "2", "2:abc", event_time=at, **kw)  # type: ignore[arg-type]
+
+
+def test_empty_or_missing_ledger_has_no_state(tmp_path: Path) -> None:
+    assert Ledger(tmp_path / "nope").current("orders") == {}
+
+
+def test_latest_event_wins_and_pipelines_are_separate(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger")
+    t = datetime(2024, 7, 1, tzinfo=UTC)
+    ledger.record([ev("2024-01-01", Status.PENDING, t), ev("2024-01-02", Status.PENDING, t)])
+    ledger.record([ev("2024-01-01", Status.RUNNING, t + timedelta(seconds=1))])
+    ledger.record([ev("2024-01-01", Status.COMPLETE, t + timedelta(seconds=2), rows_out=10)])
+    ledger.record([ev("2024-01-02", Status.FAILED, t + timedelta(seconds=3), error="boom")])
+    ledger.record([LedgerEvent("r9", "other", "2024-01-01", Status.FAILED, "1", "1:x", event_time=t)])
+    state = ledger.current("orders")
+    assert state["2024-01-01"].status is Status.COMPLETE and state["2024-01-01"].rows_out == 10
+    assert state["2024-01-02"].status is Status.FAILED and state["2024-01-02"].error == "boom"
+    assert ledger.current("other")["2024-01-01"].status is Status.FAILED
+    assert ledger.events("orders").num_rows == 5
+
+
+def test_terminal_event_beats_running_at_the_same_instant(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger")
+    t = datetime(2024, 7, 1, tzinfo=UTC)
+    ledger.record([ev("d", Status.COMPLETE, t), ev("d", Status.RUNNING, t)])
+    assert ledger.current("orders")["d"].status is Status.COMPLETE
+
+
+def test_parallel_writers_lose_no_event(tmp_path: Path) -> None:
+    """Four threads with a ledger object each (as separate tasks would have) and a fifth sharing one."""
+    path = tmp_path / "ledger"
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        ledger = Ledger(path)
+        try:
+            for i in range(15):
+                ledger.record([ev(f"p{n}-{i}", Status.RUNNING, datetime.now(UTC))])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert Ledger(path).events("orders").num_rows == 60
+    Ledger(path).compact()
+    assert len(Ledger(path).current("orders")) == 60
