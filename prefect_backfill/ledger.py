@@ -51,7 +51,7 @@ SCHEMA = pa.schema(
 )
 
 # The latest event per partition, in Spark SQL (or any engine with window functions). Register the
-# ledger as the view ``backfill_progress_events`` first; Engine.ledger_views does both.
+# ledger as the view ``backfill_progress_events`` first; engine.delta.register_ledger_views does both.
 CURRENT_STATUS_SQL = """
 SELECT pipeline, partition, status, attempt, version, fingerprint, run_id, started_at, finished_at,
        rows_in, rows_out, duration_s, table_version, error, event_time AS updated_at

@@ -55,7 +55,7 @@ class BackfillSummary:
         return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         out["failed"] = [{"partition": k, "error": e} for k, e in self.failed]
         out["bookkeeping_s"] = list(self.bookkeeping_s)
         out["ok"] = self.ok

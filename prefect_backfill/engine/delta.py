@@ -26,7 +26,7 @@ from prefect_backfill.pipeline import Pipeline, TableRef
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["SparkDeltaEngine", "partition_predicate"]
+__all__ = ["SparkDeltaEngine", "partition_predicate", "register_ledger_views"]
 
 
 def partition_predicate(column: str, partition: Partition) -> str:
@@ -195,3 +195,12 @@ class SparkDeltaEngine:
             if entry.get("userMetadata") == commit_tag:
                 return int(entry["version"])
         return None
+
+
+def register_ledger_views(spark: SparkSession, ledger_path: str) -> None:
+    """Expose the ledger to Spark SQL: ``backfill_progress_events`` (every event) and
+    ``backfill_progress`` (current status per partition, :data:`~prefect_backfill.ledger.CURRENT_STATUS_SQL`)."""
+    from prefect_backfill.ledger import CURRENT_STATUS_SQL
+
+    spark.read.format("delta").load(ledger_path).createOrReplaceTempView("backfill_progress_events")
+    spark.sql(CURRENT_STATUS_SQL).createOrReplaceTempView("backfill_progress")

@@ -1,0 +1,247 @@
+"""One benchmark scenario per process: ``python -m bench.scenarios KIND --start … --end … --out result.json``.
+
+Each scenario runs in its own process (started by ``bench/run.py``) so that it gets a fresh JVM and its
+peak RSS is comparable with the others. The process measures its own phases and writes them as JSON;
+the parent samples the RSS of the whole process tree from outside.
+
+Timed phases: ``spark_start_s`` (starting the shared-config Spark session, done up front in every
+scenario that needs Spark, so that ``run_s`` compares the backfill strategies and not JVM start-up) and
+``run_s`` (the backfill itself: ``BackfillController.run``, the ``backfill`` flow call, or the one
+read-transform-overwrite job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+START = "2024-01-01"  # the demo's first day: the seed's story starts there
+
+
+def end_of(start: str, days: int) -> str:
+    """Inclusive end date of ``days`` daily partitions from ``start``."""
+    return (date.fromisoformat(start) + timedelta(days=days - 1)).isoformat()
+
+
+def count_delta_rows(path: str) -> int | None:
+    """Rows in a Delta table's current version, read with delta-rs: a correctness check that starts no Spark job."""
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        files = DeltaTable(path).file_uris()
+    except TableNotFoundError:
+        return None
+    return int(pads.dataset(files, format="parquet").count_rows()) if files else 0
+
+
+def _timed_spark_start() -> float:
+    from prefect_backfill.engine.spark import get_spark
+
+    t0 = time.perf_counter()
+    get_spark()
+    return time.perf_counter() - t0
+
+
+def run_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the shared bronze table once per benchmark run (deterministic: same arguments, same data)."""
+    from prefect_backfill.demo import generate_orders
+
+    spark_s = _timed_spark_start()
+    t0 = time.perf_counter()
+    rows = generate_orders(args.path, args.start, args.end, args.rows_per_day)
+    return {"spark_start_s": spark_s, "run_s": time.perf_counter() - t0, "rows": rows}
+
+
+def run_warmup(args: argparse.Namespace) -> dict[str, Any]:
+    """Create and migrate the shared Prefect database once, so no measured scenario pays the ~11 s first start."""
+    from prefect import flow
+
+    @flow(name="bench-warmup", persist_result=False)
+    def warmup() -> None:
+        """Nothing: starting the temporary server is the point."""
+
+    t0 = time.perf_counter()
+    warmup()
+    return {"run_s": time.perf_counter() - t0}
+
+
+def run_seed(args: argparse.Namespace) -> dict[str, Any]:
+    """The seed controller over the range, with its Spark SQL progress table beside its target."""
+    from bench.pipelines import source_path, target_path
+    from bench.seed import BackfillController
+    from prefect_backfill.demo import to_silver_orders
+    from prefect_backfill.engine.spark import get_spark
+
+    spark_s = _timed_spark_start()
+    target = target_path()
+    controller = BackfillController(
+        get_spark(),
+        source=source_path(),
+        target=target,
+        progress_table=str(Path(target).parent / "_seed_progress"),
+        partition_column="order_date",
+        transform=to_silver_orders,
+    )
+    t0 = time.perf_counter()
+    records = controller.run(args.start, args.end)
+    run_s = time.perf_counter() - t0
+    failed = [{"partition": r.partition, "error": r.error} for r in records if r.status != "COMPLETE"]
+    return {
+        "spark_start_s": spark_s,
+        "run_s": run_s,
+        "completed": sum(r.status == "COMPLETE" for r in records),
+        "failed": failed,
+        "bookkeeping_s": [r.bookkeeping_s for r in records],
+        "partition_work_s": [r.work_s for r in records],
+        "rows_target": count_delta_rows(target),
+        "ok": not failed,
+    }
+
+
+def run_wrong(args: argparse.Namespace) -> dict[str, Any]:
+    """The seed's 'wrong approach': read the whole source, transform, overwrite the whole target in one job."""
+    from bench.pipelines import source_path, target_path
+    from prefect_backfill.demo import to_silver_orders
+    from prefect_backfill.engine.spark import get_spark
+
+    spark_s = _timed_spark_start()
+    target = target_path()
+    t0 = time.perf_counter()
+    output = to_silver_orders(get_spark().read.format("delta").load(source_path()))
+    output.write.format("delta").mode("overwrite").partitionBy("order_date").save(target)
+    run_s = time.perf_counter() - t0
+    return {"spark_start_s": spark_s, "run_s": run_s, "rows_target": count_delta_rows(target), "ok": True}
+
+
+def _flow_run_seconds(flow_run_id: Any) -> float | None:
+    """The flow run's own duration as Prefect recorded it (planning included, unlike the summary's duration_s)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+    if flow_run.start_time is not None and flow_run.end_time is not None:
+        return (flow_run.end_time - flow_run.start_time).total_seconds()
+    return flow_run.total_run_time.total_seconds()
+
+
+def _ledger_durations(pipeline: str) -> list[float]:
+    """Per-partition work time as the package's ledger recorded it (read after timing, with delta-rs)."""
+    from prefect_backfill.ledger import Ledger
+    from prefect_backfill.registry import get_pipeline
+    from prefect_backfill.request import ledger_location
+    from prefect_backfill.settings import get_settings
+
+    states = Ledger(ledger_location(get_pipeline(pipeline), get_settings())).current(pipeline)
+    return [float(s.duration_s) for s in states.values() if s.duration_s]
+
+
+def _jvm_state() -> dict[str, Any]:
+    """Whether this process started Spark: a live SparkContext or a java child process."""
+    import psutil
+
+    context = None
+    if "pyspark" in sys.modules:
+        from pyspark import SparkContext
+
+        context = SparkContext._active_spark_context
+    java = [p.pid for p in psutil.Process().children(recursive=True) if "java" in p.name().lower()]
+    return {
+        "pyspark_imported": "pyspark" in sys.modules,
+        "spark_context_active": context is not None,
+        "java_children": java,
+        "jvm_started": context is not None or bool(java),
+    }
+
+
+def run_package(args: argparse.Namespace, *, warm_spark: bool = True) -> dict[str, Any]:
+    """This package's ``backfill`` flow; ``warm_spark=False`` is the resume scenario, which must not need Spark."""
+    from bench.pipelines import PIPELINE_NAME, target_path
+    from flows.backfill import backfill
+
+    spark_s = _timed_spark_start() if warm_spark else None
+    t0 = time.perf_counter()
+    state = backfill(
+        pipeline=PIPELINE_NAME,
+        start=args.start,
+        end=args.end,
+        max_concurrency=args.concurrency,
+        yes=True,
+        return_state=True,
+    )
+    call_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"spark_start_s": spark_s, "run_s": call_s, "flow_state": state.name}
+    out.update(_jvm_state())  # before anything below could touch Spark
+    try:
+        out["flow_run_s"] = _flow_run_seconds(state.state_details.flow_run_id)
+    except Exception as exc:  # a reporting nicety: never lose the measurements for it
+        out["flow_run_s"] = None
+        out["flow_run_error"] = repr(exc)
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        out.update(ok=False, error=str(error)[:2000])
+        return out
+    summary: dict[str, Any] = state.result()
+    out.update(
+        ok=bool(summary["ok"]),
+        flow_duration_s=summary["duration_s"],
+        completed=len(summary["completed"]),
+        cached=len(summary["cached"]),
+        skipped=summary["skipped"],
+        failed=summary["failed"],
+        not_started=len(summary["not_started"]),
+        rows_written=summary["rows_written"],
+        bookkeeping_s=list(summary["bookkeeping_s"]),
+        partition_work_s=_ledger_durations(PIPELINE_NAME) if summary["completed"] else [],
+        rows_target=count_delta_rows(target_path()),
+    )
+    return out
+
+
+KINDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "generate": run_generate,
+    "warmup": run_warmup,
+    "seed": run_seed,
+    "wrong": run_wrong,
+    "package": run_package,
+    "resume": lambda args: run_package(args, warm_spark=False),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("kind", choices=sorted(KINDS))
+    parser.add_argument("--start", required=True)
+    parser.add_argument("--end", required=True)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--rows-per-day", type=int, default=0)
+    parser.add_argument("--path", default="", help="generate: where to write the bronze table")
+    parser.add_argument("--out", required=True, type=Path, help="where to write this scenario's JSON")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        result = KINDS[args.kind](args)
+    except Exception as exc:  # report it in the JSON: the parent still records wall time and RSS
+        traceback.print_exc()
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    result["in_process_s"] = time.perf_counter() - t0
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    if args.kind != "resume" and "pyspark" in sys.modules:
+        from prefect_backfill.engine.spark import stop_spark
+
+        stop_spark()  # a clean JVM exit, outside every timed phase
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

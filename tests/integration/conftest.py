@@ -1,0 +1,70 @@
+"""Real parts: one local Spark session with the Delta jars for the whole test session, Prefect's
+test server, real Delta tables in temporary folders (a fresh target and ledger per test)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_backfill.demo import generate_orders
+from prefect_backfill.pipeline import Pipeline, TableRef, Transform
+from prefect_backfill.registry import register
+
+BRONZE_START, BRONZE_END = "2024-01-01", "2024-01-08"
+ROWS_PER_DAY = 40
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def spark() -> Any:
+    from prefect_backfill.engine.spark import get_spark
+
+    return get_spark()
+
+
+@pytest.fixture(scope="session")
+def bronze(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A read-only source shared by all tests: backfills never write their source."""
+    path = str(tmp_path_factory.mktemp("bronze") / "orders")
+    generate_orders(path, BRONZE_START, BRONZE_END, rows_per_day=ROWS_PER_DAY)
+    return path
+
+
+@dataclass
+class Lake:
+    root: Path
+    bronze: str
+    target: str
+    ledger: str
+    make: Callable[..., Pipeline]
+
+
+@pytest.fixture
+def lake(
+    tmp_path: Path, bronze: str, spark: Any, prefect_api: None, monkeypatch: pytest.MonkeyPatch, request: Any
+) -> Lake:
+    monkeypatch.setenv("BACKFILL_RESULT_STORAGE_PATH", str(tmp_path / "results"))
+    target = str(tmp_path / "silver" / "orders")
+    base_name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]
+
+    def make(transform: Transform, version: str = "1", name: str = base_name, **kw: Any) -> Pipeline:
+        kw.setdefault("source", TableRef(bronze))
+        kw.setdefault("target", TableRef(target))
+        return register(
+            Pipeline(name=name, partition_column="order_date", transform=transform, version=version, **kw),
+            replace=True,
+        )
+
+    return Lake(tmp_path, bronze, target, str(tmp_path / "silver" / "_backfill_progress"), make)

@@ -1,0 +1,97 @@
+"""Bad input: one clear line, a non-zero exit, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+
+from flows.backfill import backfill
+from prefect_backfill.cli import main
+from prefect_backfill.demo import to_silver_orders
+from prefect_backfill.errors import SourceNotFoundError, TargetLayoutError
+from tests.integration.conftest import Lake
+
+pytestmark = pytest.mark.spark
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["backfill", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return int(exit_info.value.code or 0), out.out + out.err
+
+
+def nothing_written(lake: Lake) -> bool:
+    return not Path(lake.target).exists() and not Path(lake.ledger).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2024-01-01", "--end", "2024-01-03", "--name", "typo"], "unknown pipeline 'typo'"),
+        (["--start", "2024-02-30", "--end", "2024-03-01"], "start '2024-02-30' is not a valid date"),
+        (["--start", "2024-03-01", "--end", "2024-02-01"], "end 2024-02-01 is before start 2024-03-01"),
+        (["--start", "2020-01-01", "--end", "2024-01-01"], "1462 partitions is more than the safety cap of 400"),
+        (["--start", "2024-01-01", "--end", "2024-01-02", "--reprocess", "some"], "not one of missing, failed, all"),
+        (["--start", "2024-01-01", "--end", "2024-01-02", "--exclude", "2023-01-01"], "are not in the range"),
+    ],
+)
+def test_cli_refuses_bad_requests_with_one_line(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    p = lake.make(to_silver_orders)
+    name = p.name
+    if "--name" in args:
+        i = args.index("--name")
+        name = args[i + 1]
+        args = args[:i] + args[i + 2 :]
+    code, out = cli(monkeypatch, capsys, "run", name, *args)
+    assert code == 1
+    assert message in out
+    assert out.strip().count("\n") == 0, out  # one line
+    assert nothing_written(lake)
+
+
+def test_missing_source_table(lake: Lake) -> None:
+    p = lake.make(to_silver_orders, source=str(lake.root / "bronze" / "nope"))
+    with pytest.raises(SourceNotFoundError, match="does not exist"):
+        backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02")
+    assert nothing_written(lake)
+
+
+def test_target_not_partitioned_by_the_partition_column(lake: Lake, spark: Any) -> None:
+    spark.read.format("delta").load(lake.bronze).limit(5).write.format("delta").save(lake.target)
+    version = DeltaTable(lake.target).version()
+    p = lake.make(to_silver_orders)
+    with pytest.raises(TargetLayoutError, match="is partitioned by nothing, not by order_date"):
+        backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02")
+    assert DeltaTable(lake.target).version() == version
+    assert not Path(lake.ledger).exists()
+
+
+def test_plan_and_status_on_the_cli(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = lake.make(to_silver_orders)
+    backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02")
+    code, out = cli(monkeypatch, capsys, "plan", p.name, "--start", "2024-01-01", "--end", "2024-01-03", "--json")
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["to_run"] == ["2024-01-03"]
+    assert [s["partition"] for s in plan["skipped"]] == ["2024-01-01", "2024-01-02"]
+    assert plan["skipped"][0]["reason"].startswith("complete at version 1")
+
+    code, out = cli(monkeypatch, capsys, "status", p.name, "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert status["counts"]["COMPLETE"] == 2 and status["counts"]["FAILED"] == 0 and status["stale"] == []
+
+    lake.make(to_silver_orders, version="2")
+    code, out = cli(monkeypatch, capsys, "status", p.name, "--json")
+    assert json.loads(out)["stale"] == ["2024-01-01", "2024-01-02"]
