@@ -172,10 +172,15 @@ inside the backfill time); **backfill** is the timed backfill itself (`BackfillC
 `backfill(...)` call including Prefect's temporary server start and planning, or the single overwrite job);
 **flow duration_s** is what the package's summary reports (it starts after planning);
 **peak RSS** is the highest sum of RSS over the process tree (sampled every 0.2 s), split at that instant into
-the Python driver / the JVM / other children (Prefect's temporary API server);
+the Python driver / the JVM / other children (Prefect's temporary API server); a child caught while being forked
+(same virtual size as its parent: Hadoop forks `chmod` on local writes) is its parent's image and is counted once;
 **bookkeeping** is per partition: MERGE + UPDATE for the seed, the two ledger appends
 (RUNNING, COMPLETE) for the package; **partition work** is the read-transform-overwrite time per partition
 (seed: measured around it; package: `duration_s` from its ledger).
+
+Choosing `--rows-per-day`: the acceptance text asks for ~1 s per partition. Check it on a quiet machine with a
+short run that leaves this file alone, and read the *partition work median* column:
+`.venv/bin/python bench/run.py --days 8 --rows-per-day N --small-days 2 --only package_c1 --no-docs`.
 """
 
 

@@ -167,7 +167,9 @@ def machine_info() -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="prefect-backfill benchmark (see docs/benchmarks.md)")
     parser.add_argument("--days", type=int, default=182, help="days in the range (default 182: the demo's six months)")
-    parser.add_argument("--rows-per-day", type=int, default=200_000, help="bronze rows per day (pick ~1 s/partition)")
+    parser.add_argument(
+        "--rows-per-day", type=int, default=2_000, help="bronze rows per day (default: the demo's; pick ~1 s/partition)"
+    )
     parser.add_argument("--small-days", type=int, default=30, help="days of the RSS baseline run (default 30)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 days, 200 rows/day, 2-day RSS baseline")
     parser.add_argument("--only", default="", help="comma-separated scenario names to run (default: all)")
