@@ -5,9 +5,10 @@ Prefect's temporary API server. Sampling from the parent keeps the measurement o
 process. Two corrections keep the sum honest:
 
 * A process the JVM (or Python) is forking shows, until it execs, the *parent's* address space: same
-  virtual size, same RSS. Hadoop forks shell commands (``chmod``…) on every local file write without
-  its native library, so a naive sum often counts the JVM twice (seen: +1.4 GiB on one sample). A
-  child whose virtual size equals its parent's is such a fork image and is counted once, as its parent.
+  virtual size, same RSS. The JVM forks helper processes while it writes (e.g. Hadoop's shell commands
+  when its native library is missing), so a naive sum sometimes counts the JVM twice (seen: +1.4 GiB on
+  one sample of the seed run). A child whose virtual size equals its parent's is such a fork image and
+  is counted once, as its parent.
 * Sums of RSS still count pages shared between distinct processes more than once; that is the same for
   every scenario.
 """

@@ -173,7 +173,7 @@ inside the backfill time); **backfill** is the timed backfill itself (`BackfillC
 **flow duration_s** is what the package's summary reports (it starts after planning);
 **peak RSS** is the highest sum of RSS over the process tree (sampled every 0.2 s), split at that instant into
 the Python driver / the JVM / other children (Prefect's temporary API server); a child caught while being forked
-(same virtual size as its parent: Hadoop forks `chmod` on local writes) is its parent's image and is counted once;
+(same virtual size as its parent: the JVM forks helpers while writing) is its parent's image and is counted once;
 **bookkeeping** is per partition: MERGE + UPDATE for the seed, the two ledger appends
 (RUNNING, COMPLETE) for the package; **partition work** is the read-transform-overwrite time per partition
 (seed: measured around it; package: `duration_s` from its ledger).

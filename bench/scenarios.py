@@ -131,7 +131,7 @@ def _flow_run_seconds(flow_run_id: Any) -> float | None:
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
     if flow_run.start_time is not None and flow_run.end_time is not None:
-        return (flow_run.end_time - flow_run.start_time).total_seconds()
+        return float((flow_run.end_time - flow_run.start_time).total_seconds())
     return flow_run.total_run_time.total_seconds()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
@@ -51,6 +52,7 @@ def backfill(
 
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
     """
+    started = time.perf_counter()
     request = BackfillRequest.build(
         pipeline=pipeline,
         start=start,
@@ -64,7 +66,7 @@ def backfill(
         yes=yes,
     )
     prepared = prepare(request)
-    summary = run_prepared(prepared, backfill_partition)
+    summary = run_prepared(prepared, backfill_partition, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
     return summary.to_dict()

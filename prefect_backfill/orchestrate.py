@@ -37,10 +37,14 @@ def artifact_key(pipeline: str, what: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"backfill-{pipeline}-{what}".lower()).strip("-")
 
 
-def run_prepared(prepared: PreparedRun, task: Any) -> BackfillSummary:
-    """Run ``prepared.plan`` with ``task`` (the per-partition Prefect task) inside the current flow."""
+def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None) -> BackfillSummary:
+    """Run ``prepared.plan`` with ``task`` (the per-partition Prefect task) inside the current flow.
+
+    ``started`` is the flow's ``time.perf_counter()`` at entry, so the summary's duration includes
+    validation and planning (reading the ledger).
+    """
     logger = get_run_logger()
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     request, pipeline, the_plan, ledger = prepared.request, prepared.pipeline, prepared.plan, prepared.ledger
     run_id = str(flow_run.id or "local")
     logger.info("%s", the_plan)

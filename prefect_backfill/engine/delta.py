@@ -117,12 +117,13 @@ class SparkDeltaEngine:
                 f"source {pipeline.source} has no column {pipeline.partition_column}: "
                 f"its columns are {', '.join(source.columns)}"
             )
-        schema = pipeline.transform(source.limit(0)).schema
-        if pipeline.partition_column not in schema.fieldNames():
+        # The transform of an empty input: the target gets exactly the transform's schema, and no
+        # Python worker is started (createDataFrame([], schema) would go through a Python RDD).
+        empty = pipeline.transform(source.limit(0))
+        if pipeline.partition_column not in empty.columns:
             raise PartitionValidationError(
                 f"the transform of {pipeline.name} drops the partition column {pipeline.partition_column}: keep it"
             )
-        empty = self.spark.createDataFrame([], schema)
         writer = empty.write.format("delta").partitionBy(pipeline.partition_column)
         if pipeline.target.is_path:
             writer.mode("errorifexists").save(pipeline.target.location)
@@ -177,8 +178,9 @@ class SparkDeltaEngine:
                     ) from None
                 raise
             rows_out = int(observed.get["rows"])
-        finally:
+        finally:  # the thread goes back to the pool: leave no job properties behind
             sc.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
+            sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
         return PartitionOutcome(
             rows_in=rows_in, rows_out=rows_out, table_version=self._commit_version(pipeline, commit_tag)
         )

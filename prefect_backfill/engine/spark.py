@@ -8,6 +8,7 @@ breaks resolution). Jars Spark already ships are excluded so the classpath holds
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -57,13 +58,13 @@ _lock = threading.Lock()
 
 def spark_conf(settings: BackfillSettings) -> dict[str, str]:
     """The full Spark configuration for ``settings`` (pure, so it is unit-tested and printable)."""
-    ivy_settings = resources.files("prefect_backfill.engine").joinpath("ivysettings.xml")
+    here = resources.files("prefect_backfill.engine")
     conf = {
         "spark.app.name": settings.spark_app_name,
         "spark.master": settings.spark_master,
         "spark.jars.packages": DELTA_PACKAGE,
         "spark.jars.ivy": str(settings.ivy_dir),
-        "spark.jars.ivySettings": str(ivy_settings),
+        "spark.jars.ivySettings": str(here.joinpath("ivysettings.xml")),
         "spark.jars.excludes": ",".join(_PROVIDED_BY_SPARK),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -76,8 +77,13 @@ def spark_conf(settings: BackfillSettings) -> dict[str, str]:
         "spark.ui.enabled": str(settings.spark_ui).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.adaptive.enabled": "true",
-        # Let the jobs of several partitions share the driver fairly instead of queueing FIFO.
+        # Backfill jobs run in the "backfill" pool (weight 1, FAIR inside), so partitions in flight
+        # share the executors and, on a shared application, other pools can be given priority.
         "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(here.joinpath("fairscheduler.xml")),
+        # Python workers (UDFs) run the driver's interpreter, not whatever `python3` is first on PATH.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
     }
     conf.update(settings.spark_conf)
     return conf

@@ -129,7 +129,7 @@ def test_a_partition_overwrite_touches_only_that_partitions_files(lake: Lake) ->
     version = DeltaTable(lake.target).version()
     actions = _log_actions(lake.target, version)
     commit = next(a["commitInfo"] for a in actions if "commitInfo" in a)
-    assert f"partition=2024-01-03" in commit["userMetadata"]
+    assert "partition=2024-01-03" in commit["userMetadata"]
     assert commit["operationParameters"]["predicate"].count("2024-01-03") == 1
     touched = [a.get("add", a.get("remove"))["path"] for a in actions if "add" in a or "remove" in a]
     assert touched and all(path.startswith("order_date=2024-01-03/") for path in touched)
@@ -160,7 +160,9 @@ def test_ledger_loses_no_event_at_concurrency_4(lake: Lake) -> None:
     events = Ledger(lake.ledger).events(p.name).to_pylist()
     per_partition = Counter((e["partition"], e["status"]) for e in events)
     assert len(events) == 8 * 3
-    assert all(per_partition[(f"2024-01-0{d}", s)] == 1 for d in range(1, 9) for s in ("PENDING", "RUNNING", "COMPLETE"))
+    assert all(
+        per_partition[(f"2024-01-0{d}", s)] == 1 for d in range(1, 9) for s in ("PENDING", "RUNNING", "COMPLETE")
+    )
 
 
 def test_cache_skips_completed_partitions_even_when_the_ledger_is_lost(lake: Lake) -> None:
@@ -185,7 +187,10 @@ def test_output_rows_outside_the_partition_fail_it_without_retry_and_keep_old_da
     bad = lake.make(shifts_dates, version="2")
     with pytest.raises(BackfillFailedError) as failure:
         run(lake, bad.name, "2024-01-01", "2024-01-02", retries=2, retry_delay_seconds=0)
-    assert "wrote rows outside partition order_date=2024-01-01; nothing was committed" in failure.value.errors["2024-01-01"]
+    assert (
+        "wrote rows outside partition order_date=2024-01-01; nothing was committed"
+        in failure.value.errors["2024-01-01"]
+    )
     assert snapshot(spark, lake.target) == before
     events = Ledger(lake.ledger).events(bad.name).to_pylist()
     attempts = [e for e in events if e["status"] == "RUNNING" and e["version"] == "2"]

@@ -80,7 +80,9 @@ class _Ctx:
 
 def test_cache_key_depends_on_exactly_the_partition_identity() -> None:
     policy = PartitionCachePolicy()
-    base = dict(pipeline="p", partition="2024-01-01", fingerprint="2:abc", target_id="t1", ledger_path="/a", run_id="r1")
+    base = dict(
+        pipeline="p", partition="2024-01-01", fingerprint="2:abc", target_id="t1", ledger_path="/a", run_id="r1"
+    )
 
     def key(**changes: str) -> str | None:
         return policy.compute_key(_Ctx(), {**base, **changes}, {})  # type: ignore[arg-type]

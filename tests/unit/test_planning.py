@@ -33,9 +33,7 @@ def keys(parts: object) -> list[str]:
 def test_missing_runs_everything_not_complete_for_this_version() -> None:
     p = plan("orders", V2, PARTS, LEDGER, Reprocess.MISSING)
     assert keys(p.to_run) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-06"]
-    assert [(s.partition.key, s.reason.split(" (")[0]) for s in p.skipped] == [
-        ("2024-01-01", "complete at version 2")
-    ]
+    assert [(s.partition.key, s.reason.split(" (")[0]) for s in p.skipped] == [("2024-01-01", "complete at version 2")]
 
 
 def test_failed_runs_only_failed_and_says_why_the_rest_is_skipped() -> None:
