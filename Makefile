@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars demo test lint bench clean
+.PHONY: setup jars browser demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,20 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed jars
+setup: $(VENV)/.installed jars browser
 
 # Fetch Delta's jars from Maven Central once (Spark's own Ivy resolver) into .cache/ivy.
 jars: $(VENV)/.installed
 	$(VENV)/bin/backfill setup
 
-demo: setup
+# Headless Chromium for the UI test: Debian's package (Playwright's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: the UI test will be skipped (apt-get install chromium)"; fi; }
+
+demo: $(VENV)/.installed jars
 	$(VENV)/bin/backfill demo
 
 test: setup

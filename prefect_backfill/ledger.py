@@ -120,6 +120,8 @@ def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState
             error=row["error"],  # type: ignore[arg-type]
             rows_out=row["rows_out"],  # type: ignore[arg-type]
             duration_s=row["duration_s"],  # type: ignore[arg-type]
+            attempt=row["attempt"],  # type: ignore[arg-type]
+            rows_in=row["rows_in"],  # type: ignore[arg-type]
         )
         for key, (_, row) in best.items()
     }
@@ -233,7 +235,17 @@ class Ledger:
 
     def current(self, pipeline: str) -> dict[str, PartitionState]:
         """The current state of every partition of ``pipeline`` that has ever been recorded."""
-        return latest_states(self.events(pipeline).to_pylist())
+        return self.read(pipeline)[0]
+
+    def read(self, pipeline: str) -> tuple[dict[str, PartitionState], list[float]]:
+        """Current states and the durations of every partition ever completed (for ETAs), in one read."""
+        rows = self.events(pipeline).to_pylist()
+        durations = [
+            float(r["duration_s"])
+            for r in rows
+            if r["status"] == Status.COMPLETE.value and r["duration_s"] and not (r["error"] or "").startswith("cached")
+        ]
+        return latest_states(rows), durations
 
     def compact(self) -> None:
         """Rewrite the many one-row files into few, so reads and appends stay fast after long runs."""

@@ -8,7 +8,6 @@ night window closes, without ever cancelling one that has started.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,17 +23,12 @@ from prefect.runtime import flow_run
 from prefect_backfill.engine import get_engine
 from prefect_backfill.ledger import LedgerEvent
 from prefect_backfill.planning import Status
+from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
 
-__all__ = ["artifact_key", "run_prepared"]
-
-
-def artifact_key(pipeline: str, what: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only; one key per pipeline lines up
-    the artifacts of successive runs in the UI."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"backfill-{pipeline}-{what}".lower()).strip("-")
+__all__ = ["run_prepared"]
 
 
 def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None) -> BackfillSummary:
@@ -72,6 +66,13 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
             result_storage=settings.result_storage,
             refresh_cache=request.reprocess.value == "all",
         )
+        reporter = ProgressReporter(
+            pipeline.name,
+            len(the_plan.to_run),
+            request.max_concurrency,
+            history=prepared.history,
+            skipped=len(the_plan.skipped),
+        )
         futures = _submit_bounded(
             [
                 partial(
@@ -86,6 +87,7 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
                 for p in the_plan.to_run
             ],
             request.max_concurrency,
+            on_done=reporter.partition_finished,
         )
         late_events: list[LedgerEvent] = []
         for partition, future in zip(the_plan.to_run, futures, strict=True):
@@ -109,6 +111,7 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
                 error = state.result(raise_on_failure=False)
                 message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
                 failed.append((partition.key, message))
+        reporter.close()
         ledger.record(late_events)
         ledger.compact()
 
@@ -129,6 +132,8 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
         bookkeeping_s=tuple(bookkeeping),
     )
     logger.info("%s", summary)
+    if the_plan.to_run:
+        publish_final_artifacts(pipeline.name, pipeline.fingerprint, prepared.partitions, ledger.current(pipeline.name))
     create_markdown_artifact(
         key=artifact_key(pipeline.name, "summary"),
         markdown=_summary_markdown(summary, prepared.resume_command),
@@ -161,18 +166,34 @@ def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerE
     )
 
 
-def _submit_bounded(submits: list[Callable[[], PrefectFuture[Any]]], limit: int) -> list[PrefectFuture[Any] | None]:
-    """Submit one after another, never more than ``limit`` unfinished at once."""
+def _submit_bounded(
+    submits: list[Callable[[], PrefectFuture[Any]]],
+    limit: int,
+    on_done: Callable[[bool, float | None], None] | None = None,
+) -> list[PrefectFuture[Any] | None]:
+    """Submit one after another, never more than ``limit`` unfinished at once; ``on_done(ok, seconds)``
+    hears of each partition as it finishes (from the task's thread)."""
     slots = threading.BoundedSemaphore(limit)
     futures: list[PrefectFuture[Any] | None] = []
     for submit in submits:
         slots.acquire()
+        submitted = time.perf_counter()
         try:
             future = submit()
         except BaseException:
             slots.release()
             raise
-        future.add_done_callback(lambda _f: slots.release())
+
+        def finished(f: PrefectFuture[Any], submitted: float = submitted) -> None:
+            slots.release()
+            if on_done is not None:
+                try:
+                    ok = f.state.is_completed()
+                except Exception:
+                    ok = False
+                on_done(ok, time.perf_counter() - submitted)
+
+        future.add_done_callback(finished)
         futures.append(future)
     return futures
 

@@ -58,6 +58,8 @@ class PartitionState:
     error: str | None = None
     rows_out: int | None = None
     duration_s: float | None = None
+    attempt: int | None = None
+    rows_in: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ class PreparedRun:
     partitions: tuple[Partition, ...]
     ledger: Ledger
     plan: Plan
+    history: tuple[float, ...] = ()  # durations of earlier completed partitions, for the first ETA
 
     @property
     def resume_command(self) -> str:
@@ -102,7 +103,7 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
             "lower it or raise BACKFILL_MAX_WORKERS"
         )
     ledger = Ledger(ledger_location(pipeline, settings))
-    current = ledger.current(pipeline.name)
+    current, history = ledger.read(pipeline.name)
     the_plan = plan(
         pipeline.name,
         pipeline.fingerprint,
@@ -112,4 +113,4 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
         exclude=request.exclude,
         newest_first=request.newest_first,
     )
-    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan)
+    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]))
