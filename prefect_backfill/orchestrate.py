@@ -20,6 +20,7 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from prefect_backfill import window
 from prefect_backfill.engine import get_engine
 from prefect_backfill.ledger import LedgerEvent
 from prefect_backfill.planning import Status
@@ -27,6 +28,7 @@ from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_f
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
+from prefect_backfill.window import resolve_deadline
 
 __all__ = ["run_prepared"]
 
@@ -73,6 +75,9 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
             history=prepared.history,
             skipped=len(the_plan.skipped),
         )
+        deadline = resolve_deadline(request.window_end, request.timezone, window.clock())
+        if deadline is not None:
+            logger.info("window closes at %s: no partition starts after that", deadline.isoformat())
         futures = _submit_bounded(
             [
                 partial(
@@ -88,6 +93,7 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
             ],
             request.max_concurrency,
             on_done=reporter.partition_finished,
+            keep_going=(lambda: window.clock() < deadline) if deadline is not None else None,
         )
         late_events: list[LedgerEvent] = []
         for partition, future in zip(the_plan.to_run, futures, strict=True):
@@ -170,13 +176,22 @@ def _submit_bounded(
     submits: list[Callable[[], PrefectFuture[Any]]],
     limit: int,
     on_done: Callable[[bool, float | None], None] | None = None,
+    keep_going: Callable[[], bool] | None = None,
 ) -> list[PrefectFuture[Any] | None]:
     """Submit one after another, never more than ``limit`` unfinished at once; ``on_done(ok, seconds)``
-    hears of each partition as it finishes (from the task's thread)."""
+    hears of each partition as it finishes (from the task's thread). Once ``keep_going()`` says no (a
+    window closed), nothing more starts: those places hold None, and what runs is left to finish."""
     slots = threading.BoundedSemaphore(limit)
     futures: list[PrefectFuture[Any] | None] = []
     for submit in submits:
+        if keep_going is not None and not keep_going():
+            futures.append(None)
+            continue
         slots.acquire()
+        if keep_going is not None and not keep_going():  # the window may have closed while we waited
+            slots.release()
+            futures.append(None)
+            continue
         submitted = time.perf_counter()
         try:
             future = submit()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prefect_backfill import window
 from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, partitions_between
@@ -18,6 +19,7 @@ from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Plan, Reprocess, plan
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
+from prefect_backfill.window import resolve_deadline
 
 __all__ = ["BackfillRequest", "PreparedRun", "ledger_location", "prepare"]
 
@@ -37,6 +39,8 @@ class BackfillRequest(BaseModel):
     exclude: tuple[str, ...] = ()
     newest_first: bool = False
     yes: bool = False
+    window_end: str | None = None
+    timezone: str = "UTC"
 
     @field_validator("reprocess", mode="before")
     @classmethod
@@ -102,6 +106,7 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
             f"max_concurrency {request.max_concurrency} is more than the worker pool ({settings.max_workers}): "
             "lower it or raise BACKFILL_MAX_WORKERS"
         )
+    resolve_deadline(request.window_end, request.timezone, window.clock())  # fail fast on a bad window
     ledger = Ledger(ledger_location(pipeline, settings))
     current, history = ledger.read(pipeline.name)
     the_plan = plan(

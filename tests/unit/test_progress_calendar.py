@@ -63,3 +63,31 @@ def test_hourly_days_show_their_worst_hour_and_months_fold_by_year() -> None:
     months = partitions_between("2023-11", "2024-02", Grain.MONTH)
     md = render_markdown(build_grid(months, {}, FP), "monthly")
     assert "| 2023 |" in md and "| 2024 |" in md
+
+
+def test_window_end_is_the_next_time_of_day_in_the_timezone() -> None:
+    from datetime import UTC
+
+    from prefect_backfill.window import resolve_deadline
+
+    late_evening = datetime(2024, 7, 1, 20, 30, tzinfo=UTC)  # 22:30 in Amsterdam (summer time)
+    assert resolve_deadline("06:00", "Europe/Amsterdam", late_evening) == datetime(2024, 7, 2, 4, 0, tzinfo=UTC)
+    early_morning = datetime(2024, 7, 2, 2, 0, tzinfo=UTC)  # 04:00 local: today's 06:00 is still ahead
+    assert resolve_deadline("06:00", "Europe/Amsterdam", early_morning) == datetime(2024, 7, 2, 4, 0, tzinfo=UTC)
+    assert resolve_deadline("2024-07-02T06:00:00+02:00", "UTC", late_evening) == datetime(2024, 7, 2, 4, 0, tzinfo=UTC)
+    assert resolve_deadline(None, "UTC", late_evening) is None
+
+
+def test_bad_windows_say_how_to_fix_them() -> None:
+    from datetime import UTC
+
+    import pytest
+
+    from prefect_backfill.errors import InvalidRequestError
+    from prefect_backfill.window import resolve_deadline
+
+    now = datetime(2024, 7, 1, tzinfo=UTC)
+    with pytest.raises(InvalidRequestError, match="unknown timezone 'Mars/Olympus'"):
+        resolve_deadline("06:00", "Mars/Olympus", now)
+    with pytest.raises(InvalidRequestError, match="neither a time of day"):
+        resolve_deadline("dawn", "UTC", now)
