@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars browser demo test lint bench clean
+.PHONY: setup jars browser demo test lint bench clean server deployments worker-backfill worker-daily
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,27 @@ lint: $(VENV)/.installed
 
 bench: setup
 	$(PY) bench/run.py
+
+# --- Operate (see README "Operate") -------------------------------------------------------------
+PREFECT_PORT ?= 4200
+export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
+# A real Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT)); leases on disk so concurrency slots
+# cannot leak across a restart.
+server: $(VENV)/.installed
+	PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
+	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Pools, queues and limits (idempotent), then every deployment of prefect.yaml.
+deployments: setup
+	$(PY) -m deployments.setup
+	$(VENV)/bin/prefect --no-prompt deploy --all
+
+worker-backfill: setup
+	$(VENV)/bin/prefect worker start --pool backfill --type process
+
+worker-daily: setup
+	$(VENV)/bin/prefect worker start --pool daily --type process
 
 clean:
 	rm -rf .data .prefect .pytest_cache .mypy_cache .ruff_cache

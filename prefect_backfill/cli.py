@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import click
 import typer
@@ -111,6 +111,10 @@ def run(
     exclude: Exclude = None,
     newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm a range above the safety cap.")] = False,
+    window_end: Annotated[
+        str | None, typer.Option("--window-end", help="Start no partition after this time (06:00) or instant.")
+    ] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="IANA timezone of --window-end.")] = "UTC",
 ) -> None:
     """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run."""
     from prefect_backfill.request import BackfillRequest, prepare
@@ -125,6 +129,8 @@ def run(
         exclude=list(exclude or ()),
         newest_first=newest_first,
         yes=yes,
+        window_end=window_end,
+        timezone=timezone,
     )
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
     prepared = prepare(BackfillRequest.build(**{**params, "exclude": tuple(params["exclude"])}))
@@ -132,8 +138,12 @@ def run(
     from flows.backfill import backfill
 
     with _LedgerProgress(prepared) if console.is_terminal and prepared.plan.to_run else contextlib.nullcontext():
-        summary = backfill(**params)
+        state = backfill(**params, return_state=True)
+    # raises BackfillFailedError (one line, exit 1) if partitions failed
+    summary = cast(dict[str, Any], state.result())
     _print_summary(summary)
+    if state.name == "WindowClosed":
+        console.print(f"[yellow]{state.message}[/]", highlight=False, soft_wrap=True)
 
 
 class _LedgerProgress:
@@ -324,17 +334,7 @@ def demo(
     if regenerate or not SparkDeltaEngine.instance().describe(TableRef(demo_module.bronze_path())).exists:
         rows = demo_module.generate_orders(demo_module.bronze_path(), rows_per_day=rows_per_day)
         console.print(f"wrote {rows:,} bronze orders to {demo_module.bronze_path()}", highlight=False)
-    run(
-        "demo_orders",
-        demo_module.DEMO_START,
-        demo_module.DEMO_END,
-        "missing",
-        max_concurrency,
-        2,
-        None,
-        False,
-        False,
-    )
+    run("demo_orders", demo_module.DEMO_START, demo_module.DEMO_END, max_concurrency=max_concurrency)
 
 
 def main() -> None:
