@@ -79,8 +79,58 @@ async def ensure_limit(name: str, limit: int) -> str:
         return f"limit {name} = {limit}"
 
 
-async def setup(cap: int) -> list[str]:
+ZOMBIE_AUTOMATION = "prefect-backfill: crash unresponsive flow runs"
+
+
+async def ensure_zombie_automation(within_seconds: int) -> str:
+    """Mark a flow run Crashed when its heartbeats stop (a killed worker or machine).
+
+    Without it, a SIGKILLed run stays Running forever: it keeps its deployment concurrency slot (the
+    next nightly run would queue behind it) and its partitions look held. Once it is Crashed, the next
+    run takes its partitions over. Flow runs send heartbeats when PREFECT_FLOWS_HEARTBEAT_FREQUENCY is
+    set (prefect.yaml sets it for the backfill deployments).
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    async with get_client() as client:
+        for existing in await client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            await client.delete_automation(existing.id)  # replace: the window may have changed
+    automation = Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message=f"No heartbeat for {within_seconds} s: the run's process is gone."
+            )
+        ],
+    )
+    await automation.acreate()
+    return f"automation {ZOMBIE_AUTOMATION!r}: no heartbeat for {within_seconds} s -> Crashed"
+
+
+async def setup(cap: int, zombie_after: int = 90) -> list[str]:
     lines = [await ensure_lane(lane) for lane in LANES]
+    lines.append(await ensure_zombie_automation(zombie_after))
     for pipeline in all_pipelines():
         lines.append(await ensure_limit(cap_name(pipeline.name), cap))
         lines.append(await ensure_limit(f"{cap_name(pipeline.name)}-claims", 1))
@@ -90,8 +140,9 @@ async def setup(cap: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cap", type=int, default=4, help="partitions in flight per pipeline, all runs together")
+    parser.add_argument("--zombie-after", type=int, default=90, help="seconds without heartbeat before Crashed")
     args = parser.parse_args(argv)
-    for line in asyncio.run(setup(args.cap)):
+    for line in asyncio.run(setup(args.cap, args.zombie_after)):
         print(line)
 
 
