@@ -3,6 +3,7 @@ from prefect.yaml, a real process worker, `prefect deployment run … --params`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -113,11 +114,9 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     import psutil
 
     parent = psutil.Process(proc.pid)
-    for child in parent.children(recursive=True) + [parent]:
-        try:
+    for child in [*parent.children(recursive=True), parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     proc.wait(timeout=30)
 
 
