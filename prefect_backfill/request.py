@@ -7,7 +7,6 @@ the same one-line messages before anything is written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,7 +69,8 @@ def ledger_location(pipeline: Pipeline, settings: BackfillSettings) -> str:
     if settings.ledger_path:
         return settings.ledger_path
     if pipeline.target.is_path:
-        return str(Path(pipeline.target.location).parent / "_backfill_progress")
+        # String arithmetic, not Path: "s3://bucket/silver/orders" must stay a URI.
+        return pipeline.target.location.rstrip("/").rsplit("/", 1)[0] + "/_backfill_progress"
     raise InvalidRequestError(
         f"pipeline {pipeline.name} writes to catalog table {pipeline.target}: set BACKFILL_LEDGER_PATH "
         "to a Delta path for the progress table"
