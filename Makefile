@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars demo test lint bench clean
+.PHONY: setup jars browser demo test lint bench clean server deployments worker-backfill worker-daily
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,20 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed jars
+setup: $(VENV)/.installed jars browser
 
 # Fetch Delta's jars from Maven Central once (Spark's own Ivy resolver) into .cache/ivy.
 jars: $(VENV)/.installed
 	$(VENV)/bin/backfill setup
 
-demo: setup
+# Headless Chromium for the UI test: Debian's package (Playwright's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: the UI test will be skipped (apt-get install chromium)"; fi; }
+
+demo: $(VENV)/.installed jars
 	$(VENV)/bin/backfill demo
 
 test: setup
@@ -49,6 +56,27 @@ lint: $(VENV)/.installed
 
 bench: setup
 	$(PY) bench/run.py
+
+# --- Operate (see README "Operate") -------------------------------------------------------------
+PREFECT_PORT ?= 4200
+export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
+# A real Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT)); leases on disk so concurrency slots
+# cannot leak across a restart.
+server: $(VENV)/.installed
+	PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
+	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Pools, queues and limits (idempotent), then every deployment of prefect.yaml.
+deployments: setup
+	$(PY) -m deployments.setup
+	$(VENV)/bin/prefect --no-prompt deploy --all
+
+worker-backfill: setup
+	$(VENV)/bin/prefect worker start --pool backfill --type process
+
+worker-daily: setup
+	$(VENV)/bin/prefect worker start --pool daily --type process
 
 clean:
 	rm -rf .data .prefect .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 from prefect import flow
+from prefect.client.schemas.objects import State
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_backfill.errors import BackfillFailedError
@@ -35,7 +37,9 @@ def backfill(
     exclude: list[str] | None = None,
     newest_first: bool = False,
     yes: bool = False,
-) -> dict[str, Any]:
+    window_end: str | None = None,
+    timezone: str = "UTC",
+) -> dict[str, Any] | State[dict[str, Any]]:
     """Reprocess ``pipeline`` from ``start`` to ``end`` (inclusive), partition by partition.
 
     Args:
@@ -49,6 +53,9 @@ def backfill(
         exclude: partition keys to leave out.
         newest_first: run the newest partitions first.
         yes: confirm a range longer than the safety cap.
+        window_end: stop starting partitions at this time of day ("06:00", in `timezone`) or instant
+            (ISO timestamp); running partitions finish, the rest stays PENDING for the next run.
+        timezone: IANA timezone of `window_end`.
 
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
     """
@@ -64,9 +71,18 @@ def backfill(
         exclude=tuple(exclude or ()),
         newest_first=newest_first,
         yes=yes,
+        window_end=window_end,
+        timezone=timezone,
     )
     prepared = prepare(request)
     summary = run_prepared(prepared, backfill_partition, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
+    if summary.not_started:
+        # Not a failure: the night is over. A named Completed state says so in the UI.
+        return Completed(
+            name="WindowClosed",
+            message=f"window closed: {len(summary.not_started)} partitions remain; the next run resumes",
+            data=summary.to_dict(),
+        )
     return summary.to_dict()

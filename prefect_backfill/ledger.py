@@ -12,6 +12,10 @@ plain Delta table: Spark, DuckDB, Trino or Databricks read it as is (see :data:`
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
+import os
 import socket
 import threading
 import time
@@ -65,6 +69,7 @@ FROM (
 ) WHERE rn = 1
 """.strip()
 
+logger = logging.getLogger(__name__)
 _TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 _writers: dict[str, _Writer] = {}
 _writers_guard = threading.Lock()
@@ -120,13 +125,28 @@ def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState
             error=row["error"],  # type: ignore[arg-type]
             rows_out=row["rows_out"],  # type: ignore[arg-type]
             duration_s=row["duration_s"],  # type: ignore[arg-type]
+            attempt=row["attempt"],  # type: ignore[arg-type]
+            rows_in=row["rows_in"],  # type: ignore[arg-type]
         )
         for key, (_, row) in best.items()
     }
 
 
+@dataclass
+class _Ticket:
+    data: pa.Table | None  # None: a flush marker
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 class _Writer:
-    """The one appender per ledger path in a process.
+    """The one appender per ledger path in a process: a group committer.
+
+    Callers queue events; one background thread commits everything queued so far in a single Delta
+    append. So parallel tasks share commits instead of racing for version numbers, and an event whose
+    caller does not wait (RUNNING: losing it costs nothing, the partition is not complete) costs the
+    task nothing at all. A caller that waits (COMPLETE, FAILED, PENDING) returns once its events are
+    committed, and its own earlier events with them (one queue, first in first out).
 
     Appends cost what the snapshot costs: re-reading the log per event, or piling up one-row files,
     makes each append slower than the last (measured: 14 ms → 80 ms over 365 events). So the writer
@@ -142,13 +162,50 @@ class _Writer:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        # One writer per process and path at a time: threads of one process would only race each
-        # other for the same version number; other processes and hosts are handled by commit retries.
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held while committing or compacting
         self.table: DeltaTable | None = None
         self.commits = 0
+        self._queue: list[_Ticket] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
 
-    def append(self, data: pa.Table) -> None:
+    def append(self, data: pa.Table | None, wait: bool = True) -> None:
+        ticket = _Ticket(data)
+        with self._wake:
+            self._queue.append(ticket)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"ledger-writer:{self.path}", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        if wait:
+            ticket.done.wait()
+            if ticket.error is not None:
+                raise ticket.error
+
+    def flush(self) -> None:
+        """Return once every event queued so far is committed."""
+        if self._queue or (self._thread is not None and self._thread.is_alive()):
+            self.append(None, wait=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue:
+                    self._wake.wait()
+                batch, self._queue = self._queue, []
+            tables = [t.data for t in batch if t.data is not None]
+            error: BaseException | None = None
+            try:
+                if tables:
+                    self._commit(pa.concat_tables(tables))
+            except BaseException as exc:  # waiting callers re-raise it; say it for those who did not wait
+                error = exc
+                logger.warning("ledger %s: a commit of %d event(s) failed: %s", self.path, sum(map(len, tables)), exc)
+            for ticket in batch:
+                ticket.error = error
+                ticket.done.set()
+
+    def _commit(self, data: pa.Table) -> None:
         properties = CommitProperties(max_commit_retries=self.COMMIT_RETRIES)
         with self.lock:
             for attempt in range(self.CREATE_RETRIES):
@@ -181,6 +238,7 @@ class _Writer:
                 self._compact_locked()
 
     def compact(self) -> None:
+        self.flush()
         with self.lock:
             self._compact_locked()
 
@@ -195,6 +253,17 @@ class _Writer:
             return
 
 
+def _flush_all() -> None:
+    for writer in list(_writers.values()):
+        with contextlib.suppress(Exception):
+            writer.flush()
+
+
+atexit.register(_flush_all)
+# A forked child (Dask worker, multiprocessing) has no writer threads: start from scratch there.
+os.register_at_fork(after_in_child=_writers.clear)
+
+
 class Ledger:
     """The progress table at ``path`` (a local folder or any URI delta-rs understands)."""
 
@@ -206,11 +275,16 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.path!r})"
 
-    def record(self, events: Sequence[LedgerEvent]) -> None:
-        """Append ``events`` in one Delta commit (all or none of them become visible)."""
+    def record(self, events: Sequence[LedgerEvent], *, wait: bool = True) -> None:
+        """Append ``events`` atomically (all or none of them become visible, possibly in one commit with
+        other callers' events). ``wait=False`` returns at once; the events follow in order."""
         if events:
             rows = [{**asdict(e), "status": e.status.value} for e in events]
-            self._writer.append(pa.Table.from_pylist(rows, schema=SCHEMA))
+            self._writer.append(pa.Table.from_pylist(rows, schema=SCHEMA), wait=wait)
+
+    def flush(self) -> None:
+        """Wait until every event this process queued for this ledger is committed."""
+        self._writer.flush()
 
     def _table(self) -> DeltaTable | None:
         try:
@@ -233,7 +307,17 @@ class Ledger:
 
     def current(self, pipeline: str) -> dict[str, PartitionState]:
         """The current state of every partition of ``pipeline`` that has ever been recorded."""
-        return latest_states(self.events(pipeline).to_pylist())
+        return self.read(pipeline)[0]
+
+    def read(self, pipeline: str) -> tuple[dict[str, PartitionState], list[float]]:
+        """Current states and the durations of every partition ever completed (for ETAs), in one read."""
+        rows = self.events(pipeline).to_pylist()
+        durations = [
+            float(r["duration_s"])
+            for r in rows
+            if r["status"] == Status.COMPLETE.value and r["duration_s"] and not (r["error"] or "").startswith("cached")
+        ]
+        return latest_states(rows), durations
 
     def compact(self) -> None:
         """Rewrite the many one-row files into few, so reads and appends stay fast after long runs."""

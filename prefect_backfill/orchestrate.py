@@ -8,10 +8,10 @@ night window closes, without ever cancelling one that has started.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -21,20 +21,18 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from prefect_backfill import window
+from prefect_backfill.coordination import claims_lock, held_partitions, run_slots
 from prefect_backfill.engine import get_engine
 from prefect_backfill.ledger import LedgerEvent
-from prefect_backfill.planning import Status
+from prefect_backfill.planning import Plan, Status, without_held
+from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
+from prefect_backfill.window import resolve_deadline
 
-__all__ = ["artifact_key", "run_prepared"]
-
-
-def artifact_key(pipeline: str, what: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only; one key per pipeline lines up
-    the artifacts of successive runs in the UI."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"backfill-{pipeline}-{what}".lower()).strip("-")
+__all__ = ["run_prepared"]
 
 
 def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None) -> BackfillSummary:
@@ -49,68 +47,26 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
     run_id = str(flow_run.id or "local")
     logger.info("%s", the_plan)
 
-    completed: list[str] = []
-    cached: list[str] = []
-    failed: list[tuple[str, str]] = []
-    not_started: list[str] = []
-    rows_written = 0
-    bookkeeping: list[float] = []
-
+    out = _Outcome()
     if the_plan.to_run:
         target = get_engine().ensure_target(pipeline)
-        target_id = target.table_id or pipeline.target.location
-        ledger.record(
-            [
-                LedgerEvent(run_id, pipeline.name, p.key, Status.PENDING, pipeline.version, pipeline.fingerprint)
-                for p in the_plan.to_run
-            ]
-        )
+        # Claim under a short lock: leave out what a live run holds, record our PENDING claims.
+        with claims_lock(pipeline.name):
+            the_plan = without_held(the_plan, held_partitions(ledger.current(pipeline.name), run_id))
+            ledger.record(
+                [
+                    LedgerEvent(run_id, pipeline.name, p.key, Status.PENDING, pipeline.version, pipeline.fingerprint)
+                    for p in the_plan.to_run
+                ]
+            )
+        if held := len(prepared.plan.to_run) - len(the_plan.to_run):
+            logger.info("%d partition(s) are held by another live run and left to it", held)
+    if the_plan.to_run:
         settings = get_settings()
-        runnable = task.with_options(
-            retries=request.retries,
-            retry_delay_seconds=_backoff(request.retry_delay_seconds),
-            result_storage=settings.result_storage,
-            refresh_cache=request.reprocess.value == "all",
-        )
-        futures = _submit_bounded(
-            [
-                partial(
-                    runnable.submit,
-                    pipeline=pipeline.name,
-                    partition=p.key,
-                    fingerprint=pipeline.fingerprint,
-                    target_id=target_id,
-                    ledger_path=ledger.path,
-                    run_id=run_id,
-                )
-                for p in the_plan.to_run
-            ],
-            request.max_concurrency,
-        )
-        late_events: list[LedgerEvent] = []
-        for partition, future in zip(the_plan.to_run, futures, strict=True):
-            if future is None:
-                not_started.append(partition.key)
-                continue
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                result: PartitionResult = state.result()
-                rows_written += result.rows_out
-                if state.name == "Cached":
-                    # The task body did not run, so nothing recorded it in this ledger: do it here,
-                    # in one commit for all cached partitions.
-                    cached.append(partition.key)
-                    late_events.append(_cached_event(run_id, pipeline.version, result))
-                else:
-                    completed.append(partition.key)
-                    bookkeeping.append(result.bookkeeping_s)
-            else:
-                error = state.result(raise_on_failure=False)
-                message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
-                failed.append((partition.key, message))
-        ledger.record(late_events)
-        ledger.compact()
+        with run_slots(pipeline.name, request.max_concurrency, settings.pipeline_cap) as slots:
+            if slots < request.max_concurrency:
+                logger.info("the pipeline's shared cap allows %d partitions in flight for this run", slots)
+            _fan_out(prepared, the_plan, task, target.table_id or pipeline.target.location, run_id, slots, out)
 
     summary = BackfillSummary(
         pipeline=pipeline.name,
@@ -120,21 +76,95 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
         fingerprint=pipeline.fingerprint,
         total=the_plan.total,
         skipped=len(the_plan.skipped),
-        completed=tuple(completed),
-        cached=tuple(cached),
-        failed=tuple(failed),
-        not_started=tuple(not_started),
-        rows_written=rows_written,
+        completed=tuple(out.completed),
+        cached=tuple(out.cached),
+        failed=tuple(out.failed),
+        not_started=tuple(out.not_started),
+        rows_written=out.rows_written,
         duration_s=time.perf_counter() - started,
-        bookkeeping_s=tuple(bookkeeping),
+        bookkeeping_s=tuple(out.bookkeeping),
     )
     logger.info("%s", summary)
+    if the_plan.to_run:
+        publish_final_artifacts(pipeline.name, pipeline.fingerprint, prepared.partitions, ledger.current(pipeline.name))
     create_markdown_artifact(
         key=artifact_key(pipeline.name, "summary"),
         markdown=_summary_markdown(summary, prepared.resume_command),
-        description=f"{pipeline.name}: {len(failed)} failed of {the_plan.total}",
+        description=f"{pipeline.name}: {len(out.failed)} failed of {the_plan.total}",
     )
     return summary
+
+
+@dataclass
+class _Outcome:
+    completed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+    bookkeeping: list[float] = field(default_factory=list)
+    rows_written: int = 0
+
+
+def _fan_out(
+    prepared: PreparedRun, the_plan: Plan, task: Any, target_id: str, run_id: str, limit: int, out: _Outcome
+) -> None:
+    """Submit the plan under ``limit``, stop at the window's end, collect every final state."""
+    logger = get_run_logger()
+    request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
+    runnable = task.with_options(
+        retries=request.retries,
+        retry_delay_seconds=_backoff(request.retry_delay_seconds),
+        result_storage=get_settings().result_storage,
+        refresh_cache=request.reprocess.value == "all",
+    )
+    reporter = ProgressReporter(
+        pipeline.name, len(the_plan.to_run), limit, history=prepared.history, skipped=len(the_plan.skipped)
+    )
+    deadline = resolve_deadline(request.window_end, request.timezone, window.clock())
+    if deadline is not None:
+        logger.info("window closes at %s: no partition starts after that", deadline.isoformat())
+    futures = _submit_bounded(
+        [
+            partial(
+                runnable.submit,
+                pipeline=pipeline.name,
+                partition=p.key,
+                fingerprint=pipeline.fingerprint,
+                target_id=target_id,
+                ledger_path=ledger.path,
+                run_id=run_id,
+            )
+            for p in the_plan.to_run
+        ],
+        limit,
+        on_done=reporter.partition_finished,
+        keep_going=(lambda: window.clock() < deadline) if deadline is not None else None,
+    )
+    late_events: list[LedgerEvent] = []
+    for partition, future in zip(the_plan.to_run, futures, strict=True):
+        if future is None:
+            out.not_started.append(partition.key)
+            continue
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            result: PartitionResult = state.result()
+            out.rows_written += result.rows_out
+            if state.name == "Cached":
+                # The task body did not run, so nothing recorded it in this ledger: do it here,
+                # in one commit for all cached partitions.
+                out.cached.append(partition.key)
+                late_events.append(_cached_event(run_id, pipeline.version, result))
+            else:
+                out.completed.append(partition.key)
+                out.bookkeeping.append(result.bookkeeping_s)
+        else:
+            error = state.result(raise_on_failure=False)
+            message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
+            out.failed.append((partition.key, message))
+    reporter.close()
+    ledger.record(late_events)
+    ledger.compact()
 
 
 def _backoff(base: float) -> list[float]:
@@ -161,18 +191,43 @@ def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerE
     )
 
 
-def _submit_bounded(submits: list[Callable[[], PrefectFuture[Any]]], limit: int) -> list[PrefectFuture[Any] | None]:
-    """Submit one after another, never more than ``limit`` unfinished at once."""
+def _submit_bounded(
+    submits: list[Callable[[], PrefectFuture[Any]]],
+    limit: int,
+    on_done: Callable[[bool, float | None], None] | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> list[PrefectFuture[Any] | None]:
+    """Submit one after another, never more than ``limit`` unfinished at once; ``on_done(ok, seconds)``
+    hears of each partition as it finishes (from the task's thread). Once ``keep_going()`` says no (a
+    window closed), nothing more starts: those places hold None, and what runs is left to finish."""
     slots = threading.BoundedSemaphore(limit)
     futures: list[PrefectFuture[Any] | None] = []
     for submit in submits:
+        if keep_going is not None and not keep_going():
+            futures.append(None)
+            continue
         slots.acquire()
+        if keep_going is not None and not keep_going():  # the window may have closed while we waited
+            slots.release()
+            futures.append(None)
+            continue
+        submitted = time.perf_counter()
         try:
             future = submit()
         except BaseException:
             slots.release()
             raise
-        future.add_done_callback(lambda _f: slots.release())
+
+        def finished(f: PrefectFuture[Any], submitted: float = submitted) -> None:
+            slots.release()
+            if on_done is not None:
+                try:
+                    ok = f.state.is_completed()
+                except Exception:
+                    ok = False
+                on_done(ok, time.perf_counter() - submitted)
+
+        future.add_done_callback(finished)
         futures.append(future)
     return futures
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
 
-__all__ = ["PartitionState", "Plan", "Reprocess", "Skip", "Status", "plan"]
+__all__ = ["PartitionState", "Plan", "Reprocess", "Skip", "Status", "plan", "without_held"]
 
 
 class Status(enum.StrEnum):
@@ -58,6 +58,8 @@ class PartitionState:
     error: str | None = None
     rows_out: int | None = None
     duration_s: float | None = None
+    attempt: int | None = None
+    rows_in: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +142,12 @@ def plan(
         else:
             skipped.append(Skip(partition, reason))
     return Plan(pipeline, fingerprint, reprocess, tuple(to_run), tuple(skipped))
+
+
+def without_held(the_plan: Plan, held: Mapping[str, str]) -> Plan:
+    """Leave out of ``the_plan`` the partitions another live run holds (key → its run id)."""
+    if not held:
+        return the_plan
+    to_run = tuple(p for p in the_plan.to_run if p.key not in held)
+    newly = tuple(Skip(p, f"held by run {held[p.key][:8]} (running now)") for p in the_plan.to_run if p.key in held)
+    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly)

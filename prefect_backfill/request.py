@@ -7,10 +7,10 @@ the same one-line messages before anything is written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prefect_backfill import window
 from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, partitions_between
@@ -18,6 +18,7 @@ from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Plan, Reprocess, plan
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
+from prefect_backfill.window import resolve_deadline
 
 __all__ = ["BackfillRequest", "PreparedRun", "ledger_location", "prepare"]
 
@@ -37,6 +38,8 @@ class BackfillRequest(BaseModel):
     exclude: tuple[str, ...] = ()
     newest_first: bool = False
     yes: bool = False
+    window_end: str | None = None
+    timezone: str = "UTC"
 
     @field_validator("reprocess", mode="before")
     @classmethod
@@ -66,7 +69,8 @@ def ledger_location(pipeline: Pipeline, settings: BackfillSettings) -> str:
     if settings.ledger_path:
         return settings.ledger_path
     if pipeline.target.is_path:
-        return str(Path(pipeline.target.location).parent / "_backfill_progress")
+        # String arithmetic, not Path: "s3://bucket/silver/orders" must stay a URI.
+        return pipeline.target.location.rstrip("/").rsplit("/", 1)[0] + "/_backfill_progress"
     raise InvalidRequestError(
         f"pipeline {pipeline.name} writes to catalog table {pipeline.target}: set BACKFILL_LEDGER_PATH "
         "to a Delta path for the progress table"
@@ -80,6 +84,7 @@ class PreparedRun:
     partitions: tuple[Partition, ...]
     ledger: Ledger
     plan: Plan
+    history: tuple[float, ...] = ()  # durations of earlier completed partitions, for the first ETA
 
     @property
     def resume_command(self) -> str:
@@ -101,8 +106,9 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
             f"max_concurrency {request.max_concurrency} is more than the worker pool ({settings.max_workers}): "
             "lower it or raise BACKFILL_MAX_WORKERS"
         )
+    resolve_deadline(request.window_end, request.timezone, window.clock())  # fail fast on a bad window
     ledger = Ledger(ledger_location(pipeline, settings))
-    current = ledger.current(pipeline.name)
+    current, history = ledger.read(pipeline.name)
     the_plan = plan(
         pipeline.name,
         pipeline.fingerprint,
@@ -112,4 +118,4 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
         exclude=request.exclude,
         newest_first=request.newest_first,
     )
-    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan)
+    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]))

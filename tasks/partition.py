@@ -76,7 +76,8 @@ def backfill_partition(
         )
 
     t0 = time.perf_counter()
-    ledger.record([event(Status.RUNNING)])
+    # Not waited for: the writer commits it while Spark works; losing it would cost nothing.
+    ledger.record([event(Status.RUNNING)], wait=False)
     bookkeeping = time.perf_counter() - t0
     work_start = time.perf_counter()
     try:

@@ -60,3 +60,16 @@ def test_parallel_writers_lose_no_event(tmp_path: Path) -> None:
     assert Ledger(path).events("orders").num_rows == 60
     Ledger(path).compact()
     assert len(Ledger(path).current("orders")) == 60
+
+
+def test_unwaited_events_are_committed_in_order_before_later_waited_ones(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger")
+    t = datetime(2024, 7, 1, tzinfo=UTC)
+    for i in range(20):
+        ledger.record([ev(f"p{i}", Status.RUNNING, t)], wait=False)
+    ledger.record([ev("p0", Status.COMPLETE, t + timedelta(seconds=1))])
+    assert ledger.events("orders").num_rows == 21  # the waited event came after every queued one
+    ledger.record([ev("p1", Status.COMPLETE, t + timedelta(seconds=1))], wait=False)
+    ledger.flush()
+    state = ledger.current("orders")
+    assert state["p0"].status is Status.COMPLETE and state["p1"].status is Status.COMPLETE

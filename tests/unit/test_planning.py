@@ -82,3 +82,30 @@ def test_planning_imports_neither_spark_nor_prefect() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_partitions_held_by_a_live_run_are_left_to_it() -> None:
+    from prefect_backfill.planning import without_held
+
+    p = without_held(plan("orders", V2, PARTS, {}), {"2024-01-02": "abcdef123456", "2024-01-05": "abcdef123456"})
+    assert keys(p.to_run) == ["2024-01-01", "2024-01-03", "2024-01-04", "2024-01-06"]
+    assert {(s.partition.key, s.reason) for s in p.skipped} == {
+        ("2024-01-02", "held by run abcdef12 (running now)"),
+        ("2024-01-05", "held by run abcdef12 (running now)"),
+    }
+    assert without_held(p, {}) is p
+
+
+def test_default_ledger_sits_beside_the_target_for_paths_and_uris() -> None:
+    from prefect_backfill.pipeline import Pipeline
+    from prefect_backfill.request import ledger_location
+    from prefect_backfill.settings import BackfillSettings
+
+    def keep(df):  # type: ignore[no-untyped-def]
+        return df
+
+    settings = BackfillSettings()
+    local = Pipeline("l", "/lake/bronze/o", "/lake/silver/o/", "d", keep, "1")
+    remote = Pipeline("r", "s3://b/bronze/o", "s3://b/silver/o", "d", keep, "1")
+    assert ledger_location(local, settings) == "/lake/silver/_backfill_progress"
+    assert ledger_location(remote, settings) == "s3://b/silver/_backfill_progress"

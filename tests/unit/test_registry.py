@@ -36,7 +36,7 @@ def test_pipelines_are_loaded_from_the_modules_named_in_the_environment(
 
 def test_a_missing_pipeline_module_is_a_one_line_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKFILL_PIPELINE_MODULES", "no_such_module_here")
-    with pytest.raises(ConfigurationError, match="cannot import pipeline module 'no_such_module_here'.*fix BACKFILL"):
+    with pytest.raises(ConfigurationError, match=r"cannot import pipeline module 'no_such_module_here'.*fix BACKFILL"):
         get_pipeline("anything")
 
 

@@ -1,0 +1,1 @@
+"""Server-side set-up for prefect-backfill deployments (see prefect.yaml)."""

@@ -1,0 +1,150 @@
+"""Create what the deployments in prefect.yaml run on, idempotently: `python -m deployments.setup`.
+
+- work pool ``backfill`` (process) with queue ``backfill``: backfills run here, on their own workers,
+  so they never take a slot the daily pipeline needs; pause the whole pool to stop all backfills;
+- work pool ``daily`` (process) with queue ``daily`` at the highest priority;
+- for every registered pipeline, the global concurrency limit ``backfill-<pipeline>`` (partitions in
+  flight across all its runs) and ``backfill-<pipeline>-claims`` (the one-writer-per-partition lock).
+
+The server itself should keep concurrency leases on disk so slots cannot leak across a restart:
+``make server`` starts it with PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE set to the filesystem store.
+Running this again changes nothing but what differs (a new cap, a new pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate, WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from prefect_backfill.coordination import cap_name
+from prefect_backfill.registry import all_pipelines
+
+
+@dataclass(frozen=True)
+class Lane:
+    pool: str
+    queue: str
+    priority: int
+    description: str
+
+
+LANES = (
+    Lane("daily", "daily", 1, "The daily pipeline: yesterday's partitions. Highest priority."),
+    Lane("backfill", "backfill", 10, "Backfills: partition by partition, nights only, never in the daily pool."),
+)
+
+
+async def ensure_lane(lane: Lane) -> str:
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(lane.pool)
+            pool_note = "exists"
+        except ObjectNotFound:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=lane.pool,
+                    type="process",
+                    description=lane.description,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+            pool_note = "created"
+        try:
+            queue = await client.read_work_queue_by_name(lane.queue, work_pool_name=lane.pool)
+            if queue.priority != lane.priority:
+                await client.update_work_queue(queue.id, priority=lane.priority)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                await client.create_work_queue(lane.queue, work_pool_name=lane.pool, priority=lane.priority)
+    return f"pool {lane.pool} ({pool_note}), queue {lane.queue} priority {lane.priority}"
+
+
+async def ensure_limit(name: str, limit: int) -> str:
+    async with get_client() as client:
+        try:
+            current = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            return f"limit {name} = {limit} (created)"
+        if current.limit != limit:
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit))
+            return f"limit {name} = {limit} (was {current.limit})"
+        return f"limit {name} = {limit}"
+
+
+ZOMBIE_AUTOMATION = "prefect-backfill: crash unresponsive flow runs"
+
+
+async def ensure_zombie_automation(within_seconds: int) -> str:
+    """Mark a flow run Crashed when its heartbeats stop (a killed worker or machine).
+
+    Without it, a SIGKILLed run stays Running forever: it keeps its deployment concurrency slot (the
+    next nightly run would queue behind it) and its partitions look held. Once it is Crashed, the next
+    run takes its partitions over. Flow runs send heartbeats when PREFECT_FLOWS_HEARTBEAT_FREQUENCY is
+    set (prefect.yaml sets it for the backfill deployments).
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    async with get_client() as client:
+        for existing in await client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            await client.delete_automation(existing.id)  # replace: the window may have changed
+    automation = Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message=f"No heartbeat for {within_seconds} s: the run's process is gone."
+            )
+        ],
+    )
+    await automation.acreate()
+    return f"automation {ZOMBIE_AUTOMATION!r}: no heartbeat for {within_seconds} s -> Crashed"
+
+
+async def setup(cap: int, zombie_after: int = 90) -> list[str]:
+    lines = [await ensure_lane(lane) for lane in LANES]
+    lines.append(await ensure_zombie_automation(zombie_after))
+    for pipeline in all_pipelines():
+        lines.append(await ensure_limit(cap_name(pipeline.name), cap))
+        lines.append(await ensure_limit(f"{cap_name(pipeline.name)}-claims", 1))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cap", type=int, default=4, help="partitions in flight per pipeline, all runs together")
+    parser.add_argument("--zombie-after", type=int, default=90, help="seconds without heartbeat before Crashed")
+    args = parser.parse_args(argv)
+    for line in asyncio.run(setup(args.cap, args.zombie_after)):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

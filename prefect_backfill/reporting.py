@@ -1,0 +1,138 @@
+"""What a backfill shows in the Prefect UI while it runs and when it ends.
+
+- a progress artifact (N of M, %, failures, ETA), updated by a reporter thread at most every few
+  seconds: fast partitions never cost an API call each;
+- at the end, a table artifact (one row per partition of the range) and a calendar artifact.
+
+Artifact keys name the pipeline (``backfill-<pipeline>-progress`` …), so successive runs line up
+in the UI's Artifacts page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from prefect_backfill.calendar import build_grid, render_markdown
+from prefect_backfill.partitions import Partition
+from prefect_backfill.planning import PartitionState
+from prefect_backfill.progress import estimate
+
+__all__ = ["ProgressReporter", "artifact_key", "publish_final_artifacts"]
+
+
+def artifact_key(pipeline: str, what: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"backfill-{pipeline}-{what}".lower()).strip("-")
+
+
+class ProgressReporter:
+    """Counts finished partitions (called from task threads) and pushes the progress artifact from
+    its own thread, only when something changed and at most every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        total: int,
+        concurrency: int,
+        history: Sequence[float] = (),
+        skipped: int = 0,
+        interval: float = 3.0,
+    ) -> None:
+        self.pipeline, self.total, self.concurrency, self.skipped = pipeline, total, concurrency, skipped
+        self.history = list(history)
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._done = self._failed = 0
+        self._durations: list[float] = []
+        self._pushed = -1
+        self._stop = threading.Event()
+        self.updates = 0
+        self.artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
+            0.0, key=artifact_key(pipeline, "progress"), description=self.describe()
+        )
+        # The thread runs in a copy of the flow's context, so it talks to the same Prefect API.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="backfill-progress", daemon=True)
+        self._thread.start()
+
+    def partition_finished(self, ok: bool, duration_s: float | None) -> None:
+        with self._lock:
+            self._done += 1
+            self._failed += 0 if ok else 1
+            if ok and duration_s is not None:
+                self._durations.append(duration_s)
+
+    def describe(self) -> str:
+        with self._lock:
+            done, failed, durations = self._done, self._failed, list(self._durations)
+        pct = 100.0 * done / self.total if self.total else 100.0
+        eta = estimate(self.total - done, durations, self.concurrency, self.history)
+        parts = [f"{self.pipeline}: {done} of {self.total} partitions ({pct:.0f}%)"]
+        if failed:
+            parts.append(f"{failed} failed")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        parts.append(str(eta))
+        return " · ".join(parts)
+
+    def _push(self) -> None:
+        with self._lock:
+            done = self._done
+        if done == self._pushed:
+            return
+        progress = 100.0 * done / self.total if self.total else 100.0
+        update_progress_artifact(self.artifact_id, progress, description=self.describe())
+        self._pushed = done
+        self.updates += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a UI update must never fail the backfill
+                self._push()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._push()
+
+
+def publish_final_artifacts(
+    pipeline: str, fingerprint: str, partitions: Sequence[Partition], states: Mapping[str, PartitionState]
+) -> None:
+    """The partition table and the calendar of the whole range, as the ledger has it now."""
+    rows = []
+    for part in partitions:
+        s = states.get(part.key)
+        rows.append(
+            {
+                "partition": part.key,
+                "status": s.status.value if s else "NEVER RUN",
+                "attempt": s.attempt if s else None,
+                "rows_in": s.rows_in if s else None,
+                "rows_out": s.rows_out if s else None,
+                "duration_s": round(s.duration_s, 2) if s and s.duration_s is not None else None,
+                "version": s.version if s else None,
+                "error": s.error if s and s.status.value == "FAILED" else None,
+            }
+        )
+    create_table_artifact(
+        rows, key=artifact_key(pipeline, "partitions"), description=f"{pipeline}: status of {len(rows)} partitions"
+    )
+    grid = build_grid(partitions, states, fingerprint)
+    create_markdown_artifact(
+        render_markdown(grid, f"{pipeline} ({partitions[0].key} … {partitions[-1].key})") if partitions else "",
+        key=artifact_key(pipeline, "calendar"),
+        description=f"{pipeline}: calendar of partition status",
+    )

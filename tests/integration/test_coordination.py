@@ -1,0 +1,66 @@
+"""Two runs of one pipeline at once: the shared cap holds, and no partition has two writers."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pyspark.sql import functions as F
+
+from flows.backfill import backfill
+from prefect_backfill.coordination import cap_name, ensure_limit
+from prefect_backfill.demo import to_silver_orders
+from prefect_backfill.ledger import Ledger
+from tests.integration.conftest import Lake
+
+pytestmark = pytest.mark.spark
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_overlapping_runs_share_the_cap_and_never_write_one_partition_twice(lake: Lake, spark: Any) -> None:
+    p = lake.make(to_silver_orders)
+    assert ensure_limit(cap_name(p.name), 2) == 2
+    results: dict[str, Any] = {}
+
+    def run(label: str, start: str, end: str) -> None:
+        results[label] = backfill(
+            pipeline=p.name, start=start, end=end, max_concurrency=2, retries=0, return_state=True
+        )
+
+    threads = [
+        threading.Thread(target=run, args=("a", "2024-01-01", "2024-01-05")),
+        threading.Thread(target=run, args=("b", "2024-01-03", "2024-01-08")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(state.is_completed() for state in results.values()), results
+
+    events = Ledger(lake.ledger).events(p.name).to_pylist()
+    writers: dict[str, set[str]] = defaultdict(set)
+    running: dict[tuple[str, str], datetime] = {}
+    intervals = []
+    for e in events:
+        if e["status"] == "RUNNING":
+            writers[e["partition"]].add(e["run_id"])
+            running[(e["run_id"], e["partition"])] = e["event_time"]
+        elif e["status"] == "COMPLETE" and (e["run_id"], e["partition"]) in running:
+            intervals.append((running[(e["run_id"], e["partition"])], e["event_time"]))
+    assert sorted(writers) == [f"2024-01-0{d}" for d in range(1, 9)]
+    assert all(len(runs) == 1 for runs in writers.values()), dict(writers)  # one writer per partition
+    assert max_overlap(intervals) <= 2  # the cap held across both runs
+
+    target = spark.read.format("delta").load(lake.target)
+    assert target.count() == 8 * 40 and target.select(F.countDistinct("order_id")).first()[0] == 320
