@@ -162,7 +162,7 @@ def _fan_out(
             error = state.result(raise_on_failure=False)
             message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
             out.failed.append((partition.key, message))
-    reporter.close()
+    reporter.close(done=len(the_plan.to_run) - len(out.not_started), failed=len(out.failed))
     ledger.record(late_events)
     ledger.compact()
 

@@ -102,9 +102,13 @@ class ProgressReporter:
             with contextlib.suppress(Exception):  # a UI update must never fail the backfill
                 self._push()
 
-    def close(self) -> None:
+    def close(self, done: int, failed: int) -> None:
+        """Stop the thread and push the final counts (from the collected states: a done-callback
+        may still be on its way when the flow has already seen every state)."""
         self._stop.set()
         self._thread.join()
+        with self._lock:
+            self._done, self._failed = done, failed
         self._push()
 
 
