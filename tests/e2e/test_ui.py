@@ -87,8 +87,13 @@ def test_flow_run_page_shows_progress_table_and_calendar(prefect_server: Server,
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{prefect_server.url}/runs/flow-run/{flow_run['id']}", wait_until="networkidle")
-            page.get_by_role("tab", name="Artifacts").click()
-            page.get_by_text("backfill-demo-orders-progress").first.wait_for(timeout=60_000)
+            try:
+                page.get_by_text("Artifacts", exact=True).first.click()
+                page.get_by_text("backfill-demo-orders-progress").first.wait_for(timeout=60_000)
+            except Exception:
+                page.screenshot(path="/tmp/ui-debug.png", full_page=True)
+                Path("/tmp/ui-debug.html").write_text(page.content())
+                raise
             text = page.inner_text("body")
             assert "backfill-demo-orders-partitions" in text
             assert "backfill-demo-orders-calendar" in text
