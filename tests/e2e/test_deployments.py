@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,13 @@ def cli(server: Server, *args: str, env: dict[str, str] | None = None) -> subpro
     )
     assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     return done
+
+
+def run_id_of(output: str) -> str:
+    """The flow run id that `prefect deployment run` prints ("UUID: …", inside Rich decorations)."""
+    found = re.search(r"UUID:\s*([0-9a-f]{8}-[0-9a-f-]{27})", output)
+    assert found, output
+    return found.group(1)
 
 
 def wait_final(server: Server, flow_run_id: str, timeout: float = 420) -> dict[str, Any]:
@@ -85,9 +93,7 @@ def test_deploy_from_prefect_yaml_and_run_with_parameters(prefect_server: Server
             json.dumps(params),
             env=env,
         )
-        flow_run_id = next(
-            line.split(":", 1)[1].strip() for line in triggered.stdout.splitlines() if line.strip().startswith("UUID")
-        )
+        flow_run_id = run_id_of(triggered.stdout)
         run = wait_final(prefect_server, flow_run_id)
         assert run["state_type"] == "COMPLETED", (lake / "worker.log").read_text()[-3000:]
         assert run["parameters"]["pipeline"] == "demo_orders" and run["parameters"]["end"] == "2024-01-04"
@@ -142,7 +148,7 @@ def trigger(server: Server, env: dict[str, str], params: dict[str, Any]) -> str:
         json.dumps(params),
         env=env,
     )
-    return next(line.split(":", 1)[1].strip() for line in out.stdout.splitlines() if line.strip().startswith("UUID"))
+    return run_id_of(out.stdout)
 
 
 def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
@@ -161,7 +167,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
         "BACKFILL_RESULT_STORAGE_PATH": str(data / "results"),
         "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo",
     }
-    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", "--zombie-after", "45", env=env)
+    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", "--zombie-after", "90", env=env)
     cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
     ledger = Ledger(data / "lake" / "silver" / "_backfill_progress")
     params = {"start": "2024-02-01", "end": "2024-02-08", "window_end": None, "max_concurrency": 1, "retries": 0}
