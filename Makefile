@@ -59,7 +59,8 @@ bench: setup
 
 # --- Operate (see README "Operate") -------------------------------------------------------------
 PREFECT_PORT ?= 4200
-export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+# Only the operate targets talk to that server; `make demo` and `make test` keep their own.
+SERVER_API := PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api}
 
 # A real Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT)); leases on disk so concurrency slots
 # cannot leak across a restart.
@@ -69,14 +70,14 @@ server: $(VENV)/.installed
 
 # Pools, queues and limits (idempotent), then every deployment of prefect.yaml.
 deployments: setup
-	$(PY) -m deployments.setup
-	$(VENV)/bin/prefect --no-prompt deploy --all
+	$(SERVER_API) $(PY) -m deployments.setup
+	$(SERVER_API) $(VENV)/bin/prefect --no-prompt deploy --all
 
 worker-backfill: setup
-	$(VENV)/bin/prefect worker start --pool backfill --type process
+	$(SERVER_API) $(VENV)/bin/prefect worker start --pool backfill --type process
 
 worker-daily: setup
-	$(VENV)/bin/prefect worker start --pool daily --type process
+	$(SERVER_API) $(VENV)/bin/prefect worker start --pool daily --type process
 
 clean:
 	rm -rf .data .prefect .pytest_cache .mypy_cache .ruff_cache

@@ -101,6 +101,8 @@ async def ensure_zombie_automation(within_seconds: int) -> str:
     async with get_client() as client:
         for existing in await client.read_automations_by_name(ZOMBIE_AUTOMATION):
             await client.delete_automation(existing.id)  # replace: the window may have changed
+    if within_seconds <= 0:
+        return f"automation {ZOMBIE_AUTOMATION!r}: off"
     automation = Automation(
         name=ZOMBIE_AUTOMATION,
         trigger=EventTrigger(
@@ -140,7 +142,9 @@ async def setup(cap: int, zombie_after: int = 90) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cap", type=int, default=4, help="partitions in flight per pipeline, all runs together")
-    parser.add_argument("--zombie-after", type=int, default=90, help="seconds without heartbeat before Crashed")
+    parser.add_argument(
+        "--zombie-after", type=int, default=90, help="seconds without heartbeat before Crashed (0: off)"
+    )
     args = parser.parse_args(argv)
     for line in asyncio.run(setup(args.cap, args.zombie_after)):
         print(line)

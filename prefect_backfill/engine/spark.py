@@ -76,6 +76,11 @@ def spark_conf(settings: BackfillSettings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": str(settings.spark_ui).lower(),
         "spark.ui.showConsoleProgress": "false",
+        # A long backfill must not grow the driver: G1 gives memory back after collections, so the
+        # JVM's footprint follows what is live (one partition at a time), not how long the run is.
+        "spark.driver.extraJavaOptions": (
+            "-XX:+UseG1GC -XX:G1PeriodicGCInterval=15000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30"
+        ),
         "spark.sql.adaptive.enabled": "true",
         # Backfill jobs run in the "backfill" pool (weight 1, FAIR inside), so partitions in flight
         # share the executors and, on a shared application, other pools can be given priority.

@@ -66,7 +66,11 @@ def test_flow_run_page_shows_progress_table_and_calendar(prefect_server: Server,
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "3 completed" in done.stdout
 
-    runs = httpx.post(f"{prefect_server.api_url}/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 1})
+    # The newest finished run (the server may also hold scheduled runs of deployed schedules).
+    runs = httpx.post(
+        f"{prefect_server.api_url}/flow_runs/filter",
+        json={"sort": "END_TIME_DESC", "limit": 1, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+    )
     flow_run = runs.json()[0]
     assert flow_run["state_type"] == "COMPLETED"
 
