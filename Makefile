@@ -30,9 +30,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 setup: $(VENV)/.installed jars browser
 
-# Fetch Delta's jars from Maven Central once (Spark's own Ivy resolver) into .cache/ivy.
-jars: $(VENV)/.installed
+# Fetch Delta's jars from Maven Central once (Spark's own Ivy resolver) into .cache/ivy; the stamp
+# keeps later `make demo` runs from starting a JVM just to check.
+JARS_STAMP := $(BACKFILL_CACHE_DIR)/ivy/.delta-spark_4.2_2.13-4.4.0
+$(JARS_STAMP): $(VENV)/.installed
 	$(VENV)/bin/backfill setup
+	touch $@
+
+jars: $(JARS_STAMP)
 
 # Headless Chromium for the UI test: Debian's package (Playwright's own browser download cannot work here).
 browser:
