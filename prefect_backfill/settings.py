@@ -8,7 +8,7 @@ setting variables, never by patching code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -57,7 +57,24 @@ class BackfillSettings(BaseSettings):
         "backfill-<pipeline> is created on first use (deployments/setup.py sets it explicitly).",
     )
 
-    spark_master: str = "local[*]"
+    engine: str = Field(
+        "spark",
+        description="'spark' (Spark + Delta) or 'package.module:factory' returning an Engine (benchmarks use a "
+        "no-op one).",
+    )
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread",
+        description="'thread': a thread pool on this process's Spark driver. 'dask': a Dask cluster "
+        "(dask_address, or a local cluster of dask_workers processes), each worker with its own Spark session.",
+    )
+    dask_address: str | None = Field(None, description="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster (no dask_address).")
+
+    spark_master: str = Field("local[*]", description="local[*], spark://host:7077, yarn, k8s://…")
+    spark_remote: str | None = Field(
+        None, description="Spark Connect URL (sc://host:15002): use a remote Spark instead of starting a driver."
+    )
+    spark_pool: str = Field("backfill", description="FAIR scheduler pool of backfill jobs (classic Spark).")
     spark_app_name: str = "prefect-backfill"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
