@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect_backfill import Pipeline, TableRef, register
 from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.partitions import Grain
 from prefect_backfill.settings import get_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 __all__ = ["PIPELINE_NAME", "source_path", "target_path"]
 
@@ -41,5 +45,37 @@ bench_orders = register(
         version="2",
         grain=Grain.DAY,
         description="benchmark copy of demo_orders: bench bronze -> scenario silver",
+    )
+)
+
+
+def _identity(df: DataFrame) -> DataFrame:
+    return df
+
+
+# For BACKFILL_ENGINE=bench.engines:SleepEngine (orchestration alone): nothing is read or written but
+# the ledger, beside a target folder that is never created.
+bench_noop_day = register(
+    Pipeline(
+        name="bench_noop_day",
+        source=TableRef(str((get_settings().data_dir / "noop" / "source").resolve())),
+        target=TableRef(str((get_settings().data_dir / "noop" / "day").resolve())),
+        partition_column="p",
+        transform=_identity,
+        version="1",
+        grain=Grain.DAY,
+        description="no-op daily partitions (SleepEngine)",
+    )
+)
+bench_noop_hour = register(
+    Pipeline(
+        name="bench_noop_hour",
+        source=TableRef(str((get_settings().data_dir / "noop" / "source").resolve())),
+        target=TableRef(str((get_settings().data_dir / "noop" / "hour").resolve())),
+        partition_column="p",
+        transform=_identity,
+        version="1",
+        grain=Grain.HOUR,
+        description="no-op hourly partitions (SleepEngine)",
     )
 )

@@ -8,34 +8,47 @@ from typing import Any
 from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.states import Completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_backfill.errors import BackfillFailedError
-from prefect_backfill.orchestrate import run_prepared
+from prefect_backfill.orchestrate import PartitionTasks, run_prepared
 from prefect_backfill.request import BackfillRequest, prepare
+from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
-from tasks.partition import backfill_partition
+from tasks.partition import backfill_batch, backfill_partition
 
 __all__ = ["backfill"]
 
 
+def _run_name() -> str:
+    """``demo_orders-2024-01-01-2024-06-30``, or ``demo_orders-3-partitions`` for an explicit list."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    if params.get("partitions"):
+        return f"{params['pipeline']}-{len(params['partitions'])}-partitions"
+    return f"{params['pipeline']}-{params.get('start')}-{params.get('end')}"
+
+
 @flow(
     name="backfill",
-    flow_run_name="{pipeline}-{start}-{end}",
-    # The pool only caps threads; the run's own max_concurrency bounds partitions in flight.
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().max_workers),  # type: ignore[arg-type]
+    flow_run_name=_run_name,
+    # Thread pool or Dask, by BACKFILL_TASK_RUNNER; either way the run's own max_concurrency bounds
+    # partitions in flight (the pool size only caps threads).
+    task_runner=task_runner(get_settings()),
     persist_result=False,
 )
 def backfill(
     pipeline: str,
-    start: str,
-    end: str,
+    start: str | None = None,
+    end: str | None = None,
+    partitions: list[str] | None = None,
     reprocess: str = "missing",
     max_concurrency: int = 2,
     retries: int = 2,
     retry_delay_seconds: float = 5.0,
     exclude: list[str] | None = None,
     newest_first: bool = False,
+    batch_size: int = 1,
     yes: bool = False,
     window_end: str | None = None,
     timezone: str = "UTC",
@@ -44,14 +57,17 @@ def backfill(
 
     Args:
         pipeline: registered pipeline name (`backfill pipelines` lists them).
-        start: first partition, inclusive (YYYY-MM-DD; YYYY-MM-DDTHH for hourly pipelines).
+        start: first partition, inclusive (YYYY-MM-DD; YYYY-MM-DDTHH for hourly, YYYY-MM for monthly).
         end: last partition, inclusive.
+        partitions: an explicit list of partition keys instead of start/end.
         reprocess: `missing` (default: all not complete for the current version), `failed`, or `all`.
         max_concurrency: partitions in flight at once.
         retries: retries per partition for transient errors (exponential backoff with jitter).
         retry_delay_seconds: first retry delay; doubles each retry.
         exclude: partition keys to leave out.
         newest_first: run the newest partitions first.
+        batch_size: partitions per task run (each still overwritten and recorded on its own); raise it
+            for long hourly ranges so 43,800 partitions do not make 43,800 task runs.
         yes: confirm a range longer than the safety cap.
         window_end: stop starting partitions at this time of day ("06:00", in `timezone`) or instant
             (ISO timestamp); running partitions finish, the rest stays PENDING for the next run.
@@ -64,18 +80,20 @@ def backfill(
         pipeline=pipeline,
         start=start,
         end=end,
+        partitions=tuple(partitions or ()),
         reprocess=reprocess,
         max_concurrency=max_concurrency,
         retries=retries,
         retry_delay_seconds=retry_delay_seconds,
         exclude=tuple(exclude or ()),
         newest_first=newest_first,
+        batch_size=batch_size,
         yes=yes,
         window_end=window_end,
         timezone=timezone,
     )
     prepared = prepare(request)
-    summary = run_prepared(prepared, backfill_partition, started)
+    summary = run_prepared(prepared, PartitionTasks(backfill_partition, backfill_batch), started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
     if summary.not_started:

@@ -32,13 +32,22 @@ app = typer.Typer(
 )
 console = Console()
 
-Start = Annotated[str, typer.Option("--start", help="First partition, inclusive (YYYY-MM-DD).")]
-End = Annotated[str, typer.Option("--end", help="Last partition, inclusive (YYYY-MM-DD).")]
+Start = Annotated[
+    str | None, typer.Option("--start", help="First partition, inclusive (YYYY-MM-DD; 2024-01-03T05 hourly; 2024-01).")
+]
+End = Annotated[str | None, typer.Option("--end", help="Last partition, inclusive.")]
+Partitions = Annotated[
+    str | None, typer.Option("--partitions", help="Explicit comma-separated partition keys, instead of --start/--end.")
+]
 ReprocessOpt = Annotated[
     str, typer.Option("--reprocess", help="missing (default: not complete for this version) | failed | all")
 ]
 Exclude = Annotated[list[str] | None, typer.Option("--exclude", help="Partition key to leave out (repeatable).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _keys(text: str | None) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (text or "").split(",") if k.strip())
 
 
 @app.command()
@@ -55,8 +64,9 @@ def pipelines() -> None:
 @app.command()
 def plan(
     pipeline: str,
-    start: Start,
-    end: End,
+    start: Start = None,
+    end: End = None,
+    partitions: Partitions = None,
     reprocess: ReprocessOpt = "missing",
     exclude: Exclude = None,
     newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
@@ -73,6 +83,7 @@ def plan(
         pipeline=pipeline,
         start=start,
         end=end,
+        partitions=_keys(partitions),
         reprocess=reprocess,
         exclude=tuple(exclude or ()),
         newest_first=newest_first,
@@ -103,13 +114,17 @@ def plan(
 @app.command()
 def run(
     pipeline: str,
-    start: Start,
-    end: End,
+    start: Start = None,
+    end: End = None,
+    partitions: Partitions = None,
     reprocess: ReprocessOpt = "missing",
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
     retries: Annotated[int, typer.Option("--retries", min=0)] = 2,
     exclude: Exclude = None,
     newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Partitions per task run (long hourly ranges).")
+    ] = 1,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm a range above the safety cap.")] = False,
     window_end: Annotated[
         str | None, typer.Option("--window-end", help="Start no partition after this time (06:00) or instant.")
@@ -123,17 +138,21 @@ def run(
         pipeline=pipeline,
         start=start,
         end=end,
+        partitions=list(_keys(partitions)),
         reprocess=reprocess,
         max_concurrency=max_concurrency,
         retries=retries,
         exclude=list(exclude or ()),
         newest_first=newest_first,
+        batch_size=batch_size,
         yes=yes,
         window_end=window_end,
         timezone=timezone,
     )
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
-    prepared = prepare(BackfillRequest.build(**{**params, "exclude": tuple(params["exclude"])}))
+    prepared = prepare(
+        BackfillRequest.build(**{**params, "exclude": tuple(params["exclude"]), "partitions": _keys(partitions)})
+    )
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
     from flows.backfill import backfill
 

@@ -7,10 +7,15 @@ Every message is a single line that says what is wrong and how to fix it, becaus
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect_backfill.results import BatchResult
 
 __all__ = [
     "BackfillError",
     "BackfillFailedError",
+    "BatchFailedError",
     "ConfigurationError",
     "EmptySourcePartitionError",
     "InvalidRequestError",
@@ -85,3 +90,16 @@ class BackfillFailedError(BackfillError):
         super().__init__(
             f"{len(failures)} partition(s) of {pipeline} failed ({shown}{more}). Resume with: {resume_command}"
         )
+
+
+class BatchFailedError(PartitionError):
+    """Some partitions of a batch failed; carries what happened to each one (the others completed),
+    so the flow records and reports them exactly as if they had run one task each."""
+
+    def __init__(self, result: BatchResult) -> None:
+        self.result = result
+        shown = "; ".join(f"{key}: {error}" for key, error in result.failed[:5])
+        super().__init__(f"{len(result.failed)} of the batch's partitions failed ({shown})")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (Dask) and into result storage
+        return (type(self), (self.result,))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -24,19 +24,29 @@ from prefect.runtime import flow_run
 from prefect_backfill import window
 from prefect_backfill.coordination import claims_lock, held_partitions, run_slots
 from prefect_backfill.engine import get_engine
+from prefect_backfill.errors import BatchFailedError
 from prefect_backfill.ledger import LedgerEvent
+from prefect_backfill.partitions import Partition
 from prefect_backfill.planning import Plan, Status, without_held
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
-from prefect_backfill.results import BackfillSummary, PartitionResult, one_line
+from prefect_backfill.results import BackfillSummary, BatchResult, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
 from prefect_backfill.window import resolve_deadline
 
-__all__ = ["run_prepared"]
+__all__ = ["PartitionTasks", "batches", "run_prepared"]
 
 
-def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None) -> BackfillSummary:
-    """Run ``prepared.plan`` with ``task`` (the per-partition Prefect task) inside the current flow.
+@dataclass(frozen=True)
+class PartitionTasks:
+    """The Prefect tasks that do the work: one partition per task run, or a batch per task run."""
+
+    partition: Any
+    batch: Any
+
+
+def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | None = None) -> BackfillSummary:
+    """Run ``prepared.plan`` with ``tasks`` inside the current flow.
 
     ``started`` is the flow's ``time.perf_counter()`` at entry, so the summary's duration includes
     validation and planning (reading the ledger).
@@ -66,13 +76,13 @@ def run_prepared(prepared: PreparedRun, task: Any, started: float | None = None)
         with run_slots(pipeline.name, request.max_concurrency, settings.pipeline_cap) as slots:
             if slots < request.max_concurrency:
                 logger.info("the pipeline's shared cap allows %d partitions in flight for this run", slots)
-            _fan_out(prepared, the_plan, task, target.table_id or pipeline.target.location, run_id, slots, out)
+            _fan_out(prepared, the_plan, tasks, target.table_id or pipeline.target.location, run_id, slots, out)
 
     summary = BackfillSummary(
         pipeline=pipeline.name,
         run_id=run_id,
-        start=request.start,
-        end=request.end,
+        start=prepared.partitions[0].key if prepared.partitions else "",
+        end=prepared.partitions[-1].key if prepared.partitions else "",
         fingerprint=pipeline.fingerprint,
         total=the_plan.total,
         skipped=len(the_plan.skipped),
@@ -106,65 +116,107 @@ class _Outcome:
 
 
 def _fan_out(
-    prepared: PreparedRun, the_plan: Plan, task: Any, target_id: str, run_id: str, limit: int, out: _Outcome
+    prepared: PreparedRun,
+    the_plan: Plan,
+    tasks: PartitionTasks,
+    target_id: str,
+    run_id: str,
+    limit: int,
+    out: _Outcome,
 ) -> None:
-    """Submit the plan under ``limit``, stop at the window's end, collect every final state."""
+    """Submit the plan under ``limit`` (one partition or one batch per task run), stop at the
+    window's end, collect every final state."""
     logger = get_run_logger()
     request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
-    runnable = task.with_options(
-        retries=request.retries,
-        retry_delay_seconds=_backoff(request.retry_delay_seconds),
-        result_storage=get_settings().result_storage,
-        refresh_cache=request.reprocess.value == "all",
-    )
-    reporter = ProgressReporter(
-        pipeline.name, len(the_plan.to_run), limit, history=prepared.history, skipped=len(the_plan.skipped)
-    )
+    storage = get_settings().result_storage
     deadline = resolve_deadline(request.window_end, request.timezone, window.clock())
     if deadline is not None:
         logger.info("window closes at %s: no partition starts after that", deadline.isoformat())
-    futures = _submit_bounded(
-        [
+    common = dict(
+        pipeline=pipeline.name,
+        fingerprint=pipeline.fingerprint,
+        target_id=target_id,
+        ledger_path=ledger.path,
+        run_id=run_id,
+    )
+    units = batches(the_plan.to_run, request.batch_size)
+    if request.batch_size == 1:
+        runnable = tasks.partition.with_options(
+            retries=request.retries,
+            retry_delay_seconds=_backoff(request.retry_delay_seconds),
+            result_storage=storage,
+            refresh_cache=request.reprocess.value == "all",
+        )
+        submits = [partial(runnable.submit, partition=unit[0].key, **common) for unit in units]
+    else:
+        runnable = tasks.batch.with_options(result_storage=storage, refresh_cache=request.reprocess.value == "all")
+        logger.info("%d partitions in %d batches of up to %d", len(the_plan.to_run), len(units), request.batch_size)
+        submits = [
             partial(
                 runnable.submit,
-                pipeline=pipeline.name,
-                partition=p.key,
-                fingerprint=pipeline.fingerprint,
-                target_id=target_id,
-                ledger_path=ledger.path,
-                run_id=run_id,
+                partitions=[p.key for p in unit],
+                size=len(unit),
+                retries=request.retries,
+                retry_delay_seconds=request.retry_delay_seconds,
+                deadline=deadline,
+                **common,
             )
-            for p in the_plan.to_run
-        ],
+            for unit in units
+        ]
+    reporter = ProgressReporter(
+        pipeline.name, len(the_plan.to_run), limit, history=prepared.history, skipped=len(the_plan.skipped)
+    )
+    futures = _submit_bounded(
+        submits,
         limit,
-        on_done=reporter.partition_finished,
+        on_done=reporter.partitions_finished,
+        sizes=[len(unit) for unit in units],
         keep_going=(lambda: window.clock() < deadline) if deadline is not None else None,
     )
     late_events: list[LedgerEvent] = []
-    for partition, future in zip(the_plan.to_run, futures, strict=True):
+    for unit, future in zip(units, futures, strict=True):
+        keys = [p.key for p in unit]
         if future is None:
-            out.not_started.append(partition.key)
+            out.not_started.extend(keys)
             continue
         future.wait()
         state = future.state
         if state.is_completed():
-            result: PartitionResult = state.result()
-            out.rows_written += result.rows_out
-            if state.name == "Cached":
-                # The task body did not run, so nothing recorded it in this ledger: do it here,
-                # in one commit for all cached partitions.
-                out.cached.append(partition.key)
-                late_events.append(_cached_event(run_id, pipeline.version, result))
-            else:
-                out.completed.append(partition.key)
+            value = state.result()
+            results, not_started = (
+                (value.completed, value.not_started) if isinstance(value, BatchResult) else ((value,), ())
+            )
+            out.not_started.extend(not_started)
+            for result in results:
+                out.rows_written += result.rows_out
+                if state.name == "Cached":
+                    # The task body did not run, so nothing recorded it in this ledger: do it here,
+                    # in one commit for all cached partitions.
+                    out.cached.append(result.partition)
+                    late_events.append(_cached_event(run_id, pipeline.version, result))
+                else:
+                    out.completed.append(result.partition)
+                    out.bookkeeping.append(result.bookkeeping_s)
+            continue
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, BatchFailedError):
+            for result in error.result.completed:
+                out.rows_written += result.rows_out
+                out.completed.append(result.partition)
                 out.bookkeeping.append(result.bookkeeping_s)
-        else:
-            error = state.result(raise_on_failure=False)
-            message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
-            out.failed.append((partition.key, message))
+            out.failed.extend(error.result.failed)
+            out.not_started.extend(error.result.not_started)
+            continue
+        message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
+        out.failed.extend((key, message) for key in keys)
     reporter.close(done=len(the_plan.to_run) - len(out.not_started), failed=len(out.failed))
     ledger.record(late_events)
     ledger.compact()
+
+
+def batches(partitions: Sequence[Partition], size: int) -> list[tuple[Partition, ...]]:
+    """Consecutive runs of ``size`` partitions, in plan order (the last one may be shorter)."""
+    return [tuple(partitions[i : i + size]) for i in range(0, len(partitions), size)]
 
 
 def _backoff(base: float) -> list[float]:
@@ -192,17 +244,20 @@ def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerE
 
 
 def _submit_bounded(
-    submits: list[Callable[[], PrefectFuture[Any]]],
+    submits: Sequence[Callable[[], PrefectFuture[Any]]],
     limit: int,
-    on_done: Callable[[bool, float | None], None] | None = None,
+    on_done: Callable[[int, bool, float | None], None] | None = None,
+    sizes: Sequence[int] | None = None,
     keep_going: Callable[[], bool] | None = None,
 ) -> list[PrefectFuture[Any] | None]:
-    """Submit one after another, never more than ``limit`` unfinished at once; ``on_done(ok, seconds)``
-    hears of each partition as it finishes (from the task's thread). Once ``keep_going()`` says no (a
-    window closed), nothing more starts: those places hold None, and what runs is left to finish."""
+    """Submit one after another, never more than ``limit`` unfinished at once; ``on_done(n, ok, seconds)``
+    hears of each task run (of ``sizes[i]`` partitions) as it finishes, from the task's thread. Once
+    ``keep_going()`` says no (a window closed), nothing more starts: those places hold None, and what
+    runs is left to finish."""
     slots = threading.BoundedSemaphore(limit)
     futures: list[PrefectFuture[Any] | None] = []
-    for submit in submits:
+    for index, submit in enumerate(submits):
+        size = sizes[index] if sizes is not None else 1
         if keep_going is not None and not keep_going():
             futures.append(None)
             continue
@@ -218,14 +273,14 @@ def _submit_bounded(
             slots.release()
             raise
 
-        def finished(f: PrefectFuture[Any], submitted: float = submitted) -> None:
+        def finished(f: PrefectFuture[Any], submitted: float = submitted, size: int = size) -> None:
             slots.release()
             if on_done is not None:
                 try:
                     ok = f.state.is_completed()
                 except Exception:
                     ok = False
-                on_done(ok, time.perf_counter() - submitted)
+                on_done(size, ok, (time.perf_counter() - submitted) / size)
 
         future.add_done_callback(finished)
         futures.append(future)

@@ -67,10 +67,11 @@ class ProgressReporter:
         self._thread = threading.Thread(target=context.run, args=(self._loop,), name="backfill-progress", daemon=True)
         self._thread.start()
 
-    def partition_finished(self, ok: bool, duration_s: float | None) -> None:
+    def partitions_finished(self, count: int, ok: bool, duration_s: float | None) -> None:
+        """``count`` partitions (one task run) finished; ``duration_s`` is the time per partition."""
         with self._lock:
-            self._done += 1
-            self._failed += 0 if ok else 1
+            self._done += count
+            self._failed += 0 if ok else count
             if ok and duration_s is not None:
                 self._durations.append(duration_s)
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefect_backfill import window
 from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError
 from prefect_backfill.ledger import Ledger
-from prefect_backfill.partitions import Partition, partitions_between
+from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Plan, Reprocess, plan
 from prefect_backfill.registry import get_pipeline
@@ -29,14 +29,16 @@ class BackfillRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pipeline: str
-    start: str
-    end: str
+    start: str | None = None
+    end: str | None = None
+    partitions: tuple[str, ...] = ()
     reprocess: Reprocess = Reprocess.MISSING
     max_concurrency: int = Field(2, ge=1)
     retries: int = Field(2, ge=0, le=20)
     retry_delay_seconds: float = Field(5.0, ge=0)
     exclude: tuple[str, ...] = ()
     newest_first: bool = False
+    batch_size: int = Field(1, ge=1, le=10_000)
     yes: bool = False
     window_end: str | None = None
     timezone: str = "UTC"
@@ -48,8 +50,25 @@ class BackfillRequest(BaseModel):
 
     @field_validator("start", "end", mode="before")
     @classmethod
-    def _date_text(cls, value: object) -> str:
+    def _date_text(cls, value: object) -> str | None:
+        if value is None or value == "":
+            return None
         return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+    @model_validator(mode="after")
+    def _range_or_list(self) -> BackfillRequest:
+        if self.partitions and (self.start or self.end):
+            raise InvalidRequestError("give either --start/--end or --partitions, not both")
+        if not self.partitions and not (self.start and self.end):
+            raise InvalidRequestError("give --start and --end (inclusive), or an explicit --partitions list")
+        return self
+
+    @property
+    def describe_range(self) -> str:
+        if self.partitions:
+            shown = ",".join(self.partitions[:3]) + (f",… ({len(self.partitions)})" if len(self.partitions) > 3 else "")
+            return shown
+        return f"{self.start}..{self.end}"
 
     @classmethod
     def build(cls, **params: object) -> BackfillRequest:
@@ -88,14 +107,22 @@ class PreparedRun:
 
     @property
     def resume_command(self) -> str:
-        return f"backfill run {self.pipeline.name} --start {self.request.start} --end {self.request.end}"
+        r = self.request
+        if r.partitions:
+            return f"backfill run {self.pipeline.name} --partitions {','.join(r.partitions)}"
+        return f"backfill run {self.pipeline.name} --start {r.start} --end {r.end}" + (" --yes" if r.yes else "")
 
 
 def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) -> PreparedRun:
     """Validate the request against its pipeline and the safety cap, read the ledger, and plan."""
     settings = settings or get_settings()
     pipeline = get_pipeline(request.pipeline)
-    partitions = partitions_between(request.start, request.end, pipeline.grain)
+    if request.partitions:
+        # An explicit list: each key parsed for the pipeline's grain, duplicates dropped.
+        partitions = sorted({parse_partition_key(key, pipeline.grain) for key in request.partitions})
+    else:
+        assert request.start is not None and request.end is not None  # the model validator says so
+        partitions = partitions_between(request.start, request.end, pipeline.grain)
     if len(partitions) > settings.max_partitions and not request.yes:
         raise RangeTooLargeError(
             f"{len(partitions)} partitions is more than the safety cap of {settings.max_partitions}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BackfillSummary", "PartitionResult", "one_line"]
+__all__ = ["BackfillSummary", "BatchResult", "PartitionResult", "one_line"]
 
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
@@ -31,6 +31,15 @@ class PartitionResult:
     duration_s: float
     bookkeeping_s: float
     run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What a batch task did with each of its partitions (in order)."""
+
+    completed: tuple[PartitionResult, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+    not_started: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

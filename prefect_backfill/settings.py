@@ -69,6 +69,7 @@ class BackfillSettings(BaseSettings):
     )
     dask_address: str | None = Field(None, description="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster (no dask_address).")
+    dask_threads_per_worker: int = Field(2, ge=1, description="Threads per worker process of the local Dask cluster.")
 
     spark_master: str = Field("local[*]", description="local[*], spark://host:7077, yarn, k8s://…")
     spark_remote: str | None = Field(

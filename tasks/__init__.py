@@ -1,5 +1,5 @@
 """Prefect tasks of prefect-backfill."""
 
-from tasks.partition import backfill_partition
+from tasks.partition import backfill_batch, backfill_partition
 
-__all__ = ["backfill_partition"]
+__all__ = ["backfill_batch", "backfill_partition"]

@@ -1,16 +1,20 @@
 """The engine: everything that touches data, behind one narrow interface.
 
 Flows and tasks call only :class:`Engine`; the Spark + Delta implementation lives in
-:mod:`prefect_backfill.engine.delta`, and tests of orchestration logic can swap in a fake.
+:mod:`prefect_backfill.engine.delta`, and ``BACKFILL_ENGINE`` swaps in another one (see :func:`get_engine`).
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from prefect_backfill.errors import ConfigurationError
 from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.settings import get_settings
 
 __all__ = ["Engine", "PartitionOutcome", "TableInfo", "get_engine"]
 
@@ -49,8 +53,38 @@ class Engine(Protocol):
         ...
 
 
-def get_engine() -> Engine:
-    """The process's engine (Spark + Delta), created lazily; the Spark session starts on first use."""
-    from prefect_backfill.engine.delta import SparkDeltaEngine
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
 
-    return SparkDeltaEngine.instance()
+
+def get_engine() -> Engine:
+    """The process's engine, chosen by ``BACKFILL_ENGINE`` and created once per process.
+
+    ``spark`` (default) is Spark + Delta; its session starts on first use. Anything else is
+    ``package.module:factory``, a callable returning an :class:`Engine` (the benchmarks' no-op engine
+    measures orchestration alone this way), so no flow or task code changes with the engine.
+    """
+    name = get_settings().engine
+    engine = _engines.get(name)
+    if engine is not None:
+        return engine
+    with _engines_lock:
+        if name not in _engines:
+            _engines[name] = _load(name)
+        return _engines[name]
+
+
+def _load(name: str) -> Engine:
+    if name == "spark":
+        from prefect_backfill.engine.delta import SparkDeltaEngine
+
+        return SparkDeltaEngine.instance()
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"BACKFILL_ENGINE={name!r} cannot be loaded ({exc}): use 'spark' or 'package.module:factory'"
+        ) from None
+    engine: Engine = factory()
+    return engine

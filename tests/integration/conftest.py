@@ -62,8 +62,9 @@ def lake(
     def make(transform: Transform, version: str = "1", name: str = base_name, **kw: Any) -> Pipeline:
         kw.setdefault("source", TableRef(bronze))
         kw.setdefault("target", TableRef(target))
+        kw.setdefault("partition_column", "order_date")
         return register(
-            Pipeline(name=name, partition_column="order_date", transform=transform, version=version, **kw),
+            Pipeline(name=name, transform=transform, version=version, **kw),
             replace=True,
         )
 
