@@ -8,6 +8,7 @@ night window closes, without ever cancelling one that has started.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,11 +59,13 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
     logger.info("%s", the_plan)
 
     out = _Outcome()
+    settings = get_settings()
     if the_plan.to_run:
         target = get_engine().ensure_target(pipeline)
         # Claim under a short lock: leave out what a live run holds, record our PENDING claims.
-        with claims_lock(pipeline.name):
-            the_plan = without_held(the_plan, held_partitions(ledger.current(pipeline.name), run_id))
+        with claims_lock(pipeline.name) if settings.coordinate else contextlib.nullcontext():
+            if settings.coordinate:
+                the_plan = without_held(the_plan, held_partitions(ledger.current(pipeline.name), run_id))
             ledger.record(
                 [
                     LedgerEvent(run_id, pipeline.name, p.key, Status.PENDING, pipeline.version, pipeline.fingerprint)
@@ -72,8 +75,12 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
         if held := len(prepared.plan.to_run) - len(the_plan.to_run):
             logger.info("%d partition(s) are held by another live run and left to it", held)
     if the_plan.to_run:
-        settings = get_settings()
-        with run_slots(pipeline.name, request.max_concurrency, settings.pipeline_cap) as slots:
+        slots_held = (
+            run_slots(pipeline.name, request.max_concurrency, settings.pipeline_cap)
+            if settings.coordinate
+            else contextlib.nullcontext(request.max_concurrency)
+        )
+        with slots_held as slots:
             if slots < request.max_concurrency:
                 logger.info("the pipeline's shared cap allows %d partitions in flight for this run", slots)
             _fan_out(prepared, the_plan, tasks, target.table_id or pipeline.target.location, run_id, slots, out)

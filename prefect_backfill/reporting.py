@@ -24,7 +24,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from prefect_backfill.calendar import build_grid, render_markdown
+from prefect_backfill.calendar import Cell, build_grid, cell_of, render_markdown
 from prefect_backfill.partitions import Partition
 from prefect_backfill.planning import PartitionState
 from prefect_backfill.progress import estimate
@@ -114,11 +114,26 @@ class ProgressReporter:
 
 
 def publish_final_artifacts(
-    pipeline: str, fingerprint: str, partitions: Sequence[Partition], states: Mapping[str, PartitionState]
+    pipeline: str,
+    fingerprint: str,
+    partitions: Sequence[Partition],
+    states: Mapping[str, PartitionState],
+    table_limit: int = 2_000,
 ) -> None:
-    """The partition table and the calendar of the whole range, as the ledger has it now."""
+    """The partition table and the calendar of the whole range, as the ledger has it now.
+
+    The table keeps at most ``table_limit`` rows (a UI table of 43,800 hours helps nobody): partitions
+    that need attention (failed, running, pending, never run, stale) first, then the rest in order.
+    """
     rows = []
-    for part in partitions:
+    shown: Sequence[Partition] = partitions
+    if len(partitions) > table_limit:
+        complete = {p.key for p in partitions if cell_of(states.get(p.key), fingerprint) is Cell.COMPLETE}
+        attention = [p.key for p in partitions if p.key not in complete][:table_limit]
+        rest = [p.key for p in partitions if p.key in complete][: table_limit - len(attention)]
+        keep = set(attention) | set(rest)
+        shown = [p for p in partitions if p.key in keep]
+    for part in shown:
         s = states.get(part.key)
         rows.append(
             {
@@ -132,9 +147,8 @@ def publish_final_artifacts(
                 "error": s.error if s and s.status.value == "FAILED" else None,
             }
         )
-    create_table_artifact(
-        rows, key=artifact_key(pipeline, "partitions"), description=f"{pipeline}: status of {len(rows)} partitions"
-    )
+    what = f"{len(rows)} partitions" if len(rows) == len(partitions) else f"{len(rows)} of {len(partitions)} partitions"
+    create_table_artifact(rows, key=artifact_key(pipeline, "partitions"), description=f"{pipeline}: status of {what}")
     grid = build_grid(partitions, states, fingerprint)
     create_markdown_artifact(
         render_markdown(grid, f"{pipeline} ({partitions[0].key} … {partitions[-1].key})") if partitions else "",

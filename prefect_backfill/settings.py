@@ -56,6 +56,11 @@ class BackfillSettings(BaseSettings):
         description="Partitions in flight across all runs of one pipeline, when its limit "
         "backfill-<pipeline> is created on first use (deployments/setup.py sets it explicitly).",
     )
+    coordinate: bool = Field(
+        True,
+        description="Shared cap and partition claims across runs (Prefect global concurrency limits). Turn "
+        "off only where a pipeline never has two runs at once (benchmarks measure the cap's cost this way).",
+    )
 
     engine: str = Field(
         "spark",

@@ -4,6 +4,11 @@ Every partition write is ``mode("overwrite")`` with ``replaceWhere`` on the part
 Delta swaps that partition's files in one commit, so readers see the old partition or the new one,
 never a mix, and a rerun gives the same table. Delta's replaceWhere constraint check stays on: an
 output row outside the partition fails the write before anything is committed.
+
+The same code runs on a classic session and on a Spark Connect one (``BACKFILL_SPARK_REMOTE``): a
+partition's operations carry the tag :func:`job_tag` on both; local properties (job description, FAIR
+pool) exist only on classic Spark, and catalog tables are described with SQL on Connect (the DeltaTable
+API would need Delta's Connect plugin on the server).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from prefect_backfill.engine import PartitionOutcome, TableInfo
-from prefect_backfill.engine.spark import get_spark
+from prefect_backfill.engine.spark import get_spark, is_remote
 from prefect_backfill.errors import (
     EmptySourcePartitionError,
     PartitionValidationError,
@@ -22,11 +27,12 @@ from prefect_backfill.errors import (
 )
 from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.settings import get_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["SparkDeltaEngine", "partition_predicate", "register_ledger_views"]
+__all__ = ["SparkDeltaEngine", "job_properties", "job_tag", "partition_predicate", "register_ledger_views"]
 
 
 def partition_predicate(column: str, partition: Partition) -> str:
@@ -37,6 +43,23 @@ def partition_predicate(column: str, partition: Partition) -> str:
         return f"`{column}` = TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
     assert isinstance(value, date)
     return f"`{column}` = DATE '{value.isoformat()}'"
+
+
+def job_tag(pipeline: str, partition_key: str) -> str:
+    """The operation tag of one partition's Spark work (``spark.interruptTag`` cancels exactly it).
+    Spark forbids commas in tags; pipeline names and partition keys have none, but be sure."""
+    return f"backfill:{pipeline}:{partition_key}".replace(",", "_")
+
+
+def job_properties(pipeline: str, partition_key: str, pool: str) -> dict[str, str]:
+    """Local properties of one partition's jobs on classic Spark: a description naming the partition
+    (Spark UI, history server) and the FAIR pool (``settings.spark_pool``)."""
+    return {"spark.job.description": f"backfill {pipeline} {partition_key}", "spark.scheduler.pool": pool}
+
+
+def _quote_name(location: str) -> str:
+    """A catalog name (each part already checked as a plain identifier by TableRef) in backquotes."""
+    return ".".join(f"`{part}`" for part in location.split("."))
 
 
 def _describe_path(location: str) -> TableInfo:
@@ -64,6 +87,8 @@ class SparkDeltaEngine:
 
     def __init__(self) -> None:
         self._create_lock = threading.Lock()
+        # Read once, like the session itself (settings cost ~2 ms to read: not once per partition).
+        self._pool = get_settings().spark_pool
 
     @property
     def spark(self) -> SparkSession:
@@ -77,9 +102,12 @@ class SparkDeltaEngine:
         spark = self.spark
         if not spark.catalog.tableExists(table.location):
             return TableInfo(exists=False)
-        from delta.tables import DeltaTable
+        if is_remote(spark):  # the same answer as DeltaTable.detail(), which needs Delta's Connect plugin
+            detail = spark.sql(f"DESCRIBE DETAIL {_quote_name(table.location)}").collect()[0]
+        else:
+            from delta.tables import DeltaTable
 
-        detail = DeltaTable.forName(spark, table.location).detail().collect()[0]
+            detail = DeltaTable.forName(spark, table.location).detail().collect()[0]
         return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]))
 
     def _read(self, table: TableRef) -> DataFrame:
@@ -126,7 +154,8 @@ class SparkDeltaEngine:
             )
         writer = empty.write.format("delta").partitionBy(pipeline.partition_column)
         if pipeline.target.is_path:
-            writer.mode("errorifexists").save(pipeline.target.location)
+            # "error" = ErrorIfExists; the Spark Connect client knows only this spelling of it.
+            writer.mode("error").save(pipeline.target.location)
         else:
             writer.saveAsTable(pipeline.target.location)
         return self.describe(pipeline.target)
@@ -139,12 +168,18 @@ class SparkDeltaEngine:
 
         spark = self.spark
         column = pipeline.partition_column
-        sc = spark.sparkContext
-        # Name the Spark jobs after the partition (Spark UI, history server) and put them in the
-        # backfill pool, so a shared application can give other work priority.
-        sc.setLocalProperty("spark.job.description", f"backfill {pipeline.name} {partition.key}")
-        sc.setLocalProperty("spark.scheduler.pool", "backfill")
+        # Tag this thread's operations with the partition (interruptTag cancels them), on classic and
+        # Connect alike. On classic Spark also name the jobs after the partition (Spark UI, history
+        # server) and put them in the backfill pool, so a shared application can give other work
+        # priority; Connect has no local properties (its server decides pools).
+        sc = None if is_remote(spark) else spark.sparkContext
+        tag = job_tag(pipeline.name, partition.key)
+        properties = job_properties(pipeline.name, partition.key, self._pool)
         try:
+            spark.addTag(tag)
+            if sc is not None:
+                for key, value in properties.items():
+                    sc.setLocalProperty(key, value)
             source = self._read(pipeline.source).where(F.col(column) == F.lit(partition.value))
             rows_in = source.count()  # answered from Delta file statistics for a partition filter
             if rows_in == 0 and not pipeline.allow_empty:
@@ -178,9 +213,11 @@ class SparkDeltaEngine:
                     ) from None
                 raise
             rows_out = int(observed.get["rows"])
-        finally:  # the thread goes back to the pool: leave no job properties behind
-            sc.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
-            sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+        finally:  # the thread goes back to the pool: leave no job properties or tags behind
+            spark.removeTag(tag)  # a no-op if it was never added
+            if sc is not None:
+                for key in properties:
+                    sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         return PartitionOutcome(
             rows_in=rows_in, rows_out=rows_out, table_version=self._commit_version(pipeline, commit_tag)
         )

@@ -3,15 +3,24 @@
 Delta's jars come from Maven Central through Spark's own Ivy resolver into ``<cache_dir>/ivy``, with
 an ivysettings file that consults Maven Central only (a stray ``~/.m2`` pom without its jar otherwise
 breaks resolution). Jars Spark already ships are excluded so the classpath holds one copy of each.
+
+With ``BACKFILL_SPARK_REMOTE=sc://host:15002`` the session is a Spark Connect client instead: no JVM in
+this process and no jars sent; the server must already have Delta on its classpath
+(:func:`connect_server_command` starts one that does). Only runtime SQL confs reach a Connect session.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 import sys
 import threading
+import warnings
 from importlib import resources
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
 
 from prefect_backfill.errors import ConfigurationError
 from prefect_backfill.settings import BackfillSettings, get_settings
@@ -19,7 +28,18 @@ from prefect_backfill.settings import BackfillSettings, get_settings
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_PACKAGE", "get_spark", "spark_conf", "stop_spark"]
+__all__ = [
+    "CONNECT_DEFAULT_PORT",
+    "DELTA_PACKAGE",
+    "connect_address",
+    "connect_server_command",
+    "get_spark",
+    "is_remote",
+    "spark_conf",
+    "spark_home",
+    "stop_spark",
+    "uses_connect",
+]
 
 # delta-spark 4.4.0 is built for Spark 4.2 (the artifact name carries the Spark minor).
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
@@ -52,12 +72,66 @@ _PROVIDED_BY_SPARK = (
     "org.locationtech.jts:jts-core",
 )
 
+# Spark Connect's own default port (an sc:// URL without a port means this one).
+CONNECT_DEFAULT_PORT = 15002
+_CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+# Runtime SQL confs: the only part of the configuration a Spark Connect client can set on its session.
+_SESSION_KEYS = (
+    "spark.sql.shuffle.partitions",
+    "spark.databricks.delta.snapshotPartitions",
+    "spark.sql.session.timeZone",
+    "spark.sql.adaptive.enabled",
+)
+
 _session: SparkSession | None = None
 _lock = threading.Lock()
 
 
+def uses_connect(settings: BackfillSettings) -> bool:
+    """Whether ``settings`` ask for a Spark Connect client (``spark_remote``) rather than a local driver."""
+    return bool(settings.spark_remote and settings.spark_remote.strip())
+
+
+def is_remote(spark: SparkSession) -> bool:
+    """True for a Spark Connect session: no SparkContext, no local properties, no JVM in this process."""
+    try:
+        from pyspark.sql.connect.session import SparkSession as RemoteSparkSession
+    except ImportError:  # pyspark without the [connect] extras cannot have made one
+        return False
+    return isinstance(spark, RemoteSparkSession)
+
+
+def connect_address(url: str) -> tuple[str, int]:
+    """Host and port of a Spark Connect URL (``sc://host[:port][/;param=value…]``)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "sc" or not parts.hostname:
+        raise ConfigurationError(
+            f"BACKFILL_SPARK_REMOTE={url!r} is not a Spark Connect URL: use sc://host:{CONNECT_DEFAULT_PORT}"
+        )
+    try:
+        port = parts.port or CONNECT_DEFAULT_PORT
+    except ValueError:
+        raise ConfigurationError(
+            f"BACKFILL_SPARK_REMOTE={url!r} has an invalid port: use sc://host:{CONNECT_DEFAULT_PORT}"
+        ) from None
+    return parts.hostname, port
+
+
 def spark_conf(settings: BackfillSettings) -> dict[str, str]:
-    """The full Spark configuration for ``settings`` (pure, so it is unit-tested and printable)."""
+    """What this process gives its session builder (pure, so it is unit-tested and printable).
+
+    Classic Spark: the full driver configuration. Spark Connect: only the runtime SQL confs plus
+    ``settings.spark_conf`` (the server was configured when it started; see :func:`connect_server_command`).
+    """
+    conf = _driver_conf(settings)
+    if uses_connect(settings):
+        conf = {key: conf[key] for key in _SESSION_KEYS}
+    conf.update(settings.spark_conf)
+    return conf
+
+
+def _driver_conf(settings: BackfillSettings) -> dict[str, str]:
+    """The configuration of a Spark driver with Delta: this process's, or a Connect server's."""
     here = resources.files("prefect_backfill.engine")
     conf = {
         "spark.app.name": settings.spark_app_name,
@@ -82,16 +156,46 @@ def spark_conf(settings: BackfillSettings) -> dict[str, str]:
             "-XX:+UseG1GC -XX:G1PeriodicGCInterval=15000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30"
         ),
         "spark.sql.adaptive.enabled": "true",
-        # Backfill jobs run in the "backfill" pool (weight 1, FAIR inside), so partitions in flight
-        # share the executors and, on a shared application, other pools can be given priority.
+        # Backfill jobs run in the settings.spark_pool pool ("backfill": weight 1, FAIR inside), so
+        # partitions in flight share the executors and, on a shared application, other pools can be
+        # given priority.
         "spark.scheduler.mode": "FAIR",
         "spark.scheduler.allocation.file": str(here.joinpath("fairscheduler.xml")),
         # Python workers (UDFs) run the driver's interpreter, not whatever `python3` is first on PATH.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
-    conf.update(settings.spark_conf)
     return conf
+
+
+def spark_home() -> Path:
+    """The pyspark package folder: it ships ``bin/spark-submit``, ``bin/spark-class`` and Spark's jars
+    (Spark Connect's server included), so it serves as ``SPARK_HOME`` for a master, a worker or a server."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise ConfigurationError("pyspark is not installed: run `make setup`")
+    return Path(spec.origin).parent
+
+
+def connect_server_command(settings: BackfillSettings, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line of a Spark Connect server with Delta's jars, listening on ``host:port``
+    (loopback by default), with the same driver configuration a local session would get
+    (``settings.spark_master`` is where the server runs its jobs).
+
+    Run it with ``SPARK_HOME`` set to :func:`spark_home` and ``JAVA_HOME`` to a JDK 17 or 21; the first
+    start resolves the jars from the Ivy cache (``<cache_dir>/ivy``). Clients then use
+    ``BACKFILL_SPARK_REMOTE=sc://host:port``.
+    """
+    conf = {
+        **_driver_conf(settings),
+        **settings.spark_conf,
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+    }
+    command = [str(spark_home() / "bin" / "spark-submit"), "--class", _CONNECT_SERVER_CLASS]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    return [*command, "spark-internal"]
 
 
 def get_spark() -> SparkSession:
@@ -106,6 +210,8 @@ def get_spark() -> SparkSession:
 
 
 def _start(settings: BackfillSettings) -> SparkSession:
+    if uses_connect(settings):
+        return _connect(settings)
     from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
@@ -121,10 +227,51 @@ def _start(settings: BackfillSettings) -> SparkSession:
         spark = builder.getOrCreate()
     except PySparkRuntimeError as exc:
         raise ConfigurationError(
-            f"Spark did not start ({exc.getErrorClass()}): check JAVA_HOME (JDK 17 or 21) and that "
+            f"Spark did not start ({exc.getCondition()}): check JAVA_HOME (JDK 17 or 21) and that "
             f"{DELTA_PACKAGE} can be fetched from Maven Central into {settings.ivy_dir} (run `make setup`)"
         ) from exc
     spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _connect(settings: BackfillSettings, probe_timeout: float = 5.0) -> SparkSession:
+    """A Spark Connect session, or a one-line error within seconds if nobody answers: the client's own
+    retry policy would keep trying for about ten minutes, so the first round trip gets a short one."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+    from pyspark.sql.connect.session import SparkSession as RemoteSparkSession
+
+    url = (settings.spark_remote or "").strip()
+    host, port = connect_address(url)
+    unreachable = f"Spark Connect at {url} did not answer: start the server or fix BACKFILL_SPARK_REMOTE"
+    try:
+        socket.create_connection((host, port), timeout=probe_timeout).close()
+    except OSError as exc:  # nothing listens there (the common case): no need to wait for gRPC
+        raise ConfigurationError(f"{unreachable} ({exc.strerror or exc})") from None
+    try:
+        # Without options the builder makes no call; then one cheap call with few retries (something
+        # that accepts connections but is not a Connect server fails here in seconds).
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        client = cast(RemoteSparkSession, spark).client
+        policies = client.get_retry_policies()
+        client.set_retry_policies([DefaultPolicy(max_retries=3, initial_backoff=500, backoff_multiplier=2)])
+        try:
+            with warnings.catch_warnings():  # the client warns RETRIES_EXCEEDED: the error below says it
+                warnings.simplefilter("ignore", UserWarning)
+                spark.version  # noqa: B018 - the first round trip
+        except PySparkException:
+            client.close()  # closed first: stop() and the exit hook then make no call that would retry
+            spark.stop()
+            raise
+        client.set_retry_policies(policies)
+        # Runtime confs go in like the builder's own: ones the server refuses (static confs) are ignored.
+        builder = SparkSession.builder.remote(url)
+        for key, value in spark_conf(settings).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+    except PySparkException as exc:
+        raise ConfigurationError(f"{unreachable} ({exc.getCondition() or type(exc).__name__})") from None
     return spark
 
 
