@@ -23,7 +23,7 @@ from prefect.transactions import get_transaction
 
 from prefect_backfill import window
 from prefect_backfill.caching import BatchCachePolicy, PartitionCachePolicy
-from prefect_backfill.engine import get_engine
+from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.errors import BatchFailedError, PartitionValidationError
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.partitions import parse_partition_key
@@ -58,6 +58,7 @@ class _Unit:
     fingerprint: str
     ledger: Ledger
     run_id: str
+    engine: Engine
     wait: bool = True
 
     def run(self, partition: str, attempt: int) -> PartitionResult:
@@ -85,7 +86,7 @@ class _Unit:
         work_start = time.perf_counter()
         tag = f"prefect-backfill run={self.run_id} pipeline={self.spec.name} partition={partition}"
         try:
-            outcome = get_engine().process_partition(self.spec, part, commit_tag=tag)
+            outcome = self.engine.process_partition(self.spec, part, commit_tag=tag)
         except Exception as exc:
             failed = event(
                 Status.FAILED,
@@ -138,7 +139,7 @@ def backfill_partition(
     ledger_path: str,
     run_id: str,
 ) -> PartitionResult:
-    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id)
+    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, get_engine())
     return unit.run(partition, int(runtime_task_run.run_count or 1))
 
 
@@ -171,7 +172,7 @@ def backfill_batch(
     Ends Failed (:class:`BatchFailedError`, carrying every result) if any partition failed; a batch cut
     short by the window is not written to the cache, so a later identical batch runs in full.
     """
-    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, wait=False)
+    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, get_engine(), wait=False)
     results: list[PartitionResult] = []
     failed: list[tuple[str, str]] = []
     not_started: list[str] = []
