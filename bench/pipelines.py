@@ -55,27 +55,21 @@ def _identity(df: DataFrame) -> DataFrame:
 
 # For BACKFILL_ENGINE=bench.engines:SleepEngine (orchestration alone): nothing is read or written but
 # the ledger, beside a target folder that is never created.
-bench_noop_day = register(
-    Pipeline(
-        name="bench_noop_day",
-        source=TableRef(str((get_settings().data_dir / "noop" / "source").resolve())),
-        target=TableRef(str((get_settings().data_dir / "noop" / "day").resolve())),
-        partition_column="p",
-        transform=_identity,
-        version="1",
-        grain=Grain.DAY,
-        description="no-op daily partitions (SleepEngine)",
+def _noop(grain: Grain) -> Pipeline:
+    noop = get_settings().data_dir / "noop"
+    return register(
+        Pipeline(
+            name=f"bench_noop_{grain.value}",
+            source=TableRef(str((noop / "source").resolve())),
+            target=TableRef(str((noop / grain.value).resolve())),
+            partition_column="p",
+            transform=_identity,
+            version="1",
+            grain=grain,
+            description=f"no-op {grain.value} partitions (SleepEngine)",
+        )
     )
-)
-bench_noop_hour = register(
-    Pipeline(
-        name="bench_noop_hour",
-        source=TableRef(str((get_settings().data_dir / "noop" / "source").resolve())),
-        target=TableRef(str((get_settings().data_dir / "noop" / "hour").resolve())),
-        partition_column="p",
-        transform=_identity,
-        version="1",
-        grain=Grain.HOUR,
-        description="no-op hourly partitions (SleepEngine)",
-    )
-)
+
+
+bench_noop_day = _noop(Grain.DAY)
+bench_noop_hour = _noop(Grain.HOUR)
