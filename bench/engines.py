@@ -3,18 +3,23 @@
 Each partition "takes" ``BENCH_PARTITION_SECONDS`` (default 0: trivial work) of sleeping, which is what
 an I/O-bound partition looks like to the orchestrator (the thread waits, the CPU is free). Everything
 around it is real: the Prefect flow and task runs, the ledger's Delta appends, caching, artifacts.
+
+``PerPartitionLimitEngine`` is the same sleep inside a Prefect global concurrency limit acquired per
+partition: the anti-pattern the shared cap avoids, kept only so ``bench/scale.py`` can measure it.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
+from pathlib import Path
 
 from prefect_backfill.engine import PartitionOutcome, TableInfo
 from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 
-__all__ = ["SleepEngine"]
+__all__ = ["PerPartitionLimitEngine", "SleepEngine"]
 
 
 class SleepEngine:
@@ -30,4 +35,36 @@ class SleepEngine:
     def process_partition(self, pipeline: Pipeline, partition: Partition, commit_tag: str) -> PartitionOutcome:
         if self.seconds:
             time.sleep(self.seconds)
+        if touch := os.environ.get("BENCH_TOUCH_DIR"):  # tests: which processes did the work
+            Path(touch, str(os.getpid())).touch()
         return PartitionOutcome(rows_in=1, rows_out=1, table_version=None)
+
+
+class PerPartitionLimitEngine(SleepEngine):
+    """``BACKFILL_ENGINE=bench.engines:PerPartitionLimitEngine``: each partition's sleep holds one slot of
+    the global concurrency limit ``bench-per-partition`` (``BENCH_PER_PARTITION_LIMIT`` slots, default 2),
+    acquired and released per partition. Do not do this in real code (see design.md §4)."""
+
+    LIMIT_NAME = "bench-per-partition"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = int(os.environ.get("BENCH_PER_PARTITION_LIMIT", "2"))
+        self._reset_limit()
+
+    def _reset_limit(self) -> None:
+        """Delete and recreate the limit: no slot left over from an earlier (killed) run, the wanted size."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+        from prefect.exceptions import ObjectNotFound
+
+        with get_client(sync_client=True) as client:
+            with suppress(ObjectNotFound):
+                client.delete_global_concurrency_limit_by_name(self.LIMIT_NAME)
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=self.LIMIT_NAME, limit=self.limit))
+
+    def process_partition(self, pipeline: Pipeline, partition: Partition, commit_tag: str) -> PartitionOutcome:
+        from prefect.concurrency.sync import concurrency
+
+        with concurrency(self.LIMIT_NAME, occupy=1, strict=False):
+            return super().process_partition(pipeline, partition, commit_tag)
