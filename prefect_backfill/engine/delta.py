@@ -6,9 +6,10 @@ never a mix, and a rerun gives the same table. Delta's replaceWhere constraint c
 output row outside the partition fails the write before anything is committed.
 
 The same code runs on a classic session and on a Spark Connect one (``BACKFILL_SPARK_REMOTE``): a
-partition's operations carry the tag :func:`job_tag` on both; local properties (job description, FAIR
-pool) exist only on classic Spark, and catalog tables are described with SQL on Connect (the DeltaTable
-API would need Delta's Connect plugin on the server).
+partition's Spark work carries the tag :func:`job_tag` on both (a job tag on classic, an operation tag
+on Connect), so :meth:`SparkDeltaEngine.cancel_partition` stops it from any thread; local properties
+(job description, FAIR pool) exist only on classic Spark, and catalog tables are described with SQL on
+Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def partition_predicate(column: str, partition: Partition) -> str:
 
 
 def job_tag(pipeline: str, partition_key: str) -> str:
-    """The operation tag of one partition's Spark work (``spark.interruptTag`` cancels exactly it).
+    """The tag of one partition's Spark work (see :meth:`SparkDeltaEngine.cancel_partition`).
     Spark forbids commas in tags; pipeline names and partition keys have none, but be sure."""
     return f"backfill:{pipeline}:{partition_key}".replace(",", "_")
 
@@ -168,16 +169,18 @@ class SparkDeltaEngine:
 
         spark = self.spark
         column = pipeline.partition_column
-        # Tag this thread's operations with the partition (interruptTag cancels them), on classic and
-        # Connect alike. On classic Spark also name the jobs after the partition (Spark UI, history
-        # server) and put them in the backfill pool, so a shared application can give other work
-        # priority; Connect has no local properties (its server decides pools).
+        # Tag this thread's Spark work with the partition, so cancel_partition can stop it. On classic
+        # Spark also name the jobs after the partition (Spark UI, history server) and put them in the
+        # backfill pool, so a shared application can give other work priority; Connect has no local
+        # properties (its server decides pools).
         sc = None if is_remote(spark) else spark.sparkContext
         tag = job_tag(pipeline.name, partition.key)
         properties = job_properties(pipeline.name, partition.key, self._pool)
         try:
-            spark.addTag(tag)
-            if sc is not None:
+            if sc is None:
+                spark.addTag(tag)
+            else:
+                sc.addJobTag(tag)
                 for key, value in properties.items():
                     sc.setLocalProperty(key, value)
             source = self._read(pipeline.source).where(F.col(column) == F.lit(partition.value))
@@ -213,14 +216,30 @@ class SparkDeltaEngine:
                     ) from None
                 raise
             rows_out = int(observed.get["rows"])
-        finally:  # the thread goes back to the pool: leave no job properties or tags behind
-            spark.removeTag(tag)  # a no-op if it was never added
-            if sc is not None:
+        finally:  # the thread goes back to the pool: leave no tag or job property behind
+            if sc is None:
+                spark.removeTag(tag)  # a no-op if it was never added
+            else:
+                sc.removeJobTag(tag)
                 for key in properties:
                     sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         return PartitionOutcome(
             rows_in=rows_in, rows_out=rows_out, table_version=self._commit_version(pipeline, commit_tag)
         )
+
+    def cancel_partition(self, pipeline: Pipeline, partition: Partition) -> None:
+        """Cancel the Spark work of one partition in flight, from any thread (a task timeout does not
+        stop the Spark jobs its thread started). The write is one Delta commit: a partition cancelled
+        before it commits leaves the target as it was.
+
+        Classic Spark: ``SparkContext.cancelJobsWithTag`` (``SparkSession.interruptTag`` from another
+        thread cancelled nothing in pyspark 4.2 classic); Connect: ``SparkSession.interruptTag``."""
+        spark = self.spark
+        tag = job_tag(pipeline.name, partition.key)
+        if is_remote(spark):
+            spark.interruptTag(tag)
+        else:
+            spark.sparkContext.cancelJobsWithTag(tag)
 
     def _commit_version(self, pipeline: Pipeline, commit_tag: str) -> int | None:
         """The Delta version our commit created, found by its userMetadata (other partitions commit
