@@ -339,6 +339,29 @@ def setup() -> None:
     )
 
 
+@app.command("spark-connect")
+def spark_connect(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 15002,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for other hosts).")] = "127.0.0.1",
+    print_only: Annotated[bool, typer.Option("--print", help="Print the command line instead of running it.")] = False,
+) -> None:
+    """Run a Spark Connect server with Delta's jars (from pyspark's own launcher), for
+    BACKFILL_SPARK_REMOTE=sc://HOST:PORT clients. Runs in the foreground; stop it with Ctrl-C."""
+    import os
+    import shlex
+
+    from prefect_backfill.engine.spark import connect_server_command, java_home, spark_home
+    from prefect_backfill.settings import get_settings
+
+    command = connect_server_command(get_settings(), port, host)
+    if print_only:
+        print(shlex.join(command))
+        return
+    env = {**os.environ, "SPARK_HOME": str(spark_home()), "JAVA_HOME": java_home()}
+    console.print(f"Spark Connect on sc://{host}:{port} (Ctrl-C stops it)", highlight=False)
+    os.execvpe(command[0], command, env)
+
+
 @app.command()
 def demo(
     rows_per_day: Annotated[int, typer.Option("--rows-per-day", min=1)] = 2_000,

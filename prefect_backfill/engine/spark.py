@@ -35,6 +35,7 @@ __all__ = [
     "connect_server_command",
     "get_spark",
     "is_remote",
+    "java_home",
     "spark_conf",
     "spark_home",
     "stop_spark",
@@ -209,17 +210,25 @@ def get_spark() -> SparkSession:
     return _session
 
 
+def java_home() -> str:
+    """``JAVA_HOME`` if set, else a JDK 17 where Debian/Ubuntu put it (Spark 4.2 runs on 17 or 21; a
+    newer default ``java`` would not do), else empty (Spark then uses ``java`` from PATH)."""
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    for candidate in ("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/java-17-openjdk-arm64"):
+        if os.path.isdir(candidate):
+            return candidate
+    return ""
+
+
 def _start(settings: BackfillSettings) -> SparkSession:
     if uses_connect(settings):
         return _connect(settings)
     from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
-    if "JAVA_HOME" not in os.environ:
-        for candidate in ("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/java-17-openjdk-arm64"):
-            if os.path.isdir(candidate):
-                os.environ["JAVA_HOME"] = candidate
-                break
+    if home := java_home():
+        os.environ["JAVA_HOME"] = home
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)

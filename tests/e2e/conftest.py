@@ -18,8 +18,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from prefect_backfill.engine.spark import connect_server_command, spark_home
-from prefect_backfill.settings import BackfillSettings
+from prefect_backfill.engine.spark import spark_home
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,15 +212,18 @@ class ConnectServer:
 
 @pytest.fixture
 def spark_connect_server(tmp_path: Path) -> Iterator[ConnectServer]:
-    """A Spark Connect server with Delta's jars (``connect_server_command``: the jars come from the
-    project's Ivy cache), local master, bound to loopback; ready when its port accepts connections."""
+    """A Spark Connect server with Delta's jars, started as users start it (``backfill spark-connect``:
+    the jars come from the project's Ivy cache), local master, bound to loopback; ready when its port
+    accepts connections."""
     root = tmp_path / "spark-connect"
     for sub in ("logs", "scratch"):
         (root / sub).mkdir(parents=True)
     port = free_port()
-    settings = BackfillSettings(cache_dir=ROOT / ".cache", spark_master="local[*]", spark_conf={})
+    env = {**spark_env(root), "BACKFILL_CACHE_DIR": str(ROOT / ".cache"), "BACKFILL_SPARK_MASTER": "local[*]"}
+    env.pop("BACKFILL_SPARK_CONF", None)
     log = root / "server.log"
-    proc, out = start_logged(connect_server_command(settings, port), spark_env(root), root, log)
+    command = [str(VENV_BIN / "backfill"), "spark-connect", "--port", str(port), "--host", "127.0.0.1"]
+    proc, out = start_logged(command, env, root, log)
     try:
         wait_until(lambda: accepts_connections(port), "spark connect server port", proc, log, JVM_START_TIMEOUT)
         yield ConnectServer(f"sc://127.0.0.1:{port}", log)
