@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars browser demo test lint bench clean server deployments worker-backfill worker-daily
+.PHONY: setup jars browser demo test lint bench bench-scale clean server deployments worker-backfill worker-daily
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ lint: $(VENV)/.installed
 
 bench: setup
 	$(PY) bench/run.py
+
+# Scale: shared cap cost, orchestration cost per partition, speedup vs concurrency, 43,848 hourly
+# partitions (docs/scale-benchmarks.md; ~25 min; `$(PY) bench/scale.py --quick` for a smoke run).
+bench-scale: setup
+	$(PY) bench/scale.py
 
 # --- Operate (see README "Operate") -------------------------------------------------------------
 PREFECT_PORT ?= 4200
