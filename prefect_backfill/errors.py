@@ -12,13 +12,26 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prefect_backfill.results import BatchResult
 
+#: What the ``backfill`` CLI exits with. Scripts and schedulers can rely on these.
+EXIT_CODES = {
+    0: "every planned partition is complete (or was skipped as complete)",
+    1: "partitions failed, or the run itself failed",
+    2: "usage: bad input, unknown pipeline, bad settings; nothing was written",
+    3: "the night window closed: partitions remain PENDING for the next run",
+    4: "partitions were left to another live run, or waiting for it timed out",
+    130: "interrupted (Ctrl-C): partitions remain; the printed command resumes",
+}
+
 __all__ = [
+    "EXIT_CODES",
     "BackfillError",
     "BackfillFailedError",
     "BatchFailedError",
     "ConfigurationError",
+    "CoordinationTimeoutError",
     "EmptySourcePartitionError",
     "InvalidRequestError",
+    "LedgerError",
     "PartitionError",
     "PartitionValidationError",
     "PipelineDefinitionError",
@@ -30,15 +43,25 @@ __all__ = [
 
 
 class BackfillError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose.
+
+    ``exit_code`` is what the ``backfill`` CLI exits with (see :data:`EXIT_CODES`): usage errors 2, a run
+    that did not do all it was asked 1, 3 or 4, never 0.
+    """
+
+    exit_code: int = 1
 
 
 class ConfigurationError(BackfillError):
     """A setting is missing or invalid (environment, pyproject, Spark, jars)."""
 
+    exit_code = 2
+
 
 class InvalidRequestError(BackfillError):
     """The backfill request itself is wrong: dates, range, policy, concurrency."""
+
+    exit_code = 2
 
 
 class RangeTooLargeError(InvalidRequestError):
@@ -47,6 +70,8 @@ class RangeTooLargeError(InvalidRequestError):
 
 class UnknownPipelineError(BackfillError):
     """No pipeline of that name is registered."""
+
+    exit_code = 2
 
 
 class PipelineDefinitionError(BackfillError):
@@ -59,6 +84,16 @@ class SourceNotFoundError(BackfillError):
 
 class TargetLayoutError(BackfillError):
     """The target exists but cannot be overwritten partition by partition."""
+
+
+class LedgerError(BackfillError):
+    """The progress ledger (or its lease table) cannot be read or written: corrupt, missing rights."""
+
+
+class CoordinationTimeoutError(BackfillError):
+    """Gave up waiting for another live run: its partition claims, the claims lock or the pipeline's cap."""
+
+    exit_code = 4
 
 
 class PartitionError(BackfillError):
