@@ -16,8 +16,9 @@ from contextlib import suppress
 from pathlib import Path
 
 from prefect_backfill.engine import PartitionOutcome, TableInfo
-from prefect_backfill.partitions import Partition
+from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.tables import TableSnapshot
 
 __all__ = ["PerPartitionLimitEngine", "SleepEngine"]
 
@@ -28,6 +29,9 @@ class SleepEngine:
 
     def describe(self, table: TableRef) -> TableInfo:
         return TableInfo(exists=True, table_id=f"sleep:{table.location}", partition_columns=("p",))
+
+    def snapshot(self, table: TableRef, column: str, grain: Grain) -> TableSnapshot:
+        return TableSnapshot.unknown()  # no data: the ledger alone decides
 
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
         return self.describe(pipeline.target)

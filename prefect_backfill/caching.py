@@ -3,8 +3,11 @@
 Prefect's default policy includes the flow RUN_ID, so a new run never hits it; and TASK_SOURCE hashes
 only the task's text, not the transform. These policies key completed work on exactly what determines
 its content: pipeline, partition (or a batch's partitions, in order), transform fingerprint (explicit
-version + hash of the transform's code) and the target's identity (the Delta table id, so a dropped and
-recreated target is written again). They are plain picklable dataclasses, so they travel to Dask workers.
+version + hash of the transform's code), the source partition's content (a digest of its files in the
+source's Delta log, so changed source data is computed again) and the target's identity (the Delta table
+id, so a dropped and recreated target is written again). The flow never lets a cached result stand in
+for a partition the target no longer has (it refreshes those). They are plain picklable dataclasses, so
+they travel to Dask workers.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ __all__ = ["BatchCachePolicy", "PartitionCachePolicy"]
 
 @dataclass
 class PartitionCachePolicy(CachePolicy):
-    fields: tuple[str, ...] = ("pipeline", "partition", "fingerprint", "target_id")
+    fields: tuple[str, ...] = ("pipeline", "partition", "fingerprint", "target_id", "source_digest")
 
     def compute_key(
         self,
@@ -51,7 +54,7 @@ class BatchCachePolicy(PartitionCachePolicy):
     """The same key for a batch: its partitions, in order, instead of one. A later run forms the same
     batch only from the same partitions, so a hit means each of them completed at this fingerprint."""
 
-    fields: tuple[str, ...] = ("pipeline", "partitions", "fingerprint", "target_id")
+    fields: tuple[str, ...] = ("pipeline", "partitions", "fingerprint", "target_id", "source_digests")
 
     @staticmethod
     def _label(what: Any) -> str:

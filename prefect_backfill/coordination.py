@@ -1,37 +1,36 @@
 """Several runs of one pipeline at once: a shared cap, and never two writers on one partition.
 
-- **Cap.** A Prefect global concurrency limit named ``backfill-<pipeline>`` (created by
-  ``deployments/setup.py``) caps the partitions in flight across *every* run of the pipeline: nightly,
-  manual, CLI. A run holds ``min(max_concurrency, limit)`` slots for its whole duration, acquired once,
-  never per partition (one acquisition costs ~2 s on SQLite and waiters poll every 5-30 s, which
-  made per-partition limits 7-11× slower in our measurements).
-- **One writer per partition.** Under a short lock (``backfill-<pipeline>-claims``, limit 1) a run
-  reads the ledger, leaves out the partitions that a *live* run has PENDING or RUNNING, and records
-  its own claims (PENDING events) before releasing the lock. A partition left RUNNING by a dead run
-  (crashed, cancelled, killed worker) is not held: the next run takes it over.
+- **Cap.** At most ``cap`` partitions of a pipeline are in flight across *every* run: nightly,
+  manual, CLI. The cap's value is the Prefect global concurrency limit ``backfill-<pipeline>`` when
+  one exists (``deployments/setup.py --cap N`` sets it), else the ``pipeline_cap`` setting. A run holds
+  ``min(max_concurrency, cap − slots of other live runs)`` slots for its whole duration, decided once,
+  never per partition (a per-partition acquisition cost 7-11× on short partitions).
+- **One writer per partition.** Under the pipeline's claims lock a run reads the ledger, leaves out the
+  partitions that another *live* run has PENDING or RUNNING, records its own claims (PENDING events)
+  and the slots it takes, and lets go of the lock.
 
-Without a Prefect server that knows these limits (the embedded one), the lock and the cap are
-created on first use, so the rules hold for local runs too.
+Who is live, and how many slots they hold, comes from the run leases beside the ledger
+(:mod:`prefect_backfill.leases`), not from a Prefect server: a killed run's partitions and slots are
+free as soon as its lease is dead, on the embedded server as on a real one.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
-from uuid import UUID
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect_backfill.errors import CoordinationTimeoutError
+from prefect_backfill.leases import Lease, LeaseTable, RunLease
+from prefect_backfill.planning import PartitionState, Plan, Status, without_held
 
-from prefect_backfill.planning import PartitionState, Status
+__all__ = ["Claim", "cap_name", "claim", "ensure_limit", "free_slots", "held_partitions", "pipeline_cap"]
 
-__all__ = ["cap_name", "claims_lock", "ensure_limit", "held_partitions", "run_slots"]
-
-_LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"}
+logger = logging.getLogger(__name__)
 
 
 def _slug(pipeline: str) -> str:
@@ -43,7 +42,11 @@ def cap_name(pipeline: str) -> str:
 
 
 def ensure_limit(name: str, limit: int) -> int:
-    """The limit's current value, creating it with ``limit`` if it does not exist (idempotent)."""
+    """The global concurrency limit's value, creating it with ``limit`` if it does not exist (idempotent)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
     with get_client(sync_client=True) as client:
         try:
             return int(client.read_global_concurrency_limit_by_name(name).limit)
@@ -53,44 +56,84 @@ def ensure_limit(name: str, limit: int) -> int:
             return int(client.read_global_concurrency_limit_by_name(name).limit)
 
 
-@contextmanager
-def claims_lock(pipeline: str) -> Iterator[None]:
-    name = f"{cap_name(pipeline)}-claims"
-    ensure_limit(name, 1)
-    with concurrency(name, occupy=1, strict=True, lease_duration=120):
-        yield
+def pipeline_cap(pipeline: str, default: int) -> int:
+    """The pipeline's cap: its global concurrency limit's value (the one place operators set it)."""
+    return ensure_limit(cap_name(pipeline), default)
 
 
-@contextmanager
-def run_slots(pipeline: str, wanted: int, default_cap: int) -> Iterator[int]:
-    """Hold up to ``wanted`` slots of the pipeline's cap for the whole run; yields how many."""
-    limit = ensure_limit(cap_name(pipeline), default_cap)
-    slots = max(1, min(wanted, limit))
-    with concurrency(cap_name(pipeline), occupy=slots, strict=True, lease_duration=300):
-        yield slots
-
-
-def live_runs(run_ids: set[str]) -> set[str]:
-    """Which of these flow runs are still alive according to the Prefect API."""
-    ids = []
-    for run_id in run_ids:
-        try:
-            ids.append(UUID(run_id))
-        except ValueError:
-            continue
-    if not ids:
-        return set()
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids))
-    return {str(r.id) for r in runs if r.state_type is not None and r.state_type.value in _LIVE}
-
-
-def held_partitions(current: Mapping[str, PartitionState], own_run_id: str) -> dict[str, str]:
-    """Partitions that another live run has claimed (PENDING) or is writing (RUNNING): key → run id."""
-    claimed = {
-        key: state.run_id
+def held_partitions(
+    current: Mapping[str, PartitionState], own_run_id: str, live: Mapping[str, Lease]
+) -> dict[str, str]:
+    """Partitions that another live run has claimed (PENDING) or is writing (RUNNING): key → who."""
+    return {
+        key: live[state.run_id].describe()
         for key, state in current.items()
-        if state.status in (Status.PENDING, Status.RUNNING) and state.run_id != own_run_id
+        if state.status in (Status.PENDING, Status.RUNNING) and state.run_id != own_run_id and state.run_id in live
     }
-    alive = live_runs(set(claimed.values()))
-    return {key: run for key, run in claimed.items() if run in alive}
+
+
+def free_slots(cap: int, live: Mapping[str, Lease], own_run_id: str) -> int:
+    """Slots of the cap that no other live run holds."""
+    return max(0, cap - sum(lease.slots for run, lease in live.items() if run != own_run_id))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a run got: its plan without the partitions others hold, and its slots (0: nothing to run)."""
+
+    plan: Plan
+    slots: int
+
+
+def claim(
+    leases: LeaseTable,
+    lease: RunLease,
+    the_plan: Plan,
+    *,
+    current: Callable[[], Mapping[str, PartitionState]],
+    record_claims: Callable[[Plan], None],
+    wanted: int,
+    cap: int,
+    timeout: float,
+    say: Callable[[str], None] = logger.info,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Claim:
+    """Under the claims lock: leave out what live runs hold, take free slots, record the claims.
+
+    With no free slot, waits (saying once who holds the slots and since when) and tries again, up to
+    ``timeout`` seconds in all; then raises :class:`CoordinationTimeoutError`, naming the holders.
+    """
+    pipeline = the_plan.pipeline
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        with leases.claims_lock(
+            pipeline,
+            lease.lease,
+            timeout=remaining,
+            on_wait=lambda holder: say(f"waiting for the claims lock of {pipeline}: held by {holder.describe()}"),
+        ):
+            live = leases.live_runs(pipeline)
+            mine = without_held(the_plan, held_partitions(current(), lease.run_id, live))
+            if not mine.to_run:
+                return Claim(mine, 0)
+            slots = min(wanted, free_slots(cap, live, lease.run_id))
+            if slots >= 1:
+                lease.renew(slots=slots)  # visible to others before the lock is released
+                record_claims(mine)
+                return Claim(mine, slots)
+            holders = "; ".join(
+                f"{other.describe()} holds {other.slots}"
+                for run, other in sorted(live.items())
+                if run != lease.run_id and other.slots
+            )
+        if time.monotonic() >= deadline:
+            raise CoordinationTimeoutError(
+                f"all {cap} slots of {pipeline}'s cap are held ({holders}) and none was freed within "
+                f"{timeout:.0f} s: wait for those runs, stop them, or raise the cap (deployments/setup.py --cap)"
+            )
+        if not told:
+            say(f"waiting for a slot of {pipeline}'s cap ({cap}): {holders}")
+            told = True
+        sleep(min(5.0, remaining) * random.uniform(0.4, 0.6) + 0.1)

@@ -29,6 +29,7 @@ __all__ = [
     "BatchFailedError",
     "ConfigurationError",
     "CoordinationTimeoutError",
+    "EmptyOutputError",
     "EmptySourcePartitionError",
     "InvalidRequestError",
     "LedgerError",
@@ -106,6 +107,10 @@ class PartitionValidationError(PartitionError):
 
 class EmptySourcePartitionError(PartitionValidationError):
     """The source partition has no rows; overwriting would silently empty the target partition."""
+
+
+class EmptyOutputError(PartitionValidationError):
+    """The transform returned no rows for a source partition that has rows; the old rows are kept."""
 
 
 class BackfillFailedError(BackfillError):

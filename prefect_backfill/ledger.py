@@ -29,6 +29,7 @@ import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from prefect_backfill.errors import LedgerError
 from prefect_backfill.planning import PartitionState, Status
 
 __all__ = ["CURRENT_STATUS_SQL", "Ledger", "LedgerEvent", "latest_states"]
@@ -51,6 +52,10 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
         ("host", pa.string()),
         ("pipeline", pa.string()),
+        # Added later (older ledgers gain them on their next append; old rows read as null):
+        ("source_digest", pa.string()),  # the source partition's files the result was computed from
+        ("target_id", pa.string()),  # the Delta table id of the target it was written to
+        ("cached", pa.bool_()),  # COMPLETE from the cache: no transform ran in this run
     ]
 )
 
@@ -101,6 +106,9 @@ class LedgerEvent:
     table_version: int | None = None
     error: str | None = None
     host: str = _HOST
+    source_digest: str | None = None
+    target_id: str | None = None
+    cached: bool = False
 
 
 _FIELDS = tuple(f.name for f in fields(LedgerEvent))
@@ -130,6 +138,9 @@ def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState
             duration_s=row["duration_s"],  # type: ignore[arg-type]
             attempt=row["attempt"],  # type: ignore[arg-type]
             rows_in=row["rows_in"],  # type: ignore[arg-type]
+            source_digest=row.get("source_digest"),  # type: ignore[arg-type]
+            target_id=row.get("target_id"),  # type: ignore[arg-type]
+            cached=bool(row.get("cached")),
         )
         for key, (_, row) in best.items()
     }
@@ -204,6 +215,11 @@ class _Writer:
                     self._commit(pa.Table.from_pylist(rows, schema=SCHEMA))
             except BaseException as exc:  # waiting callers re-raise it; say it for those who did not wait
                 error = exc
+                if isinstance(exc, DeltaError | OSError | pa.ArrowException):
+                    error = LedgerError(
+                        f"progress ledger {self.path} cannot be written ({_first_line(exc)}): check that its "
+                        "folder exists and is writable (BACKFILL_LEDGER_PATH moves it)"
+                    )
                 logger.warning("ledger %s: a commit of %d event(s) failed: %s", self.path, len(rows), exc)
             for ticket in batch:
                 ticket.error = error
@@ -228,7 +244,8 @@ class _Writer:
                             break
                     else:
                         self.table.update_incremental()
-                    write_deltalake(self.table, data, mode="append", commit_properties=properties)
+                    # "merge": a ledger written by an older release gains the newer columns.
+                    write_deltalake(self.table, data, mode="append", schema_mode="merge", commit_properties=properties)
                     break
                 except DeltaError:
                     # Two processes creating the table at once (one wins version 0, the other sees
@@ -255,6 +272,11 @@ class _Writer:
             return
         except CommitFailedError:  # best effort: a concurrent compaction from another process won
             return
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _flush_all() -> None:
@@ -290,23 +312,32 @@ class Ledger:
         """Wait until every event this process queued for this ledger is committed."""
         self._writer.flush()
 
-    def _table(self) -> DeltaTable | None:
-        try:
-            return DeltaTable(self.path)
-        except TableNotFoundError:
-            return None
+    def _unreadable(self, exc: BaseException) -> LedgerError:
+        return LedgerError(
+            f"progress ledger {self.path} cannot be read ({_first_line(exc)}): restore it, fix its permissions, "
+            "or move it aside to start a fresh ledger (completed partitions are then found in the cache)"
+        )
 
     def events(self, pipeline: str | None = None) -> pa.Table:
-        """Every event (of one pipeline), oldest first, as an Arrow table."""
-        table = self._table()
-        if table is None:
-            return SCHEMA.empty_table()
-        files = table.file_uris()
-        if not files:
-            return SCHEMA.empty_table()
-        dataset = pads.dataset(files, format="parquet", schema=SCHEMA)
-        expr = pads.field("pipeline") == pipeline if pipeline is not None else None
-        out = dataset.to_table(filter=expr) if expr is not None else dataset.to_table()
+        """Every event (of one pipeline), oldest first, as an Arrow table. A ledger that cannot be read
+        (corrupt, truncated, no permission) raises one :class:`LedgerError` naming its path."""
+        try:
+            try:
+                table = DeltaTable(self.path)
+            except TableNotFoundError:
+                return SCHEMA.empty_table()
+            files = table.file_uris()
+            if not files:
+                return SCHEMA.empty_table()
+            dataset = pads.dataset(files, format="parquet", schema=SCHEMA)
+            expr = pads.field("pipeline") == pipeline if pipeline is not None else None
+            out = dataset.to_table(filter=expr) if expr is not None else dataset.to_table()
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise self._unreadable(exc) from exc
+        except BaseException as exc:  # delta-rs turns a Rust panic (a truncated log) into PanicException
+            if type(exc).__name__ == "PanicException":
+                raise self._unreadable(exc) from exc
+            raise
         return out.sort_by("event_time")
 
     def current(self, pipeline: str) -> dict[str, PartitionState]:
@@ -319,7 +350,10 @@ class Ledger:
         durations = [
             float(r["duration_s"])
             for r in rows
-            if r["status"] == Status.COMPLETE.value and r["duration_s"] and not (r["error"] or "").startswith("cached")
+            if r["status"] == Status.COMPLETE.value
+            and r["duration_s"]
+            and not r["cached"]
+            and not (r["error"] or "").startswith("cached")  # how older releases marked cache hits
         ]
         return latest_states(rows), durations
 

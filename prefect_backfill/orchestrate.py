@@ -8,9 +8,9 @@ night window closes, without ever cancelling one that has started.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,16 +23,18 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from prefect_backfill import window
-from prefect_backfill.coordination import claims_lock, held_partitions, run_slots
+from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import BatchFailedError
+from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent
 from prefect_backfill.partitions import Partition
-from prefect_backfill.planning import Plan, Status, without_held
+from prefect_backfill.planning import Plan, Status, held_keys
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, BatchResult, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
+from prefect_backfill.tables import TableSnapshot
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["PartitionTasks", "batches", "run_prepared"]
@@ -54,37 +56,16 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
     """
     logger = get_run_logger()
     started = time.perf_counter() if started is None else started
-    request, pipeline, the_plan, ledger = prepared.request, prepared.pipeline, prepared.plan, prepared.ledger
-    run_id = str(flow_run.id or "local")
+    pipeline, the_plan = prepared.pipeline, prepared.plan
+    run_id = str(flow_run.id or uuid.uuid4())
     logger.info("%s", the_plan)
 
     out = _Outcome()
-    settings = get_settings()
     if the_plan.to_run:
         target = get_engine().ensure_target(pipeline)
-        # Claim under a short lock: leave out what a live run holds, record our PENDING claims.
-        with claims_lock(pipeline.name) if settings.coordinate else contextlib.nullcontext():
-            if settings.coordinate:
-                the_plan = without_held(the_plan, held_partitions(ledger.current(pipeline.name), run_id))
-            ledger.record(
-                [
-                    LedgerEvent(run_id, pipeline.name, p.key, Status.PENDING, pipeline.version, pipeline.fingerprint)
-                    for p in the_plan.to_run
-                ]
-            )
-        if held := len(prepared.plan.to_run) - len(the_plan.to_run):
-            logger.info("%d partition(s) are held by another live run and left to it", held)
-    if the_plan.to_run:
-        slots_held = (
-            run_slots(pipeline.name, request.max_concurrency, settings.pipeline_cap)
-            if settings.coordinate
-            else contextlib.nullcontext(request.max_concurrency)
-        )
-        with slots_held as slots:
-            if slots < request.max_concurrency:
-                logger.info("the pipeline's shared cap allows %d partitions in flight for this run", slots)
-            _fan_out(prepared, the_plan, tasks, target.table_id or pipeline.target.location, run_id, slots, out)
+        the_plan = _claim_and_fan_out(prepared, tasks, target.table_id or pipeline.target.location, run_id, out)
 
+    held = held_keys(the_plan)
     summary = BackfillSummary(
         pipeline=pipeline.name,
         run_id=run_id,
@@ -92,24 +73,77 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
         end=prepared.partitions[-1].key if prepared.partitions else "",
         fingerprint=pipeline.fingerprint,
         total=the_plan.total,
-        skipped=len(the_plan.skipped),
+        skipped=len(the_plan.skipped) - len(held),
         completed=tuple(out.completed),
         cached=tuple(out.cached),
         failed=tuple(out.failed),
         not_started=tuple(out.not_started),
+        held=held,
         rows_written=out.rows_written,
         duration_s=time.perf_counter() - started,
         bookkeeping_s=tuple(out.bookkeeping),
     )
     logger.info("%s", summary)
+    if held:
+        logger.warning(
+            "%d partition(s) are held by another live run and left to it: %s",
+            len(held),
+            "; ".join(sorted({s.reason for s in the_plan.skipped if s.partition.key in set(held)})),
+        )
     if the_plan.to_run:
-        publish_final_artifacts(pipeline.name, pipeline.fingerprint, prepared.partitions, ledger.current(pipeline.name))
+        publish_final_artifacts(
+            pipeline.name, pipeline.fingerprint, prepared.partitions, prepared.ledger.current(pipeline.name)
+        )
     create_markdown_artifact(
         key=artifact_key(pipeline.name, "summary"),
         markdown=_summary_markdown(summary, prepared.resume_command),
         description=f"{pipeline.name}: {len(out.failed)} failed of {the_plan.total}",
     )
     return summary
+
+
+def _claim_and_fan_out(
+    prepared: PreparedRun, tasks: PartitionTasks, target_id: str, run_id: str, out: _Outcome
+) -> Plan:
+    """Take a lease, claim what no live run holds and the cap's free slots, run it; the plan actually
+    run (without the partitions left to others) is returned.
+
+    The lease is renewed by a heartbeat for as long as this runs and ended when it returns or raises
+    (Ctrl-C included); a killed process's lease dies with it (see :mod:`prefect_backfill.leases`)."""
+    logger = get_run_logger()
+    request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
+    settings = get_settings()
+
+    def record_claims(mine: Plan) -> None:
+        ledger.record(
+            [
+                LedgerEvent(run_id, pipeline.name, p.key, Status.PENDING, pipeline.version, pipeline.fingerprint)
+                for p in mine.to_run
+            ]
+        )
+
+    if not settings.coordinate:
+        record_claims(prepared.plan)
+        _fan_out(prepared, prepared.plan, tasks, target_id, run_id, request.max_concurrency, out)
+        return prepared.plan
+    leases = LeaseTable(lease_location(ledger.path))
+    with RunLease(leases, run_id, pipeline.name) as lease:
+        got = claim(
+            leases,
+            lease,
+            prepared.plan,
+            current=lambda: ledger.current(pipeline.name),
+            record_claims=record_claims,
+            wanted=request.max_concurrency,
+            cap=pipeline_cap(pipeline.name, settings.pipeline_cap),
+            timeout=settings.wait_timeout,
+            say=logger.warning,
+        )
+        if got.slots and got.slots < request.max_concurrency:
+            logger.info("the pipeline's shared cap allows %d partitions in flight for this run", got.slots)
+        if got.plan.to_run:
+            _fan_out(prepared, got.plan, tasks, target_id, run_id, got.slots, out, lost=lambda: lease.lost)
+    return got.plan
 
 
 @dataclass
@@ -130,9 +164,10 @@ def _fan_out(
     run_id: str,
     limit: int,
     out: _Outcome,
+    lost: Callable[[], bool] = lambda: False,
 ) -> None:
     """Submit the plan under ``limit`` (one partition or one batch per task run), stop at the
-    window's end, collect every final state."""
+    window's end or when this run's lease is lost, collect every final state."""
     logger = get_run_logger()
     request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
     storage = get_settings().result_storage
@@ -147,22 +182,40 @@ def _fan_out(
         run_id=run_id,
     )
     units = batches(the_plan.to_run, request.batch_size)
+    source, target = prepared.source, prepared.target
+
+    def refresh(unit: Sequence[Partition]) -> bool:
+        """A cached result is served only where the target still has the partition (and never for
+        reprocess=all): a partition deleted from the target is written again, not "resumed"."""
+        if request.reprocess.value == "all":
+            return True
+        return target is None or not target.exists or not all(target.has(p.key) for p in unit)
+
     if request.batch_size == 1:
-        runnable = tasks.partition.with_options(
+        options: dict[str, Any] = dict(
             retries=request.retries,
             retry_delay_seconds=_backoff(request.retry_delay_seconds),
             result_storage=storage,
-            refresh_cache=request.reprocess.value == "all",
         )
-        submits = [partial(runnable.submit, partition=unit[0].key, **common) for unit in units]
+        fresh, cached_ok = (tasks.partition.with_options(refresh_cache=r, **options) for r in (True, False))
+        submits = [
+            partial(
+                (fresh if refresh(unit) else cached_ok).submit,
+                partition=unit[0].key,
+                source_digest=_digest(source, unit[0]),
+                **common,
+            )
+            for unit in units
+        ]
     else:
-        runnable = tasks.batch.with_options(result_storage=storage, refresh_cache=request.reprocess.value == "all")
+        fresh, cached_ok = (tasks.batch.with_options(result_storage=storage, refresh_cache=r) for r in (True, False))
         logger.info("%d partitions in %d batches of up to %d", len(the_plan.to_run), len(units), request.batch_size)
         submits = [
             partial(
-                runnable.submit,
+                (fresh if refresh(unit) else cached_ok).submit,
                 partitions=[p.key for p in unit],
                 size=len(unit),
+                source_digests=[_digest(source, p) for p in unit],
                 retries=request.retries,
                 retry_delay_seconds=request.retry_delay_seconds,
                 deadline=deadline,
@@ -178,7 +231,7 @@ def _fan_out(
         limit,
         on_done=reporter.partitions_finished,
         sizes=[len(unit) for unit in units],
-        keep_going=(lambda: window.clock() < deadline) if deadline is not None else None,
+        keep_going=lambda: not lost() and (deadline is None or window.clock() < deadline),
     )
     late_events: list[LedgerEvent] = []
     for unit, future in zip(units, futures, strict=True):
@@ -231,6 +284,10 @@ def _backoff(base: float) -> list[float]:
     return [base * 2**i for i in range(20)]
 
 
+def _digest(source: TableSnapshot | None, partition: Partition) -> str | None:
+    return source.digest(partition.key) if source is not None else None
+
+
 def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerEvent:
     now = datetime.now(UTC)
     return LedgerEvent(
@@ -247,6 +304,9 @@ def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerE
         duration_s=0.0,
         table_version=result.table_version,
         error=f"cached: written by run {result.run_id}",
+        source_digest=result.source_digest,
+        target_id=result.target_id,
+        cached=True,
     )
 
 

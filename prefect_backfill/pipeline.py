@@ -93,6 +93,8 @@ class Pipeline:
     ``version`` is the transform's explicit version (bump it when the logic changes, as with Dagster
     code versions). ``allow_empty`` says whether an empty source partition may empty the target one;
     by default it fails the partition, because an empty source is more often late data than truth.
+    ``allow_empty_output`` likewise for a transform that returns no rows from a non-empty source
+    partition (a filter with a bug, by default: the partition fails and keeps its old rows).
     """
 
     name: str
@@ -104,6 +106,7 @@ class Pipeline:
     grain: Grain = Grain.DAY
     description: str = ""
     allow_empty: bool = False
+    allow_empty_output: bool = False
     tags: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
+from prefect_backfill.tables import TableSnapshot
 
-__all__ = ["PartitionState", "Plan", "Reprocess", "Skip", "Status", "plan", "without_held"]
+__all__ = ["PartitionState", "Plan", "Reprocess", "Skip", "Status", "held_keys", "plan", "without_held"]
 
 
 class Status(enum.StrEnum):
@@ -60,6 +61,9 @@ class PartitionState:
     duration_s: float | None = None
     attempt: int | None = None
     rows_in: int | None = None
+    source_digest: str | None = None
+    target_id: str | None = None
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +74,17 @@ class Skip:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do: ``to_run`` in execution order, and every skipped partition with its reason."""
+    """What a run will do: ``to_run`` in execution order with why each is due (``why``), every skipped
+    partition with its reason, and ``notes`` worth a look before running (e.g. partitions the source has
+    no data for)."""
 
     pipeline: str
     fingerprint: str
     reprocess: Reprocess
     to_run: tuple[Partition, ...]
     skipped: tuple[Skip, ...]
+    why: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -91,24 +99,70 @@ class Plan:
             keys = [p.key for p in self.to_run]
             shown = ", ".join(keys[:6]) + (f", … {keys[-1]}" if len(keys) > 6 else "")
             lines.append(f"  run:  {shown}")
-        reasons: dict[str, int] = {}
-        for skip in self.skipped:
-            reasons[skip.reason.split(" (")[0]] = reasons.get(skip.reason.split(" (")[0], 0) + 1
-        lines.extend(f"  skip: {count} {reason}" for reason, count in sorted(reasons.items()))
+            lines.extend(f"  run:  {count} {reason}" for reason, count in _count(self.why.values()))
+        lines.extend(f"  skip: {count} {reason}" for reason, count in _count(s.reason for s in self.skipped))
+        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
-def _decide(state: PartitionState | None, fingerprint: str, reprocess: Reprocess) -> str | None:
-    """The reason to skip a partition, or None to run it."""
+def _count(reasons: Iterable[str]) -> list[tuple[str, int]]:
+    """Reasons without their per-partition details ("… (run abc, …)"), counted."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        head = reason.split(" (")[0]
+        counts[head] = counts.get(head, 0) + 1
+    return sorted(counts.items())
+
+
+NEVER_RUN = "never run"
+
+
+def _drift(key: str, state: PartitionState, source: TableSnapshot | None, target: TableSnapshot | None) -> str | None:
+    """Why a partition the ledger records as complete is not complete any more, or None.
+
+    The ledger says what was written; the tables' logs say what is there now. A partition is complete
+    only if both agree: the target is the same table and still has the partition, and the source
+    partition holds the same files the result was computed from."""
+    if target is not None and target.known:
+        if not target.exists:
+            return "target table missing"
+        if state.target_id and target.table_id != state.target_id:
+            return "target table recreated since it was written"
+        if not target.has(key) and (state.rows_out or 0) > 0:
+            return "partition missing from the target"
+    if source is not None and source.known:
+        if state.source_digest is None:
+            return "source content not recorded (written by an older release)"
+        if source.digest(key) != state.source_digest:
+            return "source changed since it was written"
+    return None
+
+
+def _decide(
+    key: str,
+    state: PartitionState | None,
+    fingerprint: str,
+    reprocess: Reprocess,
+    source: TableSnapshot | None,
+    target: TableSnapshot | None,
+) -> tuple[bool, str]:
+    """(run it?, why)."""
     if reprocess is Reprocess.ALL:
-        return None
+        return True, "reprocess all"
     if reprocess is Reprocess.FAILED:
         if state is not None and state.status is Status.FAILED:
-            return None
-        return f"not failed ({state.status.value.lower() if state else 'never run'})"
-    if state is not None and state.status is Status.COMPLETE and state.fingerprint == fingerprint:
-        return f"complete at version {state.version} (run {state.run_id[:8]}, {state.updated_at:%Y-%m-%d %H:%M})"
-    return None
+            return True, "failed"
+        return False, f"not failed ({state.status.value.lower() if state else NEVER_RUN})"
+    if state is None:
+        return True, NEVER_RUN
+    if state.status is Status.COMPLETE and state.fingerprint == fingerprint:
+        drift = _drift(key, state, source, target)
+        if drift is not None:
+            return True, drift
+        return False, f"complete at version {state.version} (run {state.run_id[:8]}, {state.updated_at:%Y-%m-%d %H:%M})"
+    if state.status is Status.COMPLETE:
+        return True, f"stale: written by version {state.version}"
+    return True, state.status.value.lower() if state.status is Status.FAILED else "interrupted"
 
 
 def plan(
@@ -120,8 +174,14 @@ def plan(
     *,
     exclude: Collection[str] = (),
     newest_first: bool = False,
+    source: TableSnapshot | None = None,
+    target: TableSnapshot | None = None,
 ) -> Plan:
-    """Split ``partitions`` into those to run and those skipped (with reasons), in execution order."""
+    """Split ``partitions`` into those to run and those skipped (with reasons), in execution order.
+
+    ``source`` and ``target`` are the tables' snapshots from their logs (None: not known, trust the
+    ledger): with them, a partition complete in the ledger runs again if its source changed or its
+    target partition is gone."""
     excluded = set(exclude)
     ordered = sorted(partitions, reverse=newest_first)
     known = {p.key for p in ordered}
@@ -132,22 +192,42 @@ def plan(
         )
     to_run: list[Partition] = []
     skipped: list[Skip] = []
+    why: dict[str, str] = {}
     for partition in ordered:
         if partition.key in excluded:
             skipped.append(Skip(partition, "excluded by request"))
             continue
-        reason = _decide(current.get(partition.key), fingerprint, reprocess)
-        if reason is None:
+        run, reason = _decide(partition.key, current.get(partition.key), fingerprint, reprocess, source, target)
+        if run:
             to_run.append(partition)
+            why[partition.key] = reason
         else:
             skipped.append(Skip(partition, reason))
-    return Plan(pipeline, fingerprint, reprocess, tuple(to_run), tuple(skipped))
+    notes = []
+    if source is not None and source.known and source.exists and to_run:
+        empty = [p.key for p in to_run if not source.has(p.key)]
+        if empty:
+            span = f"{min(source.partitions)} … {max(source.partitions)}" if source.partitions else "none"
+            notes.append(
+                f"{len(empty)} of {len(to_run)} partitions to run have no data in the source (its partitions: "
+                f"{span}); they fail as empty unless the pipeline allows empty partitions"
+            )
+    return Plan(pipeline, fingerprint, reprocess, tuple(to_run), tuple(skipped), why, tuple(notes))
+
+
+HELD = "held by another live run"
 
 
 def without_held(the_plan: Plan, held: Mapping[str, str]) -> Plan:
-    """Leave out of ``the_plan`` the partitions another live run holds (key → its run id)."""
+    """Leave out of ``the_plan`` the partitions another live run holds (key → who holds it)."""
     if not held:
         return the_plan
     to_run = tuple(p for p in the_plan.to_run if p.key not in held)
-    newly = tuple(Skip(p, f"held by run {held[p.key][:8]} (running now)") for p in the_plan.to_run if p.key in held)
-    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly)
+    newly = tuple(Skip(p, f"{HELD} ({held[p.key]})") for p in the_plan.to_run if p.key in held)
+    why = {k: v for k, v in the_plan.why.items() if k not in held}
+    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly, why=why)
+
+
+def held_keys(the_plan: Plan) -> tuple[str, ...]:
+    """The partitions ``the_plan`` leaves to another live run."""
+    return tuple(s.partition.key for s in the_plan.skipped if s.reason.startswith(HELD))

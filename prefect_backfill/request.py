@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefect_backfill import window
-from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError
+from prefect_backfill.engine import get_engine
+from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError, SourceNotFoundError
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Plan, Reprocess, plan
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
+from prefect_backfill.tables import TableSnapshot
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["BackfillRequest", "PreparedRun", "ledger_location", "prepare"]
@@ -104,6 +106,8 @@ class PreparedRun:
     ledger: Ledger
     plan: Plan
     history: tuple[float, ...] = ()  # durations of earlier completed partitions, for the first ETA
+    source: TableSnapshot | None = None  # the source's partitions from its log, when planned
+    target: TableSnapshot | None = None  # the target's, likewise (exists=False before its first run)
 
     @property
     def resume_command(self) -> str:
@@ -136,6 +140,15 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
     resolve_deadline(request.window_end, request.timezone, window.clock())  # fail fast on a bad window
     ledger = Ledger(ledger_location(pipeline, settings))
     current, history = ledger.read(pipeline.name)
+    # The ledger says what was written; the logs say what is there now (one log read per table).
+    engine = get_engine()
+    source = engine.snapshot(pipeline.source, pipeline.partition_column, pipeline.grain)
+    if not source.exists:
+        raise SourceNotFoundError(
+            f"source table {pipeline.source} of pipeline {pipeline.name} does not exist (or is not a "
+            "Delta table): check the pipeline's source"
+        )
+    target = engine.snapshot(pipeline.target, pipeline.partition_column, pipeline.grain)
     the_plan = plan(
         pipeline.name,
         pipeline.fingerprint,
@@ -144,5 +157,7 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
         request.reprocess,
         exclude=request.exclude,
         newest_first=request.newest_first,
+        source=source,
+        target=target,
     )
-    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]))
+    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]), source, target)

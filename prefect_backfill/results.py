@@ -31,6 +31,8 @@ class PartitionResult:
     duration_s: float
     bookkeeping_s: float
     run_id: str
+    source_digest: str | None = None
+    target_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,15 @@ class BackfillSummary:
     cached: tuple[str, ...] = ()
     failed: tuple[tuple[str, str], ...] = ()
     not_started: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()  # left to another live run
     rows_written: int = 0
     duration_s: float = 0.0
     bookkeeping_s: tuple[float, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        """Everything planned is complete: nothing failed, nothing left to a window or another run."""
+        return not self.failed and not self.not_started and not self.held
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -75,6 +79,7 @@ class BackfillSummary:
             f"{self.pipeline} {self.start}..{self.end}: {len(self.completed)} completed, {len(self.cached)} cached, "
             f"{self.skipped} skipped, {len(self.failed)} failed"
             + (f", {len(self.not_started)} not started" if self.not_started else "")
+            + (f", {len(self.held)} left to another live run" if self.held else "")
             + f" of {self.total}; {self.rows_written:,} rows written in {self.duration_s:.1f}s"
         ]
         lines.extend(f"  FAILED {key}: {error}" for key, error in self.failed[:20])

@@ -61,8 +61,14 @@ class BackfillSettings(BaseSettings):
     )
     coordinate: bool = Field(
         True,
-        description="Shared cap and partition claims across runs (Prefect global concurrency limits). Turn "
+        description="Shared cap and partition claims across runs (run leases beside the ledger). Turn "
         "off only where a pipeline never has two runs at once (benchmarks measure the cap's cost this way).",
+    )
+    wait_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a run waits for a slot of the pipeline's cap or for the claims lock, saying who "
+        "holds them, before it gives up (exit 4).",
     )
 
     engine: str = Field(

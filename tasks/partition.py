@@ -59,9 +59,10 @@ class _Unit:
     ledger: Ledger
     run_id: str
     engine: Engine
+    target_id: str
     wait: bool = True
 
-    def run(self, partition: str, attempt: int) -> PartitionResult:
+    def run(self, partition: str, attempt: int, source_digest: str | None) -> PartitionResult:
         """Process one partition and record it. Raises what the engine raised (after recording FAILED)."""
         part = parse_partition_key(partition, self.spec.grain)
         started = datetime.now(UTC)
@@ -76,6 +77,8 @@ class _Unit:
                 fingerprint=self.fingerprint,
                 attempt=attempt,
                 started_at=started,
+                source_digest=source_digest,
+                target_id=self.target_id,
                 **extra,
             )
 
@@ -118,6 +121,8 @@ class _Unit:
             duration_s=duration,
             bookkeeping_s=bookkeeping,
             run_id=self.run_id,
+            source_digest=source_digest,
+            target_id=self.target_id,
         )
 
 
@@ -138,9 +143,12 @@ def backfill_partition(
     target_id: str,
     ledger_path: str,
     run_id: str,
+    source_digest: str | None = None,
 ) -> PartitionResult:
-    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, get_engine())
-    return unit.run(partition, int(runtime_task_run.run_count or 1))
+    """One partition. ``source_digest`` (the source partition's files when planned) is part of the cache
+    key and recorded with the result, so a later run can tell whether the source changed since."""
+    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, get_engine(), target_id)
+    return unit.run(partition, int(runtime_task_run.run_count or 1), source_digest)
 
 
 @task(
@@ -158,6 +166,7 @@ def backfill_batch(
     target_id: str,
     ledger_path: str,
     run_id: str,
+    source_digests: list[str | None] | None = None,
     retries: int = 2,
     retry_delay_seconds: float = 5.0,
     deadline: datetime | None = None,
@@ -172,16 +181,21 @@ def backfill_batch(
     Ends Failed (:class:`BatchFailedError`, carrying every result) if any partition failed; a batch cut
     short by the window is not written to the cache, so a later identical batch runs in full.
     """
-    unit = _Unit(_pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, get_engine(), wait=False)
+    unit = _Unit(
+        _pipeline(pipeline, fingerprint), fingerprint, Ledger(ledger_path), run_id, get_engine(), target_id, wait=False
+    )
+    digests = source_digests or [None] * len(partitions)
     results: list[PartitionResult] = []
     failed: list[tuple[str, str]] = []
     not_started: list[str] = []
     try:
-        for key in partitions:
+        for key, digest in zip(partitions, digests, strict=True):
             if deadline is not None and window.clock() >= deadline:
                 not_started.append(key)
                 continue
-            outcome = _with_retries(lambda key=key, n=1: unit.run(key, n), retries, retry_delay_seconds)
+            outcome = _with_retries(
+                lambda key=key, n=1, digest=digest: unit.run(key, n, digest), retries, retry_delay_seconds
+            )
             if isinstance(outcome, PartitionResult):
                 results.append(outcome)
             else:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prefect_backfill.errors import ConfigurationError
-from prefect_backfill.partitions import Partition
+from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
+from prefect_backfill.tables import TableSnapshot
 
 __all__ = ["Engine", "PartitionOutcome", "TableInfo", "get_engine"]
 
@@ -40,6 +41,11 @@ class PartitionOutcome:
 class Engine(Protocol):
     def describe(self, table: TableRef) -> TableInfo:
         """Existence, identity and partitioning of a table (cheap: no data read)."""
+        ...
+
+    def snapshot(self, table: TableRef, column: str, grain: Grain) -> TableSnapshot:
+        """The table's partitions (by key of ``grain``) with their files' digest, bytes and rows, read
+        from its log (cheap: no data read); ``TableSnapshot.unknown()`` where the log cannot be read."""
         ...
 
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:

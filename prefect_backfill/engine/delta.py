@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, ClassVar
 from prefect_backfill.engine import PartitionOutcome, TableInfo
 from prefect_backfill.engine.spark import get_spark, is_remote
 from prefect_backfill.errors import (
+    EmptyOutputError,
     EmptySourcePartitionError,
     PartitionValidationError,
     SourceNotFoundError,
     TargetLayoutError,
 )
-from prefect_backfill.partitions import Partition
+from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
+from prefect_backfill.tables import TableSnapshot, read_snapshot
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -110,6 +112,22 @@ class SparkDeltaEngine:
 
             detail = DeltaTable.forName(spark, table.location).detail().collect()[0]
         return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]))
+
+    def snapshot(self, table: TableRef, column: str, grain: Grain) -> TableSnapshot:
+        """Path tables: delta-rs reads the log (no JVM). Catalog tables: their storage location from
+        Spark, then the same; a location delta-rs cannot open gives an unknown snapshot (the ledger
+        alone then decides, as before)."""
+        if table.is_path:
+            return read_snapshot(table.location, column, grain)
+        info = self.describe(table)
+        if not info.exists:
+            return TableSnapshot(exists=False)
+        spark = self.spark
+        location = str(spark.sql(f"DESCRIBE DETAIL {_quote_name(table.location)}").collect()[0]["location"])
+        try:
+            return read_snapshot(location, column, grain)
+        except Exception:
+            return TableSnapshot.unknown()
 
     def _read(self, table: TableRef) -> DataFrame:
         reader = self.spark.read.format("delta")
@@ -194,6 +212,14 @@ class SparkDeltaEngine:
             if column not in output.columns:
                 raise PartitionValidationError(
                     f"the transform of {pipeline.name} drops the partition column {column}: keep it"
+                )
+            # An empty output of a non-empty source is a buggy filter far more often than truth: it
+            # must not replace good rows unasked. isEmpty() stops at the first row it finds.
+            if rows_in > 0 and not pipeline.allow_empty_output and output.isEmpty():
+                raise EmptyOutputError(
+                    f"the transform of {pipeline.name} returned no rows for {column}={partition.key} from "
+                    f"{rows_in:,} source rows; the target partition was left as it was (set "
+                    "allow_empty_output=True on the pipeline if an empty result is correct)"
                 )
             observed = Observation(f"rows_out_{partition.key}")
             output = output.observe(observed, F.count(F.lit(1)).alias("rows"))

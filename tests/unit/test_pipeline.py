@@ -81,7 +81,13 @@ class _Ctx:
 def test_cache_key_depends_on_exactly_the_partition_identity() -> None:
     policy = PartitionCachePolicy()
     base = dict(
-        pipeline="p", partition="2024-01-01", fingerprint="2:abc", target_id="t1", ledger_path="/a", run_id="r1"
+        pipeline="p",
+        partition="2024-01-01",
+        fingerprint="2:abc",
+        target_id="t1",
+        source_digest="s1",
+        ledger_path="/a",
+        run_id="r1",
     )
 
     def key(**changes: str) -> str | None:
@@ -89,6 +95,7 @@ def test_cache_key_depends_on_exactly_the_partition_identity() -> None:
 
     assert key() == key(run_id="r2", ledger_path="/b")  # a new run or ledger still hits the cache
     assert key() is not None and key().startswith("backfill-p-2024-01-01-")  # type: ignore[union-attr]
-    assert len({key(), key(partition="2024-01-02"), key(fingerprint="3:abc"), key(target_id="t2")}) == 4
+    changed = {key(partition="2024-01-02"), key(fingerprint="3:abc"), key(target_id="t2"), key(source_digest="s2")}
+    assert len({key(), *changed}) == 5  # changed source data misses the cache
     assert policy.compute_key(_Ctx(), {"x": 1}, {}) is None  # type: ignore[arg-type]
     assert pickle.loads(pickle.dumps(policy)) == policy  # travels to Dask workers

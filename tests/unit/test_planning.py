@@ -85,14 +85,17 @@ def test_planning_imports_neither_spark_nor_prefect() -> None:
 
 
 def test_partitions_held_by_a_live_run_are_left_to_it() -> None:
-    from prefect_backfill.planning import without_held
+    from prefect_backfill.planning import held_keys, without_held
 
-    p = without_held(plan("orders", V2, PARTS, {}), {"2024-01-02": "abcdef123456", "2024-01-05": "abcdef123456"})
+    who = "run abcdef12 (host h, pid 7, since 2024-07-01 03:00:00 UTC)"
+    p = without_held(plan("orders", V2, PARTS, {}), {"2024-01-02": who, "2024-01-05": who})
     assert keys(p.to_run) == ["2024-01-01", "2024-01-03", "2024-01-04", "2024-01-06"]
     assert {(s.partition.key, s.reason) for s in p.skipped} == {
-        ("2024-01-02", "held by run abcdef12 (running now)"),
-        ("2024-01-05", "held by run abcdef12 (running now)"),
+        ("2024-01-02", f"held by another live run ({who})"),
+        ("2024-01-05", f"held by another live run ({who})"),
     }
+    assert held_keys(p) == ("2024-01-02", "2024-01-05")
+    assert "skip: 2 held by another live run" in str(p)
     assert without_held(p, {}) is p
 
 
@@ -109,3 +112,78 @@ def test_default_ledger_sits_beside_the_target_for_paths_and_uris() -> None:
     remote = Pipeline("r", "s3://b/bronze/o", "s3://b/silver/o", "d", keep, "1")
     assert ledger_location(local, settings) == "/lake/silver/_backfill_progress"
     assert ledger_location(remote, settings) == "s3://b/silver/_backfill_progress"
+
+
+# -- the ledger against the tables' logs --------------------------------------------------------
+
+from prefect_backfill.tables import PartitionFiles, TableSnapshot  # noqa: E402
+
+
+def recorded(key: str, digest: str | None = "d1", target_id: str = "t1", rows_out: int = 5) -> PartitionState:
+    return PartitionState(
+        key,
+        Status.COMPLETE,
+        V2,
+        "2",
+        "run-1",
+        datetime(2024, 7, 1),
+        rows_out=rows_out,
+        source_digest=digest,
+        target_id=target_id,
+    )
+
+
+def snap(table_id: str = "t1", **digests: str) -> TableSnapshot:
+    return TableSnapshot(True, table_id, 3, {k.replace("_", "-"): PartitionFiles(d, 10, 5) for k, d in digests.items()})
+
+
+ONE = partitions_between("2024-01-01", "2024-01-01", Grain.DAY)
+
+
+@pytest.mark.parametrize(
+    ("state_", "source", "target", "why"),
+    [
+        (recorded("2024-01-01"), snap("s", **{"2024_01_01": "d2"}), snap(**{"2024_01_01": "x"}), "source changed"),
+        (
+            recorded("2024-01-01"),
+            snap("s", **{"2024_01_01": "d1"}),
+            TableSnapshot(exists=False),
+            "target table missing",
+        ),
+        (recorded("2024-01-01"), snap("s", **{"2024_01_01": "d1"}), snap("t2", **{"2024_01_01": "x"}), "recreated"),
+        (recorded("2024-01-01"), snap("s", **{"2024_01_01": "d1"}), snap("t1"), "partition missing from the target"),
+        (recorded("2024-01-01", digest=None), snap("s", **{"2024_01_01": "d1"}), None, "not recorded"),
+    ],
+)
+def test_a_complete_partition_runs_again_when_its_source_or_target_drifted(
+    state_: PartitionState, source: TableSnapshot, target: TableSnapshot | None, why: str
+) -> None:
+    p = plan("orders", V2, ONE, {"2024-01-01": state_}, source=source, target=target)
+    assert keys(p.to_run) == ["2024-01-01"] and why in p.why["2024-01-01"]
+    assert f"run:  1 {p.why['2024-01-01'].split(' (')[0]}" in str(p)
+
+
+def test_a_complete_partition_is_skipped_only_when_ledger_and_logs_agree() -> None:
+    source = snap("s", **{"2024_01_01": "d1"})
+    agree = plan(
+        "orders", V2, ONE, {"2024-01-01": recorded("2024-01-01")}, source=source, target=snap(**{"2024_01_01": "x"})
+    )
+    assert agree.to_run == () and agree.skipped[0].reason.startswith("complete at version 2")
+    # an allowed empty output has no files in the target: absent is what complete looks like
+    empty = recorded("2024-01-01", rows_out=0)
+    assert plan("orders", V2, ONE, {"2024-01-01": empty}, source=source, target=snap()).to_run == ()
+    # unknown logs (a catalog table delta-rs cannot open): the ledger alone decides, as before
+    unknown = plan(
+        "orders", V2, ONE, {"2024-01-01": recorded("2024-01-01", digest=None)}, source=TableSnapshot.unknown()
+    )
+    assert unknown.to_run == ()
+
+
+def test_plan_notes_partitions_the_source_has_no_data_for() -> None:
+    wide = partitions_between("2023-12-30", "2024-01-02", Grain.DAY)
+    p = plan("orders", V2, wide, {}, source=snap("s", **{"2024_01_01": "a", "2024_01_02": "b"}))
+    assert p.notes == (
+        "2 of 4 partitions to run have no data in the source (its partitions: 2024-01-01 … 2024-01-02); they "
+        "fail as empty unless the pipeline allows empty partitions",
+    )
+    assert p.why["2023-12-30"] == "never run"

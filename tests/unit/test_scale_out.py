@@ -59,6 +59,7 @@ def test_explicit_list_request() -> None:
 
 
 def _inputs(partitions: list[str], **kw: str) -> dict[str, object]:
+    kw.setdefault("source_digests", ["d"] * len(partitions))
     return {"pipeline": "p", "partitions": partitions, "fingerprint": "1:abc", "target_id": "t", **kw}
 
 
