@@ -3,11 +3,11 @@
 - work pool ``backfill`` (process) with queue ``backfill``: backfills run here, on their own workers,
   so they never take a slot the daily pipeline needs; pause the whole pool to stop all backfills;
 - work pool ``daily`` (process) with queue ``daily`` at the highest priority;
-- for every registered pipeline, the global concurrency limit ``backfill-<pipeline>`` (partitions in
-  flight across all its runs) and ``backfill-<pipeline>-claims`` (the one-writer-per-partition lock).
+- for every registered pipeline, the global concurrency limit ``backfill-<pipeline>``: its value is the
+  pipeline's cap (partitions in flight across all its runs). Runs read the value; the slots themselves
+  and the one-writer-per-partition claims are leases beside the ledger (prefect_backfill.leases), so a
+  killed run frees them on any server, the embedded one included.
 
-The server itself should keep concurrency leases on disk so slots cannot leak across a restart:
-``make server`` starts it with PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE set to the filesystem store.
 Running this again changes nothing but what differs (a new cap, a new pipeline).
 """
 
@@ -85,10 +85,10 @@ ZOMBIE_AUTOMATION = "prefect-backfill: crash unresponsive flow runs"
 async def ensure_zombie_automation(within_seconds: int) -> str:
     """Mark a flow run Crashed when its heartbeats stop (a killed worker or machine).
 
-    Without it, a SIGKILLed run stays Running forever: it keeps its deployment concurrency slot (the
-    next nightly run would queue behind it) and its partitions look held. Once it is Crashed, the next
-    run takes its partitions over. Flow runs send heartbeats when PREFECT_FLOWS_HEARTBEAT_FREQUENCY is
-    set (prefect.yaml sets it for the backfill deployments).
+    Without it, a SIGKILLed run stays Running forever in the UI and keeps its deployment concurrency
+    slot (the next nightly run would queue behind it). Its partitions and cap slots do not depend on
+    this: they are freed by its lease (prefect_backfill.leases). Flow runs send heartbeats when
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set (prefect.yaml sets it for the backfill deployments).
     """
     from datetime import timedelta
 
@@ -135,7 +135,6 @@ async def setup(cap: int, zombie_after: int = 90) -> list[str]:
     lines.append(await ensure_zombie_automation(zombie_after))
     for pipeline in all_pipelines():
         lines.append(await ensure_limit(cap_name(pipeline.name), cap))
-        lines.append(await ensure_limit(f"{cap_name(pipeline.name)}-claims", 1))
     return lines
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "RangeTooLargeError",
     "SourceNotFoundError",
     "TargetLayoutError",
+    "TransformError",
     "UnknownPipelineError",
 ]
 
@@ -81,6 +82,10 @@ class PipelineDefinitionError(BackfillError):
 
 class SourceNotFoundError(BackfillError):
     """The pipeline's source table does not exist."""
+
+
+class TransformError(BackfillError):
+    """The pipeline's transform failed before any partition ran (e.g. while the target was created)."""
 
 
 class TargetLayoutError(BackfillError):

@@ -26,9 +26,11 @@ from prefect_backfill.errors import (
     PartitionValidationError,
     SourceNotFoundError,
     TargetLayoutError,
+    TransformError,
 )
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.results import one_line
 from prefect_backfill.settings import get_settings
 from prefect_backfill.tables import TableSnapshot, read_snapshot
 
@@ -166,8 +168,15 @@ class SparkDeltaEngine:
             )
         # The transform of an empty input: the target gets exactly the transform's schema, and no
         # Python worker is started (createDataFrame([], schema) would go through a Python RDD).
-        empty = pipeline.transform(source.limit(0))
-        if pipeline.partition_column not in empty.columns:
+        try:
+            empty = pipeline.transform(source.limit(0))
+            columns = empty.columns  # analysis errors (a misspelt column) surface here
+        except Exception as exc:
+            raise TransformError(
+                f"the transform of {pipeline.name} failed while the target {pipeline.target} was being created, "
+                f"on an empty input ({one_line(exc)}): fix the transform; nothing was written"
+            ) from exc
+        if pipeline.partition_column not in columns:
             raise PartitionValidationError(
                 f"the transform of {pipeline.name} drops the partition column {pipeline.partition_column}: keep it"
             )
