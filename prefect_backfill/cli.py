@@ -1,36 +1,61 @@
 """``backfill``: run, plan and inspect backfills from a terminal.
 
 Ranges are inclusive: ``--start 2024-01-01 --end 2024-06-30`` is 182 daily partitions. Every error the
-user can cause prints one line (``error: …``) and exits non-zero; nothing is written before the
-request is valid.
+user can cause prints one line (``error: …``, on stderr) and exits non-zero; nothing is written before
+the request is valid. Usage errors (bad flags, values, dates, unknown pipeline, bad settings) exit 2;
+anything unexpected exits 1 with the error's type and first line (``backfill --verbose …`` prints the
+traceback). ``run`` exits with what happened to the partitions (:data:`~prefect_backfill.errors.EXIT_CODES`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import sys
+import traceback
 from collections import Counter
-from typing import Annotated, Any, cast
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from prefect_backfill.errors import BackfillError
+from prefect_backfill.errors import EXIT_CODES, BackfillError
 from prefect_backfill.planning import Status
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+    from prefect_backfill.request import PreparedRun
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="backfill",
     help="Reprocess date-partitioned Delta tables partition by partition, resumably, with Prefect.",
-    no_args_is_help=True,
+    # Not no_args_is_help: typer prints the whole help *before* raising that error. `backfill` alone is
+    # a one-line usage error ("no command given") like every other.
+    no_args_is_help=False,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+_options: dict[str, bool] = {"verbose": False, "interrupt_reported": False}
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="On an error, print the full traceback (before the command).")
+    ] = False,
+) -> None:
+    _options["verbose"] = verbose
+
 
 Start = Annotated[
     str | None, typer.Option("--start", help="First partition, inclusive (YYYY-MM-DD; 2024-01-03T05 hourly; 2024-01).")
@@ -111,7 +136,11 @@ def plan(
         console.print(f"  estimate at concurrency {max_concurrency}: {eta}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _exit_codes_help() -> str:
+    return "\n".join(["Exit codes:", *(f"{code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())])
+
+
+@app.command(epilog=_exit_codes_help())
 def run(
     pipeline: str,
     start: Start = None,
@@ -120,6 +149,10 @@ def run(
     reprocess: ReprocessOpt = "missing",
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
     retries: Annotated[int, typer.Option("--retries", min=0)] = 2,
+    retry_delay: Annotated[
+        float,
+        typer.Option("--retry-delay", min=0, help="Seconds before a partition's first retry; doubles each retry."),
+    ] = 5.0,
     exclude: Exclude = None,
     newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
     batch_size: Annotated[
@@ -131,18 +164,21 @@ def run(
     ] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="IANA timezone of --window-end.")] = "UTC",
 ) -> None:
-    """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run."""
+    """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run.
+
+    Ctrl-C stops taking partitions, says how far the run got and prints the command that resumes."""
     from prefect_backfill.request import BackfillRequest, prepare
 
-    params: dict[str, Any] = dict(
+    request = BackfillRequest.build(
         pipeline=pipeline,
         start=start,
         end=end,
-        partitions=list(_keys(partitions)),
+        partitions=_keys(partitions),
         reprocess=reprocess,
         max_concurrency=max_concurrency,
         retries=retries,
-        exclude=list(exclude or ()),
+        retry_delay_seconds=retry_delay,
+        exclude=tuple(exclude or ()),
         newest_first=newest_first,
         batch_size=batch_size,
         yes=yes,
@@ -150,19 +186,81 @@ def run(
         timezone=timezone,
     )
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
-    prepared = prepare(
-        BackfillRequest.build(**{**params, "exclude": tuple(params["exclude"]), "partitions": _keys(partitions)})
-    )
+    prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
     from flows.backfill import backfill
 
-    with _LedgerProgress(prepared) if console.is_terminal and prepared.plan.to_run else contextlib.nullcontext():
-        state = backfill(**params, return_state=True)
+    since = datetime.now(UTC)
+    try:
+        with _LedgerProgress(prepared) if console.is_terminal and prepared.plan.to_run else contextlib.nullcontext():
+            # The flow's parameters are the request's fields, by name (one source of truth).
+            state = backfill(**request.model_dump(mode="json"), return_state=True)
+    except KeyboardInterrupt:
+        _report_interrupt(prepared, since)
+        raise typer.Exit(130) from None
     # raises BackfillFailedError (one line, exit 1) if partitions failed
     summary = cast(dict[str, Any], state.result())
     _print_summary(summary)
-    if state.name == "WindowClosed":
-        console.print(f"[yellow]{state.message}[/]", highlight=False, soft_wrap=True)
+    code = _outcome(prepared, state, summary)
+    if code:
+        raise typer.Exit(code)
+
+
+def _outcome(prepared: PreparedRun, state: State[Any], summary: dict[str, Any]) -> int:
+    """Exit code of a run that raised nothing: 4 if partitions were left to another live run, 3 if the
+    night window closed before every partition started, else 0 (see EXIT_CODES)."""
+    held = list(summary.get("held") or ())
+    not_started = list(summary.get("not_started") or ())
+    command = prepared.resume_command
+    if held:
+        _say(
+            f"{len(held)} partition(s) were left to another live run: rerun when it ends ({command})",
+            style="yellow",
+        )
+    if not_started:
+        message = (
+            state.message
+            if state.name == "WindowClosed" and state.message
+            else f"window closed: {len(not_started)} partitions remain; the next run resumes"
+        )
+        _say(f"{message} (or now: {command})", style="yellow")
+    return 4 if held else 3 if not_started else 0
+
+
+def _report_interrupt(prepared: PreparedRun, since: datetime) -> None:
+    """After Ctrl-C: how far the run got (from the ledger) and the command that resumes. Never raises:
+    the resume command is printed even if the ledger cannot be read (or a second Ctrl-C comes)."""
+    _options["interrupt_reported"] = True
+    command = prepared.resume_command
+    planned = [p.key for p in prepared.plan.to_run]
+    try:
+        _flush(prepared.ledger, timeout=5.0)
+        current = prepared.ledger.current(prepared.pipeline.name)
+        done = sum(
+            1
+            for key in planned
+            if (state := current.get(key)) is not None and state.status is Status.COMPLETE and state.updated_at >= since
+        )
+        progress = f"{done} of {len(planned)} planned partitions complete, {len(planned) - done} left"
+    except (Exception, KeyboardInterrupt) as exc:
+        from prefect_backfill.results import one_line
+
+        progress = f"progress unknown (the ledger cannot be read: {one_line(exc, 200)})"
+    _say(f"interrupted: {progress}; resume with: {command}", style="yellow")
+
+
+def _flush(ledger: Any, timeout: float) -> None:
+    """Wait (a bounded time) for this process's queued ledger events, so the count includes them."""
+    import threading
+
+    flusher = threading.Thread(target=ledger.flush, daemon=True)
+    flusher.start()
+    flusher.join(timeout)
+
+
+def _say(message: str, style: str | None = None) -> None:
+    """One line on stdout, printed as is (no Rich markup: commands and keys may hold brackets)."""
+    console.print(Text(message, style=style or ""), soft_wrap=True, highlight=False)
 
 
 class _LedgerProgress:
@@ -256,7 +354,26 @@ def status(
 
     spec = get_pipeline(pipeline)
     states, history = Ledger(ledger_location(spec, get_settings())).read(pipeline)
+    recorded = bool(states)
     if not states and not (start and end):
+        if as_json:  # the same keys as always, so scripts need no special case
+            print(
+                json.dumps(
+                    {
+                        "pipeline": pipeline,
+                        "fingerprint": spec.fingerprint,
+                        "range": None,
+                        "counts": {st.value: 0 for st in Status},
+                        "never_run": 0,
+                        "failed": [],
+                        "stale": [],
+                        "eta_seconds": None,
+                        "recorded": False,
+                    },
+                    indent=2,
+                )
+            )
+            return
         console.print(f"{pipeline}: nothing recorded yet (ledger {ledger_location(spec, get_settings())})")
         return
     keys = sorted(states)
@@ -283,6 +400,7 @@ def status(
                     "failed": [{"partition": k, "error": e} for k, e in failed],
                     "stale": stale,
                     "eta_seconds": eta.seconds if eta else None,
+                    "recorded": recorded,
                 },
                 indent=2,
             )
@@ -379,17 +497,150 @@ def demo(
     run("demo_orders", demo_module.DEMO_START, demo_module.DEMO_END, max_concurrency=max_concurrency)
 
 
-def main() -> None:
-    """Entry point: one-line errors for everything the user can get wrong."""
+def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from typer's vendored click (``typer._click``, typer >= 0.29), typer itself and the
+    ``click`` package, whichever are installed: typer 0.29 raises its own copies, not click's."""
+    found: list[type[BaseException]] = []
+    for module_name in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def _param_name(param: Any) -> str:
+    """``--max-concurrency`` for an option, ``PIPELINE`` for an argument."""
+    opts = [o for o in getattr(param, "opts", None) or () if isinstance(o, str)]
+    if getattr(param, "param_type_name", "") == "option" and opts:
+        return next((o for o in opts if o.startswith("--")), opts[0])
+    return str(getattr(param, "metavar", None) or getattr(param, "name", None) or "value").upper()
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def _bad_value(exc: Any, param: Any) -> str:
+    """What is wrong with a parameter's value, from the validation error typer raised it from."""
+    message = _first_line(str(getattr(exc, "message", "") or exc)).rstrip(".")
+    cause = exc.__cause__
+    errors = cause.errors() if cause is not None and hasattr(cause, "errors") else []
+    if errors and "input" in errors[0]:
+        value, kind = errors[0]["input"], str(errors[0].get("type", ""))
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than") and (
+            low is not None or high is not None
+        ):
+            span = (
+                f"{low}<=x<={high}"
+                if low is not None and high is not None
+                else f"x>={low}"
+                if high is None
+                else f"x<={high}"
+            )
+            return f"{value} is not in the range {span}"
+        return f"{value!r}: {_lower_first(message)}"
+    return _lower_first(message)
+
+
+def _command_names() -> list[str]:
+    return [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
+
+
+def _usage_message(exc: Any, args: Sequence[str]) -> str:
+    """A click/typer usage error as one line: what is wrong, and where the help is."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command", None)
+    path = getattr(ctx, "command_path", None)
+    if not path:  # the option parser raises some errors without a context: find the command in args
+        named = next((a for a in args if not a.startswith("-")), None)
+        path = f"backfill {named}" if named in _command_names() else "backfill"
+    commands = list(getattr(command, "commands", None) or ())
+    param = getattr(exc, "param", None)
+    option = getattr(exc, "option_name", None)
+    kind = type(exc).__name__
+    message = _first_line(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+    if kind == "NoArgsIsHelpError":
+        what = f"no command given: use one of {', '.join(commands)}" if commands else "arguments are missing"
+    elif kind == "MissingParameter" and param is not None:
+        what = f"missing {getattr(param, 'param_type_name', 'parameter')} {_param_name(param)}"
+    elif param is not None:
+        what = f"{_param_name(param)}: {_bad_value(exc, param)}"
+    elif kind == "NoSuchOption" and option:
+        close = sorted(getattr(exc, "possibilities", None) or ())
+        what = f"no such option {option}" + (f": did you mean {' or '.join(close)}?" if close else "")
+        if option in ("--verbose", "-v"):
+            what += " (global options go before the command: backfill --verbose run …)"
+    elif kind == "BadOptionUsage" and option and "requires" in message:
+        what = f"{option}: the value is missing"
+    else:
+        what = _lower_first(message)
+        what = what if what.endswith("?") else what.rstrip(".")
+        if commands and what.startswith(("no such command", "missing command")) and "?" not in what:
+            what += f": use one of {', '.join(commands)}"
+    return f"{what} (see {path} --help)"
+
+
+def _error(message: str, exc: BaseException | None = None) -> None:
+    """Print ``error: message`` as one line on stderr; with --verbose, the traceback before it."""
+    if exc is not None and _options["verbose"]:
+        traceback.print_exception(exc, file=sys.stderr)
+    err_console.print(Text.assemble(("error:", "red"), " ", message))
+
+
+def run_cli(args: Sequence[str] | None = None) -> int:
+    """Run the ``backfill`` app on ``args`` (default: the command line) and return its exit code,
+    every error already printed as one line. What :func:`main` exits with."""
+    argv = list(args) if args is not None else sys.argv[1:]
+    usage_errors = _exception_classes("UsageError")
+    other_click_errors = _exception_classes("ClickException")
+    exits = _exception_classes("Exit")
+    aborts = _exception_classes("Abort")
+    _options.update(verbose=False, interrupt_reported=False)
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: exceptions come here instead of click's multi-line usage blocks and
+        # tracebacks; typer then *returns* an exit code (130 after Ctrl-C) instead of raising it.
+        result = app(args=argv, prog_name="backfill", standalone_mode=False)
     except BackfillError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
+        _error(str(exc), exc)
+        return exc.exit_code
+    except usage_errors as exc:
+        _error(_usage_message(exc, argv))  # no traceback even with --verbose: it is the input
+        return int(getattr(exc, "exit_code", 2) or 2)
+    except other_click_errors as exc:
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _error(_lower_first(_first_line(text)), exc)
+        return int(getattr(exc, "exit_code", 1) or 1)
+    except exits as exc:
+        result = getattr(exc, "exit_code", 0)
+    except aborts as exc:
+        _error("aborted", exc)
+        return 1
+    except KeyboardInterrupt:
+        result = 130
+    except Exception as exc:
+        first = _first_line(str(exc))
+        what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        _error(what if _options["verbose"] else f"{what} (run with --verbose for the traceback)", exc)
+        return 1
+    code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+    if code == 130 and not _options["interrupt_reported"]:
+        err_console.print("interrupted")
+    return code
+
+
+def main() -> None:
+    """Entry point (``backfill``): one-line errors for everything the user can get wrong, and the exit
+    codes of :data:`~prefect_backfill.errors.EXIT_CODES`."""
+    code = run_cli()
+    if code:
+        sys.exit(code)

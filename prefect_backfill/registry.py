@@ -22,15 +22,32 @@ _loaded: set[str] = set()
 _lock = threading.Lock()
 
 
+def _identity(pipeline: Pipeline) -> dict[str, str]:
+    """What must agree between two registrations of one name: where it reads and writes, how it
+    partitions, and what it computes (the transform's version and source)."""
+    return {
+        "source": str(pipeline.source),
+        "target": str(pipeline.target),
+        "partition column": pipeline.partition_column,
+        "grain": pipeline.grain.value,
+        "version": pipeline.fingerprint,
+    }
+
+
 def register(pipeline: Pipeline, *, replace: bool = False) -> Pipeline:
     """Make ``pipeline`` available by name. Registering the same name twice with a different
-    definition is an error (two modules disagreeing about one pipeline is a bug worth stopping on)
-    unless ``replace`` says it is meant (a notebook redefining its pipeline, a test)."""
+    definition (source, target, partition column, grain or transform version) is an error: two modules
+    disagreeing about one pipeline is a bug worth stopping on, since the ledger and the cache are keyed
+    by name. ``replace`` says it is meant (a notebook redefining its pipeline, a test)."""
     existing = _pipelines.get(pipeline.name)
-    if not replace and existing is not None and existing != pipeline and existing.fingerprint != pipeline.fingerprint:
-        raise PipelineDefinitionError(
-            f"pipeline {pipeline.name!r} is registered twice with different definitions: rename one of them"
-        )
+    if not replace and existing is not None and existing != pipeline:
+        old, new = _identity(existing), _identity(pipeline)
+        differ = [f"{what} {old[what]} vs {new[what]}" for what in old if old[what] != new[what]]
+        if differ:
+            raise PipelineDefinitionError(
+                f"pipeline {pipeline.name!r} is registered twice with different definitions "
+                f"({'; '.join(differ)}): rename one of them, or pass replace=True if the second is meant"
+            )
     _pipelines[pipeline.name] = pipeline
     return pipeline
 
@@ -43,12 +60,22 @@ def _load_modules() -> None:
                 continue
             try:
                 importlib.import_module(module)
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"cannot import pipeline module {module!r} ({exc}): fix BACKFILL_PIPELINE_MODULES "
-                    "or install the package that provides it"
-                ) from exc
+            except Exception as exc:  # any error in the user's module: one line naming it, the trace as cause
+                raise _import_error(module, exc) from exc
             _loaded.add(module)
+
+
+def _import_error(module: str, exc: Exception) -> ConfigurationError:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (module == missing or module.startswith(missing + ".")):
+        # The module itself (or its package) is not there: a typo in the setting or a missing install.
+        fix = "fix BACKFILL_PIPELINE_MODULES or install the package that provides it"
+    else:
+        fix = "fix it or BACKFILL_PIPELINE_MODULES"
+    return ConfigurationError(f"cannot import pipeline module {module!r} ({what}): {fix}")
 
 
 def get_pipeline(name: str) -> Pipeline:

@@ -72,6 +72,44 @@ class BackfillRequest(BaseModel):
             return shown
         return f"{self.start}..{self.end}"
 
+    def cli_args(self) -> list[str]:
+        """The ``backfill run`` arguments that make exactly this request: the pipeline, then a flag for
+        every field that differs from its default, in field order (so the text is stable). The CLI
+        parses them back into an equal request (tested); a field without a flag here is a bug."""
+        flags = {
+            "start": "--start",
+            "end": "--end",
+            "partitions": "--partitions",
+            "reprocess": "--reprocess",
+            "max_concurrency": "--max-concurrency",
+            "retries": "--retries",
+            "retry_delay_seconds": "--retry-delay",
+            "exclude": "--exclude",
+            "newest_first": "--newest-first",
+            "batch_size": "--batch-size",
+            "yes": "--yes",
+            "window_end": "--window-end",
+            "timezone": "--timezone",
+        }
+        args = [self.pipeline]
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name == "pipeline" or value == info.default:
+                continue
+            flag = flags[name]  # KeyError: a new field needs its flag (and a `backfill run` option)
+            if isinstance(value, bool):
+                args.append(flag)
+            elif name == "partitions":
+                args += [flag, ",".join(value)]
+            elif isinstance(value, tuple):
+                for item in value:
+                    args += [flag, str(item)]
+            elif isinstance(value, Reprocess):
+                args += [flag, value.value]
+            else:
+                args += [flag, repr(value) if isinstance(value, float) else str(value)]
+        return args
+
     @classmethod
     def build(cls, **params: object) -> BackfillRequest:
         """Validate ``params`` into a request, turning pydantic's report into one line."""
@@ -111,10 +149,10 @@ class PreparedRun:
 
     @property
     def resume_command(self) -> str:
-        r = self.request
-        if r.partitions:
-            return f"backfill run {self.pipeline.name} --partitions {','.join(r.partitions)}"
-        return f"backfill run {self.pipeline.name} --start {r.start} --end {r.end}" + (" --yes" if r.yes else "")
+        """The shell command that runs this request again, every option as given (shell-quoted)."""
+        import shlex
+
+        return shlex.join(["backfill", "run", *self.request.cli_args()])
 
 
 def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) -> PreparedRun:

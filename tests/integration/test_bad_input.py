@@ -1,4 +1,4 @@
-"""Bad input: one clear line, a non-zero exit, and nothing written."""
+"""Bad input: one clear line, exit 2 (usage), and nothing written."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def nothing_written(lake: Lake) -> bool:
         (["--start", "2020-01-01", "--end", "2024-01-01"], "1462 partitions is more than the safety cap of 400"),
         (["--start", "2024-01-01", "--end", "2024-01-02", "--reprocess", "some"], "not one of missing, failed, all"),
         (["--start", "2024-01-01", "--end", "2024-01-02", "--exclude", "2023-01-01"], "are not in the range"),
+        (["--start", "2024-01-01", "--end", "2024-01-02T05"], "end '2024-01-02T05' is an hour, but this pipeline's"),
+        (["--partitions", "20240101"], "partition '20240101' is not a valid date: write it like 2024-01-01"),
+        (["--start", "2024-01-01", "--end", "2024-01-02", "--window-end", "2024-01-01T06:00"], "has already passed"),
     ],
 )
 def test_cli_refuses_bad_requests_with_one_line(
@@ -55,8 +58,8 @@ def test_cli_refuses_bad_requests_with_one_line(
         name = args[i + 1]
         args = args[:i] + args[i + 2 :]
     code, out = cli(monkeypatch, capsys, "run", name, *args)
-    assert code == 1
-    assert message in out
+    assert code == 2
+    assert out.startswith("error: ") and message in out
     assert out.strip().count("\n") == 0, out  # one line
     assert nothing_written(lake)
 

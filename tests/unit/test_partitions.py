@@ -29,8 +29,8 @@ def test_hour_range_with_explicit_hours() -> None:
     assert [p.key for p in parts] == ["2024-01-01T22", "2024-01-01T23", "2024-01-02T00", "2024-01-02T01"]
 
 
-def test_month_range_truncates_bounds_and_crosses_years() -> None:
-    parts = partitions_between("2023-11-15", "2024-02-03", Grain.MONTH)
+def test_month_range_crosses_years() -> None:
+    parts = partitions_between("2023-11", "2024-02", Grain.MONTH)
     assert [p.key for p in parts] == ["2023-11", "2023-12", "2024-01", "2024-02"]
     assert parts[2].value == date(2024, 1, 1)
 
@@ -55,10 +55,11 @@ def test_bad_ranges_say_what_is_wrong(start: str, end: str, message: str) -> Non
 
 @pytest.mark.parametrize("grain", list(Grain))
 def test_keys_round_trip(grain: Grain) -> None:
-    for part in partitions_between("2024-01-30", "2024-03-02", grain)[:50]:
+    start, end = ("2023-11", "2024-03") if grain is Grain.MONTH else ("2024-01-30", "2024-03-02")
+    for part in partitions_between(start, end, grain)[:50]:
         assert parse_partition_key(part.key, grain) == part
 
 
 def test_bad_partition_key() -> None:
     with pytest.raises(InvalidRequestError, match="write it like 2024-01-03T05"):
-        parse_partition_key("2024-01-03", Grain.HOUR)
+        parse_partition_key("2024-01-03 05h", Grain.HOUR)

@@ -36,8 +36,12 @@ def test_pipelines_are_loaded_from_the_modules_named_in_the_environment(
 
 def test_a_missing_pipeline_module_is_a_one_line_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKFILL_PIPELINE_MODULES", "no_such_module_here")
-    with pytest.raises(ConfigurationError, match=r"cannot import pipeline module 'no_such_module_here'.*fix BACKFILL"):
+    with pytest.raises(ConfigurationError) as refused:
         get_pipeline("anything")
+    assert str(refused.value) == (
+        "cannot import pipeline module 'no_such_module_here' (ModuleNotFoundError: No module named "
+        "'no_such_module_here'): fix BACKFILL_PIPELINE_MODULES or install the package that provides it"
+    )
 
 
 def test_pipeline_modules_from_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +51,60 @@ def test_pipeline_modules_from_pyproject(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BACKFILL_PIPELINE_MODULES", raising=False)
     assert get_settings().pipeline_modules == ["x.y", "z"]
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ("x = (\n", "SyntaxError: '(' was never closed (broken_mod_{n}.py, line 1)"),
+        ("def f(:\n    pass\n", "SyntaxError: invalid syntax (broken_mod_{n}.py, line 1)"),
+        ("undefined_name + 1\n", "NameError: name 'undefined_name' is not defined"),
+        ("import no_such_dependency_xyz\n", "ModuleNotFoundError: No module named 'no_such_dependency_xyz'"),
+        ("raise RuntimeError('no credentials\\nsecond line')\n", "RuntimeError: no credentials"),
+    ],
+)
+def test_a_pipeline_module_that_fails_to_import_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, shown: str, request: pytest.FixtureRequest
+) -> None:
+    n = request.node.callspec.indices["body"]
+    module = f"broken_mod_{n}"
+    (tmp_path / f"{module}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("BACKFILL_PIPELINE_MODULES", module)
+    with pytest.raises(ConfigurationError) as refused:
+        get_pipeline("anything")
+    message = str(refused.value)
+    assert message == (
+        f"cannot import pipeline module {module!r} ({shown.format(n=n)}): fix it or BACKFILL_PIPELINE_MODULES"
+    )
+    assert refused.value.__cause__ is not None  # the original, for --verbose
+    assert refused.value.exit_code == 2
+    sys.modules.pop(module, None)
+
+
+def test_a_second_registration_must_agree_on_source_target_column_and_grain() -> None:
+    from prefect_backfill.errors import PipelineDefinitionError
+    from prefect_backfill.pipeline import Pipeline
+    from prefect_backfill.registry import register
+
+    def keep(df):  # type: ignore[no-untyped-def]
+        return df
+
+    first = register(Pipeline("twice", "/lake/a", "/lake/b", "d", keep, "1"), replace=True)
+    assert register(Pipeline("twice", "/lake/a", "/lake/b", "d", keep, "1")) is not first  # the same: fine
+    for changed, what in [
+        ({"source": "/lake/other"}, "source /lake/a vs /lake/other"),
+        ({"target": "/lake/c"}, "target /lake/b vs /lake/c"),
+        ({"partition_column": "e"}, "partition column d vs e"),
+        ({"grain": "month"}, "grain day vs month"),
+        ({"version": "2"}, "version 1:"),
+    ]:
+        args = {"name": "twice", "source": "/lake/a", "target": "/lake/b", "partition_column": "d"}
+        args |= {"transform": keep, "version": "1"} | changed
+        with pytest.raises(PipelineDefinitionError) as refused:
+            register(Pipeline(**args))  # type: ignore[arg-type]
+        assert f"pipeline 'twice' is registered twice with different definitions ({what}" in str(refused.value)
+        assert str(refused.value).endswith("rename one of them, or pass replace=True if the second is meant")
+        assert get_pipeline("twice").source.location == "/lake/a"  # the first one stands
+    register(Pipeline("twice", "/lake/a", "/lake/c", "d", keep, "1"), replace=True)
+    assert get_pipeline("twice").target.location == "/lake/c"

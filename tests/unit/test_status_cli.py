@@ -67,6 +67,7 @@ def test_status_json_counts_every_kind(
     assert out["stale"] == ["2024-01-09", "2024-01-10"]
     assert out["failed"] == [{"partition": "2024-01-06", "error": "boom: bad row"}]
     assert out["eta_seconds"] == 120.0  # 2 left (running + pending), 1 in flight, 60 s each from history
+    assert out["recorded"] is True
 
 
 def test_status_shows_calendar_failures_stale_and_eta(

@@ -1,0 +1,347 @@
+"""The CLI's contract, in process: the resume command reproduces the request exactly, every outcome of a
+run has its exit code and its line, and unexpected errors are one line unless --verbose.
+
+The flow itself is replaced by a stand-in (these tests are about the CLI around it; the real flow
+under Ctrl-C is tests/integration/test_cli_interrupt.py); the request, the plan and the ledger are real.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import typer
+
+import flows.backfill
+import prefect_backfill.request
+from prefect_backfill.cli import run_cli
+from prefect_backfill.errors import (
+    EXIT_CODES,
+    BackfillFailedError,
+    ConfigurationError,
+    CoordinationTimeoutError,
+    InvalidRequestError,
+    LedgerError,
+    UnknownPipelineError,
+)
+from prefect_backfill.ledger import Ledger, LedgerEvent
+from prefect_backfill.pipeline import Pipeline
+from prefect_backfill.planning import Status
+from prefect_backfill.registry import register
+from prefect_backfill.request import BackfillRequest, PreparedRun
+
+EVERY_FIELD = BackfillRequest(
+    pipeline="orders",
+    start="2024-01-01",
+    end="2024-01-31",
+    reprocess="all",  # type: ignore[arg-type]
+    max_concurrency=3,
+    retries=0,
+    retry_delay_seconds=2.5,
+    exclude=("2024-01-05", "2024-01-06"),
+    newest_first=True,
+    batch_size=4,
+    yes=True,
+    window_end="2030-07-01 06:00",
+    timezone="Europe/Amsterdam",
+)
+
+
+def _resume_command(request: BackfillRequest) -> str:
+    prepared = PreparedRun(request, cast(Any, None), (), cast(Any, None), cast(Any, None))
+    return prepared.resume_command
+
+
+def test_the_resume_command_names_every_field_that_differs_from_its_default() -> None:
+    assert _resume_command(EVERY_FIELD) == (
+        "backfill run orders --start 2024-01-01 --end 2024-01-31 --reprocess all --max-concurrency 3 --retries 0 "
+        "--retry-delay 2.5 --exclude 2024-01-05 --exclude 2024-01-06 --newest-first --batch-size 4 --yes "
+        "--window-end '2030-07-01 06:00' --timezone Europe/Amsterdam"
+    )
+    assert _resume_command(BackfillRequest(pipeline="orders", partitions=("2024-01-03", "2024-01-01"))) == (
+        "backfill run orders --partitions 2024-01-03,2024-01-01"
+    )
+    assert _resume_command(BackfillRequest(pipeline="orders", start="2024-01-01", end="2024-01-02")) == (
+        "backfill run orders --start 2024-01-01 --end 2024-01-02"
+    )
+
+
+def test_every_request_field_has_a_flag() -> None:
+    """A new field without a flag would be silently dropped from every resume command."""
+    flagged = {arg for arg in EVERY_FIELD.cli_args() if arg.startswith("--")}
+    fields = set(BackfillRequest.model_fields) - {"pipeline", "partitions"}
+    assert len(flagged) == len(fields), (flagged, fields)
+    assert "--partitions" in BackfillRequest(pipeline="p", partitions=("2024-01-01",)).cli_args()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        EVERY_FIELD,
+        BackfillRequest(pipeline="orders", partitions=("2024-01-03", "2024-01-01"), reprocess="failed"),  # type: ignore[arg-type]
+        BackfillRequest(pipeline="orders", start="2024-01-01T05", end="2024-01-02", window_end="06:00"),
+        BackfillRequest(pipeline="orders", start="2024-01-01", end="2024-01-02", retry_delay_seconds=0.1),
+    ],
+)
+def test_the_printed_resume_command_parses_back_into_the_same_request(
+    monkeypatch: pytest.MonkeyPatch, request_: BackfillRequest
+) -> None:
+    seen: list[BackfillRequest] = []
+
+    def capture(request: BackfillRequest, settings: object = None) -> PreparedRun:
+        seen.append(request)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(prefect_backfill.request, "prepare", capture)
+    argv = shlex.split(_resume_command(request_))
+    assert argv[:2] == ["backfill", "run"]
+    assert run_cli(argv[1:]) == 0
+    assert seen == [request_]
+
+
+# --- a run's outcome -> exit code, with a stand-in for the flow -----------------------------------------
+
+
+def keep(df):  # type: ignore[no-untyped-def]
+    return df
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Pipeline:
+    return register(
+        Pipeline("cli_outcomes", str(tmp_path / "bronze"), str(tmp_path / "silver" / "t"), "d", keep, "1"),
+        replace=True,
+    )
+
+
+class FakeState:
+    def __init__(self, summary: dict[str, Any], name: str = "Completed", message: str | None = None) -> None:
+        self.summary, self.name, self.message = summary, name, message
+
+    def result(self) -> dict[str, Any]:
+        return self.summary
+
+
+def summary(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "pipeline": "cli_outcomes",
+        "completed": [],
+        "cached": [],
+        "skipped": 0,
+        "failed": [],
+        "total": 3,
+        "rows_written": 0,
+        "duration_s": 0.1,
+        "not_started": [],
+    }
+    return base | kw
+
+
+ARGS = ["run", "cli_outcomes", "--start", "2024-01-01", "--end", "2024-01-03", "--batch-size", "2"]
+RESUME = "backfill run cli_outcomes --start 2024-01-01 --end 2024-01-03 --batch-size 2"
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "line"),
+    [
+        (FakeState(summary(completed=["2024-01-01", "2024-01-02", "2024-01-03"])), 0, None),
+        (FakeState(summary(completed=["2024-01-01"], held=[])), 0, None),
+        (
+            FakeState(summary(completed=["2024-01-01"], held=["2024-01-02", "2024-01-03"])),
+            4,
+            f"2 partition(s) were left to another live run: rerun when it ends ({RESUME})",
+        ),
+        (
+            FakeState(
+                summary(completed=["2024-01-01"], not_started=["2024-01-02", "2024-01-03"]),
+                name="WindowClosed",
+                message="window closed: 2 partitions remain; the next run resumes",
+            ),
+            3,
+            f"window closed: 2 partitions remain; the next run resumes (or now: {RESUME})",
+        ),
+        (  # both: the held partitions decide (another run is still at work)
+            FakeState(summary(held=["2024-01-02"], not_started=["2024-01-03"]), name="WindowClosed", message="w"),
+            4,
+            f"1 partition(s) were left to another live run: rerun when it ends ({RESUME})",
+        ),
+    ],
+)
+def test_a_runs_outcome_is_its_exit_code(
+    pipeline: Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    state: FakeState,
+    code: int,
+    line: str | None,
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def flow(**params: Any) -> FakeState:
+        calls.append(params)
+        return state
+
+    monkeypatch.setattr(flows.backfill, "backfill", flow)
+    assert run_cli(ARGS) == code
+    out = capsys.readouterr().out
+    if line is not None:
+        assert line in out.splitlines()
+    assert "cli_outcomes: " in out  # the summary line
+    # The flow gets the request's fields by name, JSON-ready (as a deployment would).
+    assert calls[0]["batch_size"] == 2 and calls[0]["retry_delay_seconds"] == 5.0 and calls[0]["partitions"] == []
+    assert calls[0]["reprocess"] == "missing" and calls[0].pop("return_state") is True
+    assert set(calls[0]) == set(BackfillRequest.model_fields)
+
+
+def test_failed_partitions_exit_1_with_the_resume_command(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Failed(FakeState):
+        def result(self) -> dict[str, Any]:
+            raise BackfillFailedError("cli_outcomes", [("2024-01-02", "boom")], RESUME)
+
+    monkeypatch.setattr(flows.backfill, "backfill", lambda **params: Failed({}))
+    assert run_cli(ARGS) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"error: 1 partition(s) of cli_outcomes failed (2024-01-02: boom). Resume with: {RESUME}"
+    ]
+
+
+def test_ctrl_c_during_a_run_counts_what_completed_since_it_started_and_prints_the_resume_command(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(tmp_path / "silver" / "_backfill_progress")
+
+    def event(key: str, status: Status, when: datetime) -> LedgerEvent:
+        return LedgerEvent("r", pipeline.name, key, status, "1", pipeline.fingerprint, event_time=when)
+
+    # 2024-01-01 failed before this run (so it is planned); it and 2024-01-02 complete during the run,
+    # 2024-01-03 is still running when Ctrl-C comes.
+    ledger.record([event("2024-01-01", Status.FAILED, datetime.now(UTC) - timedelta(days=1))])
+
+    def interrupted(**params: Any) -> FakeState:
+        now = datetime.now(UTC)
+        ledger.record(
+            [
+                event("2024-01-01", Status.COMPLETE, now),
+                event("2024-01-02", Status.COMPLETE, now),
+                event("2024-01-03", Status.RUNNING, now),
+            ]
+        )
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.backfill, "backfill", interrupted)
+    assert run_cli(ARGS) == 130
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-1] == (
+        f"interrupted: 2 of 3 planned partitions complete, 1 left; resume with: {RESUME}"
+    )
+    assert out.err == ""
+
+
+def test_ctrl_c_with_an_unreadable_ledger_still_prints_the_resume_command(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreadable(self: Ledger, name: str) -> None:
+        raise OSError("disk gone")
+
+    def interrupted(**params: Any) -> FakeState:
+        monkeypatch.setattr(Ledger, "current", unreadable)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.backfill, "backfill", interrupted)
+    assert run_cli(ARGS) == 130
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"interrupted: progress unknown (the ledger cannot be read: OSError: disk gone); resume with: {RESUME}"
+    )
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidRequestError("bad range: fix it"), 2),
+        (UnknownPipelineError("unknown pipeline 'x': did you mean 'y'?"), 2),
+        (ConfigurationError("BACKFILL_X is wrong: set it"), 2),
+        (CoordinationTimeoutError("gave up waiting for run abc: retry later"), 4),
+        (LedgerError("ledger unreadable: check rights"), 1),
+    ],
+)
+def test_backfill_errors_are_one_line_with_their_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception, code: int
+) -> None:
+    def fail() -> None:
+        raise error
+
+    monkeypatch.setattr("prefect_backfill.registry.all_pipelines", fail)
+    assert run_cli(["pipelines"]) == code
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == f"error: {error}\n"
+
+
+def test_an_unexpected_error_is_one_line_unless_verbose(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail() -> None:
+        raise ValueError("boom: the details\nline two of a long Java trace")
+
+    monkeypatch.setattr("prefect_backfill.registry.all_pipelines", fail)
+    assert run_cli(["pipelines"]) == 1
+    assert capsys.readouterr().err == ("error: ValueError: boom: the details (run with --verbose for the traceback)\n")
+    assert run_cli(["--verbose", "pipelines"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "in fail\n" in err and "line two of a long Java trace" in err
+    assert err.splitlines()[-1] == "error: ValueError: boom: the details"
+    assert run_cli(["pipelines"]) == 1  # --verbose does not stick to the next invocation
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_verbose_shows_the_cause_of_a_backfill_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "broken_for_verbose.py").write_text("def f(:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("BACKFILL_PIPELINE_MODULES", "broken_for_verbose")
+    assert run_cli(["-v", "pipelines"]) == 2
+    err = capsys.readouterr().err
+    assert "SyntaxError: invalid syntax" in err and "The above exception was the direct cause" in err
+    assert err.splitlines()[-1].startswith("error: cannot import pipeline module 'broken_for_verbose'")
+
+
+def test_help_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--help"]) == 0
+    assert "Usage: backfill" in capsys.readouterr().out
+    assert run_cli(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--retry-delay" in out and "Exit codes:" in out
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code:>3}  {meaning[:40]}" in out
+
+
+def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert run_cli(["status", pipeline.name, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "pipeline": "cli_outcomes",
+        "fingerprint": pipeline.fingerprint,
+        "range": None,
+        "counts": {"PENDING": 0, "RUNNING": 0, "COMPLETE": 0, "FAILED": 0},
+        "never_run": 0,
+        "failed": [],
+        "stale": [],
+        "eta_seconds": None,
+        "recorded": False,
+    }
+    # With a range but nothing recorded: the usual document, every partition never run.
+    assert run_cli(["status", pipeline.name, "--start", "2024-01-01", "--end", "2024-01-03", "--json"]) == 0
+    ranged = json.loads(capsys.readouterr().out)
+    assert ranged["recorded"] is False and ranged["never_run"] == 3 and ranged["range"] == ["2024-01-01", "2024-01-03"]
