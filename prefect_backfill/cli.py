@@ -345,6 +345,7 @@ def status(
     """Counts per status, failed partitions with errors, stale partitions, a calendar and the ETA of a
     running backfill. Reads only the ledger: needs no Spark and no Prefect server."""
     from prefect_backfill.calendar import build_grid
+    from prefect_backfill.leases import LeaseTable, lease_location
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.partitions import parse_partition_key, partitions_between
     from prefect_backfill.progress import estimate
@@ -353,7 +354,8 @@ def status(
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)
-    states, history = Ledger(ledger_location(spec, get_settings())).read(pipeline)
+    ledger_path = ledger_location(spec, get_settings())
+    states, history = Ledger(ledger_path).read(pipeline)
     recorded = bool(states)
     if not states and not (start and end):
         if as_json:  # the same keys as always, so scripts need no special case
@@ -369,6 +371,8 @@ def status(
                         "stale": [],
                         "eta_seconds": None,
                         "recorded": False,
+                        "live_runs": [],
+                        "interrupted": [],
                     },
                     indent=2,
                 )
@@ -385,9 +389,13 @@ def status(
     counts = Counter(s.status.value for s in states.values())
     failed = sorted((k, s.error or "") for k, s in states.items() if s.status is Status.FAILED)
     stale = sorted(k for k, s in states.items() if s.status is Status.COMPLETE and s.fingerprint != spec.fingerprint)
-    running = counts.get(Status.RUNNING.value, 0)
-    remaining = running + counts.get(Status.PENDING.value, 0)
-    eta = estimate(remaining, [], max(1, running), history) if remaining else None
+    # "Running" only for a run whose lease is live: a killed run's claims are interrupted, not running.
+    live = LeaseTable(lease_location(ledger_path)).live_runs(pipeline)
+    open_claims = {k: s for k, s in states.items() if s.status in (Status.PENDING, Status.RUNNING)}
+    in_flight = {k: s for k, s in open_claims.items() if s.run_id in live}
+    interrupted = sorted(set(open_claims) - set(in_flight))
+    running = sum(1 for s in in_flight.values() if s.status is Status.RUNNING)
+    eta = estimate(len(in_flight), [], max(1, running), history) if in_flight else None
     if as_json:
         print(
             json.dumps(
@@ -401,6 +409,17 @@ def status(
                     "stale": stale,
                     "eta_seconds": eta.seconds if eta else None,
                     "recorded": recorded,
+                    "live_runs": [
+                        {
+                            "run_id": lease.run_id,
+                            "host": lease.holder.host,
+                            "pid": lease.holder.pid,
+                            "since": lease.started_at.isoformat(),
+                            "slots": lease.slots,
+                        }
+                        for lease in live.values()
+                    ],
+                    "interrupted": interrupted,
                 },
                 indent=2,
             )
@@ -413,8 +432,17 @@ def status(
     table.add_row("stale (older version)", str(len(stale)))
     console.print(table)
     console.print(f"current version {spec.fingerprint}", highlight=False)
+    for lease in live.values():
+        console.print(f"running backfill: {lease.describe()}", highlight=False, soft_wrap=True)
     if eta is not None:
-        console.print(f"running backfill: {eta}", highlight=False, soft_wrap=True)
+        console.print(f"  {len(in_flight)} partitions claimed by live runs: {eta}", highlight=False, soft_wrap=True)
+    if interrupted:
+        console.print(
+            f"[yellow]INTERRUPTED[/] {len(interrupted)} partition(s) left PENDING/RUNNING by runs that are no longer "
+            f"alive ({interrupted[0]} …): the next `backfill run` takes them over",
+            highlight=False,
+            soft_wrap=True,
+        )
     _print_calendar(build_grid(partitions, states, spec.fingerprint))
     for key, error in failed:
         console.print(f"[red]FAILED[/] {key}: {error}", highlight=False, soft_wrap=True)

@@ -111,6 +111,13 @@ def keep(df):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Pipeline:
+    """A registered pipeline over a real (tiny) Delta source written with delta-rs: no JVM."""
+    from datetime import date
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(str(tmp_path / "bronze"), pa.table({"d": [date(2024, 1, 1)], "x": [1]}), partition_by=["d"])
     return register(
         Pipeline("cli_outcomes", str(tmp_path / "bronze"), str(tmp_path / "silver" / "t"), "d", keep, "1"),
         replace=True,
@@ -340,6 +347,8 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
         "stale": [],
         "eta_seconds": None,
         "recorded": False,
+        "live_runs": [],
+        "interrupted": [],
     }
     # With a range but nothing recorded: the usual document, every partition never run.
     assert run_cli(["status", pipeline.name, "--start", "2024-01-01", "--end", "2024-01-03", "--json"]) == 0

@@ -52,6 +52,15 @@ def mixed(tmp_path: Path) -> Pipeline:
     return p
 
 
+@pytest.fixture
+def live_run_1(mixed: Pipeline, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """run-1 holds a live lease (taken by this very process, renewed by its heartbeat)."""
+    from prefect_backfill.leases import LeaseTable, RunLease, lease_location
+
+    with RunLease(LeaseTable(lease_location(str(tmp_path / "silver" / "_backfill_progress"))), "run-1", mixed.name):
+        yield
+
+
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     monkeypatch.setattr(sys, "argv", ["backfill", *args])
     main()
@@ -59,7 +68,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 
 
 def test_status_json_counts_every_kind(
-    mixed: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    mixed: Pipeline, live_run_1: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = json.loads(run_cli(monkeypatch, capsys, "status", mixed.name, "--end", "2024-01-11", "--json"))
     assert out["counts"] == {"PENDING": 1, "RUNNING": 1, "COMPLETE": 7, "FAILED": 1}
@@ -68,10 +77,23 @@ def test_status_json_counts_every_kind(
     assert out["failed"] == [{"partition": "2024-01-06", "error": "boom: bad row"}]
     assert out["eta_seconds"] == 120.0  # 2 left (running + pending), 1 in flight, 60 s each from history
     assert out["recorded"] is True
+    assert [r["run_id"] for r in out["live_runs"]] == ["run-1"] and out["interrupted"] == []
+
+
+def test_status_says_interrupted_not_running_when_the_claiming_run_is_dead(
+    mixed: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = json.loads(run_cli(monkeypatch, capsys, "status", mixed.name, "--json"))
+    assert out["live_runs"] == [] and out["eta_seconds"] is None
+    assert out["interrupted"] == ["2024-01-07", "2024-01-08"]
+    monkeypatch.setenv("COLUMNS", "200")
+    text = run_cli(monkeypatch, capsys, "status", mixed.name)
+    assert "running backfill" not in text
+    assert "INTERRUPTED 2 partition(s) left PENDING/RUNNING by runs that are no longer alive" in text
 
 
 def test_status_shows_calendar_failures_stale_and_eta(
-    mixed: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    mixed: Pipeline, live_run_1: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("COLUMNS", "160")
     out = run_cli(monkeypatch, capsys, "status", mixed.name, "--start", "2024-01-01", "--end", "2024-01-11")
@@ -79,4 +101,5 @@ def test_status_shows_calendar_failures_stale_and_eta(
     assert " 1✅" in out and " 6❌" in out and " 7⏳" in out and " 8🕓" in out and " 9🟨" in out and "11⬜" in out
     assert "FAILED 2024-01-06: boom: bad row" in out
     assert "STALE (written by an older version): 2024-01-09, 2024-01-10" in out
-    assert "running backfill: 2 left, ETA 2m 00s" in out
+    assert "running backfill: run run-1 (host" in out
+    assert "2 partitions claimed by live runs: 2 left, ETA 2m 00s" in out
