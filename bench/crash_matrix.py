@@ -1,0 +1,118 @@
+"""The crash matrix: ``.venv/bin/python bench/crash_matrix.py [--trials 30] [--seed N]``.
+
+The harness of ``tests/e2e/test_crash_recovery.py`` (``tests/e2e/crash_harness.py``), longer: many trials
+on one lake, each rewriting bronze, SIGKILLing a plain ``backfill run`` (CLI + embedded Prefect server +
+Spark JVM, one process group) at a seeded random point of a phase (start-up, mid-partition, between
+partitions, in a ledger commit), then running the same command again and checking exit code, ledger and
+silver. Prints one line per trial as it ends, the problems of failed trials, and ``N passed, M failed``;
+exits 1 if any trial failed.
+
+``--control`` is not a test of the fix: it bumps the pipeline's version with each bronze content and turns
+run coordination off, which is what the fix must achieve by itself; it shows that the harness passes when
+recovery works, and measures the matrix's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `tests` importable
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("BACKFILL_CACHE_DIR", str(ROOT / ".cache"))
+os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+
+from tests.e2e.crash_harness import (  # noqa: E402
+    RUN_TIMEOUT_S,
+    CrashLake,
+    TrialResult,
+    plan_trials,
+    run_slot_leak,
+    run_trial,
+)
+
+OUT = ROOT / "bench" / "out" / "crash-matrix"
+HEADER = f"{'trial':>5}  {'phase':<13} {'kill point':<22} {'kill at':>7}  {'ledger showed':<21} {'rerun exit':>10} "
+HEADER += f"{'rerun s':>7}  ok"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="kill -9 the backfill CLI at random points; a plain rerun must repair")
+    parser.add_argument("--trials", type=int, default=30, help="number of kill + rerun trials (default 30)")
+    parser.add_argument("--seed", type=int, default=20261126, help="kill points and bronze contents (default fixed)")
+    parser.add_argument("--days", type=int, default=10, help="daily partitions in the range (default 10)")
+    parser.add_argument("--sleep", type=float, default=0.7, help="seconds the transform sleeps per partition")
+    parser.add_argument("--max-concurrency", type=int, default=2, help="the CLI's --max-concurrency (default 2)")
+    parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds before a run counts as hung")
+    parser.add_argument("--slot-leak", action="store_true", help="also: two kills in a row, then a plain run")
+    parser.add_argument("--control", action="store_true", help="version bump + no coordination (see the docstring)")
+    parser.add_argument("--workdir", type=Path, default=None, help=f"the lake (default: a new folder under {OUT})")
+    parser.add_argument("--keep", action="store_true", help="keep the lake (logs, tables) even when all passed")
+    args = parser.parse_args(argv)
+    if args.trials < 1 or args.days < args.max_concurrency + 2:
+        parser.error("need --trials >= 1 and --days >= --max-concurrency + 2 (room to kill between partitions)")
+    return args
+
+
+def row(index: str, result: TrialResult) -> str:
+    kill = result.kills[-1]
+    point = kill.point.describe()
+    at = f"{kill.at_s:.1f}s" if kill.killed else "-"
+    observed = (kill.observed + (" +orphan" if kill.orphans else "")) if kill.killed else "not killed"
+    code = "hung" if result.rerun_exit is None else str(result.rerun_exit)
+    ok = "ok" if result.ok else "FAIL"
+    phase = kill.point.phase
+    return f"{index:>5}  {phase:<13} {point:<22} {at:>7}  {observed:<21} {code:>10} {result.rerun_s:>7.1f}  {ok}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = args.workdir or OUT / datetime.now().strftime("%Y%m%d-%H%M%S")
+    lake = CrashLake(
+        workdir, days=args.days, sleep_s=args.sleep, max_concurrency=args.max_concurrency, control=args.control
+    )
+    trials = plan_trials(args.seed, args.trials, args.days, args.max_concurrency)
+    mode = " (control: version bump, no coordination)" if args.control else ""
+    print(
+        f"crash matrix{mode}: {args.trials} trials, seed {args.seed}, {args.days} days, sleep {args.sleep}s, "
+        f"max-concurrency {args.max_concurrency}, lake {workdir}",
+        flush=True,
+    )
+    print(HEADER, flush=True)
+    started = time.monotonic()
+    results: list[TrialResult] = []
+    for trial in trials:
+        result = run_trial(lake, trial, timeout=args.timeout)
+        results.append(result)
+        print(row(str(trial.index), result), flush=True)
+    if args.slot_leak:
+        result = run_slot_leak(lake, args.seed, timeout=args.timeout)
+        results.append(result)
+        print(row("leak", result), flush=True)
+    wall = time.monotonic() - started
+
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        print(f"\n{result.report()}")
+    startup = f"{statistics.median(lake.startup_s):.1f}s" if lake.startup_s else "n/a"
+    reruns = [r.rerun_s for r in results if r.rerun_exit is not None]
+    print(
+        f"\nwall time {wall:.0f}s ({wall / len(results):.0f}s per trial); start → first ledger event, median "
+        f"{startup}; rerun median {statistics.median(reruns) if reruns else float('nan'):.1f}s; logs in "
+        f"{workdir / 'logs'}"
+    )
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if not failed and not args.keep and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

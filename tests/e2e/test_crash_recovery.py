@@ -1,0 +1,61 @@
+"""``kill -9`` of ``backfill run`` on the default path (the CLI with Prefect's embedded server), then the
+same plain command again: it must finish everything, in time, with the current data.
+
+Each trial rewrites bronze with new content, SIGKILLs the CLI's whole process group (CLI, embedded
+server, Spark JVM) at a seeded random point of one phase (start-up, mid-partition, between partitions,
+in a ledger commit), reruns, and checks: exit 0, nothing "held by another live run", every partition's
+latest ledger state COMPLETE and written after the change, silver equal row for row to the transform of
+the current bronze. Trials share one lake, so each starts from what the previous crash left behind.
+Harness and phase detection: ``tests/e2e/crash_harness.py``; a longer matrix: ``bench/crash_matrix.py``.
+
+``CRASH_SEED`` picks other kill points (the default is fixed, so a failure reproduces).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.crash_harness import PHASES, CrashLake, Trial, plan_trials, run_slot_leak, run_trial
+
+pytestmark = pytest.mark.e2e
+
+SEED = int(os.environ.get("CRASH_SEED", "20261126"))
+DAYS, SLEEP_S = 6, 0.5
+TRIALS = plan_trials(SEED, 5, DAYS)
+
+
+@pytest.fixture(scope="module")
+def crash_lake(tmp_path_factory: pytest.TempPathFactory) -> CrashLake:
+    return CrashLake(tmp_path_factory.mktemp("crash"), days=DAYS, sleep_s=SLEEP_S)
+
+
+def test_the_trials_cover_every_phase_and_are_reproducible() -> None:
+    assert {t.phase for t in TRIALS} == set(PHASES)
+    assert plan_trials(SEED, 5, DAYS) == TRIALS
+    assert all(a.rows_per_day != b.rows_per_day for a, b in itertools.pairwise(TRIALS))
+
+
+@pytest.mark.parametrize("trial", TRIALS, ids=[t.describe() for t in TRIALS])
+def test_a_plain_rerun_after_kill_9_completes_the_current_data(crash_lake: CrashLake, trial: Trial) -> None:
+    started = time.monotonic()
+    result = run_trial(crash_lake, trial)
+    report = f"{result.report()}\n  trial wall time {time.monotonic() - started:.1f}s; logs in {_logs(crash_lake)}"
+    print(report)
+    assert result.ok, report
+
+
+def test_two_kills_in_a_row_leak_no_slot_and_the_next_run_completes(crash_lake: CrashLake) -> None:
+    started = time.monotonic()
+    result = run_slot_leak(crash_lake, SEED)
+    report = f"{result.report()}\n  wall time {time.monotonic() - started:.1f}s; logs in {_logs(crash_lake)}"
+    print(report)
+    assert result.ok, report
+
+
+def _logs(lake: CrashLake) -> Path:
+    return lake.root / "logs"
