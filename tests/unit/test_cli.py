@@ -345,3 +345,23 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
     assert run_cli(["status", pipeline.name, "--start", "2024-01-01", "--end", "2024-01-03", "--json"]) == 0
     ranged = json.loads(capsys.readouterr().out)
     assert ranged["recorded"] is False and ranged["never_run"] == 3 and ranged["range"] == ["2024-01-01", "2024-01-03"]
+
+
+def test_the_terminal_is_spared_the_java_trace_of_a_job_cancelled_by_ctrl_c() -> None:
+    import logging
+
+    from prefect_backfill.cli import _CancelledJobFilter
+
+    def record(error: BaseException | None) -> logging.LogRecord:
+        info = (type(error), error, None) if error is not None else None
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", (), info)
+
+    cancelled = RuntimeError(
+        "An error occurred while calling o109.count.\n: org.apache.spark.SparkException: [SPARK_JOB_CANCELLED] "
+        "Job 14 cancelled as part of cancellation of all jobs SQLSTATE: XXKDA\n\tat org.apache.spark..."
+    )
+    quiet = _CancelledJobFilter()
+    assert not quiet.filter(record(cancelled))
+    assert quiet.filter(record(RuntimeError("[SPARK_JOB_CANCELLED] Job 3 cancelled by the user")))
+    assert quiet.filter(record(ValueError("boom")))
+    assert quiet.filter(record(None))
