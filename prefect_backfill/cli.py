@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -192,7 +193,10 @@ def run(
 
     since = datetime.now(UTC)
     try:
-        with _LedgerProgress(prepared) if console.is_terminal and prepared.plan.to_run else contextlib.nullcontext():
+        with (
+            _quiet_cancelled_jobs(),
+            _LedgerProgress(prepared) if console.is_terminal and prepared.plan.to_run else contextlib.nullcontext(),
+        ):
             # The flow's parameters are the request's fields, by name (one source of truth).
             state = backfill(**request.model_dump(mode="json"), return_state=True)
     except KeyboardInterrupt:
@@ -247,6 +251,35 @@ def _report_interrupt(prepared: PreparedRun, since: datetime) -> None:
 
         progress = f"progress unknown (the ledger cannot be read: {one_line(exc, 200)})"
     _say(f"interrupted: {progress}; resume with: {command}", style="yellow")
+
+
+class _CancelledJobFilter(logging.Filter):
+    """Drops, from the terminal only, a task's failure log whose error is a Spark job cancelled by
+    Ctrl-C: pyspark's own SIGINT handler cancels every running job, and Prefect would print each
+    cancelled partition's Java trace (~100 lines) above the one line that says what happened. The
+    Prefect API still receives the record; the ledger records the partition as not complete."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and _CANCELLED_BY_CTRL_C in str(error))
+
+
+_CANCELLED_BY_CTRL_C = "cancelled as part of cancellation of all jobs"
+
+
+@contextlib.contextmanager
+def _quiet_cancelled_jobs() -> Iterator[None]:
+    """Attach :class:`_CancelledJobFilter` to the terminal handlers (root's stream handlers, where
+    Prefect's console handler lives) while the flow runs in this process."""
+    quiet = _CancelledJobFilter()
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _flush(ledger: Any, timeout: float) -> None:

@@ -354,3 +354,57 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
     assert run_cli(["status", pipeline.name, "--start", "2024-01-01", "--end", "2024-01-03", "--json"]) == 0
     ranged = json.loads(capsys.readouterr().out)
     assert ranged["recorded"] is False and ranged["never_run"] == 3 and ranged["range"] == ["2024-01-01", "2024-01-03"]
+
+
+def test_the_terminal_is_spared_the_java_trace_of_a_job_cancelled_by_ctrl_c() -> None:
+    import logging
+
+    from prefect_backfill.cli import _CancelledJobFilter
+
+    def record(error: BaseException | None) -> logging.LogRecord:
+        info = (type(error), error, None) if error is not None else None
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", (), info)
+
+    cancelled = RuntimeError(
+        "An error occurred while calling o109.count.\n: org.apache.spark.SparkException: [SPARK_JOB_CANCELLED] "
+        "Job 14 cancelled as part of cancellation of all jobs SQLSTATE: XXKDA\n\tat org.apache.spark..."
+    )
+    quiet = _CancelledJobFilter()
+    assert not quiet.filter(record(cancelled))
+    assert quiet.filter(record(RuntimeError("[SPARK_JOB_CANCELLED] Job 3 cancelled by the user")))
+    assert quiet.filter(record(ValueError("boom")))
+    assert quiet.filter(record(None))
+
+
+def test_the_click_packages_own_exceptions_are_handled_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """typer 0.29 raises its vendored copies (typer._click); code that raises the click package's own
+    classes (older typer, a plugin) must get the same treatment."""
+    import click
+
+    raised: list[BaseException] = []
+
+    def fail() -> None:
+        raise raised[-1]
+
+    monkeypatch.setattr("prefect_backfill.registry.all_pipelines", fail)
+    raised.append(click.UsageError("the thing is wrong. Fix it."))
+    assert run_cli(["pipelines"]) == 2
+    assert capsys.readouterr().err == "error: the thing is wrong. Fix it (see backfill pipelines --help)\n"
+    raised.append(click.exceptions.Exit(3))
+    assert run_cli(["pipelines"]) == 3
+    raised.append(click.ClickException("cannot open the file"))
+    assert run_cli(["pipelines"]) == 1
+    assert capsys.readouterr().err == "error: cannot open the file\n"
+
+
+def test_ctrl_c_outside_a_run_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """typer turns KeyboardInterrupt into a *returned* 130 under standalone_mode=False: it is the exit code."""
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("prefect_backfill.registry.all_pipelines", interrupted)
+    assert run_cli(["pipelines"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
