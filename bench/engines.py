@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from prefect_backfill.engine import PartitionOutcome, TableInfo
+from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.tables import TableSnapshot
@@ -36,12 +37,16 @@ class SleepEngine:
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
         return self.describe(pipeline.target)
 
-    def process_partition(self, pipeline: Pipeline, partition: Partition, commit_tag: str) -> PartitionOutcome:
+    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+        """Each partition of the chunk "takes" ``seconds`` (I/O-bound work does not shrink by packing)."""
         if self.seconds:
-            time.sleep(self.seconds)
+            time.sleep(self.seconds * len(partitions))
         if touch := os.environ.get("BENCH_TOUCH_DIR"):  # tests: which processes did the work
             Path(touch, str(os.getpid())).touch()
-        return PartitionOutcome(rows_in=1, rows_out=1, table_version=None)
+        return ChunkOutcome(table_version=None, rows={p.key: (1, 1) for p in partitions})
+
+    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
+        return None
 
 
 class PerPartitionLimitEngine(SleepEngine):
@@ -67,8 +72,8 @@ class PerPartitionLimitEngine(SleepEngine):
                 client.delete_global_concurrency_limit_by_name(self.LIMIT_NAME)
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=self.LIMIT_NAME, limit=self.limit))
 
-    def process_partition(self, pipeline: Pipeline, partition: Partition, commit_tag: str) -> PartitionOutcome:
+    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
         from prefect.concurrency.sync import concurrency
 
         with concurrency(self.LIMIT_NAME, occupy=1, strict=False):
-            return super().process_partition(pipeline, partition, commit_tag)
+            return super().process_chunk(pipeline, partitions, commit_tag)

@@ -10,11 +10,11 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
 from prefect_backfill.errors import BackfillFailedError
-from prefect_backfill.orchestrate import PartitionTasks, run_prepared
+from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.request import BackfillRequest, prepare
 from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
-from tasks.partition import backfill_batch, backfill_partition
+from tasks.chunk import backfill_chunk
 
 __all__ = ["backfill"]
 
@@ -48,7 +48,8 @@ def backfill(
     retry_delay_seconds: float = 5.0,
     exclude: list[str] | None = None,
     newest_first: bool = False,
-    batch_size: int = 1,
+    chunk_mb: float = 256.0,
+    chunk_partitions: int = 400,
     yes: bool = False,
     window_end: str | None = None,
     timezone: str = "UTC",
@@ -66,11 +67,13 @@ def backfill(
         retry_delay_seconds: first retry delay; doubles each retry.
         exclude: partition keys to leave out.
         newest_first: run the newest partitions first.
-        batch_size: partitions per task run (each still overwritten and recorded on its own); raise it
-            for long hourly ranges so 43,800 partitions do not make 43,800 task runs.
+        chunk_mb: source megabytes per chunk: consecutive partitions share one Spark job and one Delta
+            commit (one task run) up to this size; each is still recorded, cached and failed on its own.
+        chunk_partitions: partitions per chunk at most; 1 runs one partition per job.
         yes: confirm a range longer than the safety cap.
-        window_end: stop starting partitions at this time of day ("06:00", in `timezone`) or instant
-            (ISO timestamp); running partitions finish, the rest stays PENDING for the next run.
+        window_end: stop starting chunks at this time of day ("06:00", in `timezone`) or instant (ISO
+            timestamp); a chunk that would not fit is shrunk, running ones may finish within
+            BACKFILL_WINDOW_GRACE and are cancelled after it; the rest stays PENDING for the next run.
         timezone: IANA timezone of `window_end`.
 
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
@@ -87,13 +90,14 @@ def backfill(
         retry_delay_seconds=retry_delay_seconds,
         exclude=tuple(exclude or ()),
         newest_first=newest_first,
-        batch_size=batch_size,
+        chunk_mb=chunk_mb,
+        chunk_partitions=chunk_partitions,
         yes=yes,
         window_end=window_end,
         timezone=timezone,
     )
     prepared = prepare(request)
-    summary = run_prepared(prepared, PartitionTasks(backfill_partition, backfill_batch), started)
+    summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
     if summary.not_started:

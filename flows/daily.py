@@ -15,11 +15,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_backfill import window
 from prefect_backfill.errors import BackfillFailedError
-from prefect_backfill.orchestrate import PartitionTasks, run_prepared
+from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.partitions import Grain, parse_bound
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.request import BackfillRequest, prepare
-from tasks.partition import backfill_batch, backfill_partition
+from tasks.chunk import backfill_chunk
 
 __all__ = ["daily", "previous_partition"]
 
@@ -48,7 +48,7 @@ def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> dict
     key = partition or previous_partition(spec.grain)
     request = BackfillRequest.build(pipeline=pipeline, start=key, end=key, reprocess="all", retries=retries)
     prepared = prepare(request)
-    summary = run_prepared(prepared, PartitionTasks(backfill_partition, backfill_batch), started)
+    summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
     return summary.to_dict()

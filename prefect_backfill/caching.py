@@ -1,61 +1,102 @@
-"""The cache policies that make a rerun skip completed partitions.
+"""Cache records of completed partitions: one per partition, in Prefect's result storage.
 
-Prefect's default policy includes the flow RUN_ID, so a new run never hits it; and TASK_SOURCE hashes
-only the task's text, not the transform. These policies key completed work on exactly what determines
-its content: pipeline, partition (or a batch's partitions, in order), transform fingerprint (explicit
-version + hash of the transform's code), the source partition's content (a digest of its files in the
-source's Delta log, so changed source data is computed again) and the target's identity (the Delta table
-id, so a dropped and recreated target is written again). The flow never lets a cached result stand in
-for a partition the target no longer has (it refreshes those). They are plain picklable dataclasses, so
-they travel to Dask workers.
+The second line of resume (the ledger is the first): a partition whose cache record exists was
+computed from exactly this source content, by exactly this transform, into exactly this target table,
+so a run that lost its ledger does not redo it. Records are per *partition*, not per task run, because
+chunks are only how work was packed: a later run forms other chunks, and every record still counts.
+
+The key is what determines the partition's content and nothing else: pipeline, partition, transform
+fingerprint (explicit version + hash of the transform's code; Prefect's TASK_SOURCE sees neither),
+the source partition's content (a digest of its files in the source's Delta log, so changed source
+data misses) and the target's identity (its Delta table id, so a recreated target misses). Prefect's
+default task cache keys include the flow run id, so a new run would never hit them. The flow serves a
+record only where the target still has the partition: a partition deleted from the target is written
+again, never "resumed".
+
+Records are written through :class:`prefect.results.ResultStore` to ``BACKFILL_RESULT_STORAGE_PATH``
+(a folder) or ``BACKFILL_RESULT_STORAGE_BLOCK`` (a saved storage block: shared storage for clusters).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
-__all__ = ["BatchCachePolicy", "PartitionCachePolicy"]
+from prefect_backfill.results import PartitionResult
+from prefect_backfill.settings import BackfillSettings
+
+__all__ = ["PartitionCache", "cache_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def cache_key(pipeline: str, partition: str, fingerprint: str, target_id: str, source_digest: str | None) -> str:
+    """The record's name: readable prefix (records are files named by key), digest of the identity."""
+    digest = hash_objects(
+        {
+            "pipeline": pipeline,
+            "partition": partition,
+            "fingerprint": fingerprint,
+            "target_id": target_id,
+            "source_digest": str(source_digest),
+        },
+        raise_on_failure=True,
+    )
+    return f"backfill-{pipeline}-{partition}-{digest}"
 
 
 @dataclass
-class PartitionCachePolicy(CachePolicy):
-    fields: tuple[str, ...] = ("pipeline", "partition", "fingerprint", "target_id", "source_digest")
+class PartitionCache:
+    """Reads and writes partition records; picklable (the store is built lazily in each process)."""
 
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
-        if not inputs or any(name not in inputs for name in self.fields) or not inputs[self.fields[1]]:
-            return None  # not a partition call: never cache rather than cache wrongly
-        values = {name: self._text(inputs[name]) for name in self.fields}
-        digest = hash_objects(values, raise_on_failure=True)
-        # A readable prefix: cache records are files named by key in result storage.
-        return f"backfill-{inputs['pipeline']}-{self._label(inputs[self.fields[1]])}-{digest}"
+    storage: Any  # a folder path or a block slug, as in settings.result_storage
 
-    @staticmethod
-    def _text(value: Any) -> str | list[str]:
-        return [str(v) for v in value] if isinstance(value, list | tuple) else str(value)
+    @classmethod
+    def from_settings(cls, settings: BackfillSettings) -> PartitionCache:
+        return cls(settings.result_storage)
 
-    @staticmethod
-    def _label(what: Any) -> str:
-        return str(what)
+    def __post_init__(self) -> None:
+        self._store: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"storage": self.storage}
 
-@dataclass
-class BatchCachePolicy(PartitionCachePolicy):
-    """The same key for a batch: its partitions, in order, instead of one. A later run forms the same
-    batch only from the same partitions, so a hit means each of them completed at this fingerprint."""
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.storage = state["storage"]
+        self._store = None
 
-    fields: tuple[str, ...] = ("pipeline", "partitions", "fingerprint", "target_id", "source_digests")
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from prefect.filesystems import LocalFileSystem, WritableFileSystem
+            from prefect.results import ResultStore
 
-    @staticmethod
-    def _label(what: Any) -> str:
-        return f"batch-{what[0]}-{len(what)}"
+            if isinstance(self.storage, str) and "/" in self.storage and not self.storage.startswith("/"):
+                block = WritableFileSystem.load(self.storage)  # "block-type/name"
+            else:
+                block = LocalFileSystem(basepath=str(self.storage))
+            self._store = ResultStore(result_storage=block)
+        return self._store
+
+    def get(self, key: str) -> PartitionResult | None:
+        """The record under ``key``, or None (absent, or unreadable: then the partition simply runs)."""
+        try:
+            if not self.store.exists(key):
+                return None
+            value = self.store.read(key).result
+        except Exception as exc:  # a cache miss is always safe
+            logger.warning("cache record %s unreadable (%s): the partition runs", key, exc)
+            return None
+        return value if isinstance(value, PartitionResult) else None
+
+    def put(self, result: PartitionResult) -> None:
+        """Write the record of a completed partition (best effort: a lost record costs a recompute)."""
+        assert result.target_id is not None
+        key = cache_key(result.pipeline, result.partition, result.fingerprint, result.target_id, result.source_digest)
+        try:
+            self.store.write(result, key=key)
+        except Exception as exc:
+            logger.warning("cache record %s not written (%s)", key, exc)

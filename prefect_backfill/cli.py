@@ -156,9 +156,14 @@ def run(
     ] = 5.0,
     exclude: Exclude = None,
     newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Partitions per task run (long hourly ranges).")
-    ] = 1,
+    chunk_mb: Annotated[
+        float,
+        typer.Option("--chunk-mb", min=0.001, help="Source megabytes per chunk (one Spark job and one commit)."),
+    ] = 256.0,
+    chunk_partitions: Annotated[
+        int,
+        typer.Option("--chunk-partitions", min=1, help="Partitions per chunk at most (1: one partition per job)."),
+    ] = 400,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm a range above the safety cap.")] = False,
     window_end: Annotated[
         str | None, typer.Option("--window-end", help="Start no partition after this time (06:00) or instant.")
@@ -181,7 +186,8 @@ def run(
         retry_delay_seconds=retry_delay,
         exclude=tuple(exclude or ()),
         newest_first=newest_first,
-        batch_size=batch_size,
+        chunk_mb=chunk_mb,
+        chunk_partitions=chunk_partitions,
         yes=yes,
         window_end=window_end,
         timezone=timezone,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prefect_backfill.results import BatchResult
+    from prefect_backfill.results import ChunkResult
 
 #: What the ``backfill`` CLI exits with. Scripts and schedulers can rely on these.
 EXIT_CODES = {
@@ -26,7 +26,7 @@ __all__ = [
     "EXIT_CODES",
     "BackfillError",
     "BackfillFailedError",
-    "BatchFailedError",
+    "ChunkFailedError",
     "ConfigurationError",
     "CoordinationTimeoutError",
     "EmptyOutputError",
@@ -107,7 +107,18 @@ class PartitionError(BackfillError):
 
 
 class PartitionValidationError(PartitionError):
-    """The partition's output failed a check; its old data is untouched. Retrying cannot help."""
+    """The partition's output failed a check; its old data is untouched. Retrying cannot help.
+
+    ``partitions`` names the culprits when the check knows them (an empty output of one day inside a
+    chunk of thirty); empty means "somewhere in this chunk", and the chunk is split to find out.
+    """
+
+    def __init__(self, message: str, partitions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.partitions = partitions
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its culprits (Dask, result storage)
+        return (type(self), (str(self), self.partitions))
 
 
 class EmptySourcePartitionError(PartitionValidationError):
@@ -137,14 +148,14 @@ class BackfillFailedError(BackfillError):
         )
 
 
-class BatchFailedError(PartitionError):
-    """Some partitions of a batch failed; carries what happened to each one (the others completed),
+class ChunkFailedError(PartitionError):
+    """Some partitions of a chunk failed; carries what happened to each one (the others completed),
     so the flow records and reports them exactly as if they had run one task each."""
 
-    def __init__(self, result: BatchResult) -> None:
+    def __init__(self, result: ChunkResult) -> None:
         self.result = result
         shown = "; ".join(f"{key}: {error}" for key, error in result.failed[:5])
-        super().__init__(f"{len(result.failed)} of the batch's partitions failed ({shown})")
+        super().__init__(f"{len(result.failed)} of the chunk's partitions failed ({shown})")
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (Dask) and into result storage
         return (type(self), (self.result,))

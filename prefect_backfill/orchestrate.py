@@ -1,20 +1,26 @@
-"""Fan the plan out over the flow's task runner, at most ``max_concurrency`` partitions in flight,
-collect every final state, record what the tasks could not, and summarise.
+"""Run a prepared plan inside the backfill flow, in steps a reader can follow:
+
+1. **serve from the cache** the due partitions whose records prove them complete (a lost ledger);
+2. **claim** (under a lease): leave out what live runs hold, take free slots of the cap, record PENDING;
+3. **chunk**: pack the claimed partitions into consecutive chunks by source bytes (one Spark job and
+   one Delta commit each; the partition stays the unit of the ledger, the cache and failures);
+4. **submit** the chunks, never more than the run's slots in flight, none that would not fit before the
+   night window closes (shrunk to fit), none after it; cancel what still runs at the window's hard stop;
+5. **collect** every chunk's per-partition outcomes into the summary, and **publish** the artifacts.
 
 Runner-agnostic on purpose: the limit is a semaphore released by each future's done-callback, so the
-same loop bounds a thread pool or a Dask cluster, and (later) stops taking new partitions when a
-night window closes, without ever cancelling one that has started.
+same loop bounds a thread pool or a Dask cluster.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import partial
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
@@ -23,33 +29,25 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from prefect_backfill import window
+from prefect_backfill.caching import PartitionCache, cache_key
+from prefect_backfill.chunking import Chunk, make_chunks
 from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.engine import get_engine
-from prefect_backfill.errors import BatchFailedError
+from prefect_backfill.errors import ChunkFailedError
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent
-from prefect_backfill.partitions import Partition
-from prefect_backfill.planning import Plan, Status, held_keys
+from prefect_backfill.planning import Plan, Reprocess, Skip, Status, held_keys
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
-from prefect_backfill.results import BackfillSummary, BatchResult, PartitionResult, one_line
+from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
-from prefect_backfill.tables import TableSnapshot
 from prefect_backfill.window import resolve_deadline
 
-__all__ = ["PartitionTasks", "batches", "run_prepared"]
+__all__ = ["run_prepared"]
 
 
-@dataclass(frozen=True)
-class PartitionTasks:
-    """The Prefect tasks that do the work: one partition per task run, or a batch per task run."""
-
-    partition: Any
-    batch: Any
-
-
-def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | None = None) -> BackfillSummary:
-    """Run ``prepared.plan`` with ``tasks`` inside the current flow.
+def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None = None) -> BackfillSummary:
+    """Run ``prepared.plan`` with ``chunk_task`` (``tasks.chunk.backfill_chunk``) inside the current flow.
 
     ``started`` is the flow's ``time.perf_counter()`` at entry, so the summary's duration includes
     validation and planning (reading the ledger).
@@ -63,7 +61,11 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
     out = _Outcome()
     if the_plan.to_run:
         target = get_engine().ensure_target(pipeline)
-        the_plan = _claim_and_fan_out(prepared, tasks, target.table_id or pipeline.target.location, run_id, out)
+        target_id = target.table_id or pipeline.target.location
+        cache = PartitionCache.from_settings(get_settings())
+        the_plan = _serve_cached(prepared, the_plan, cache, target_id, run_id, out)
+        if the_plan.to_run:
+            the_plan = _claim_and_run(prepared, the_plan, chunk_task, cache, target_id, run_id, out)
 
     held = held_keys(the_plan)
     summary = BackfillSummary(
@@ -72,8 +74,8 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
         start=prepared.partitions[0].key if prepared.partitions else "",
         end=prepared.partitions[-1].key if prepared.partitions else "",
         fingerprint=pipeline.fingerprint,
-        total=the_plan.total,
-        skipped=len(the_plan.skipped) - len(held),
+        total=prepared.plan.total,
+        skipped=len(prepared.plan.skipped) - len(held_keys(prepared.plan)),
         completed=tuple(out.completed),
         cached=tuple(out.cached),
         failed=tuple(out.failed),
@@ -90,23 +92,98 @@ def run_prepared(prepared: PreparedRun, tasks: PartitionTasks, started: float | 
             len(held),
             "; ".join(sorted({s.reason for s in the_plan.skipped if s.partition.key in set(held)})),
         )
-    if the_plan.to_run:
+    if prepared.plan.to_run:
         publish_final_artifacts(
             pipeline.name, pipeline.fingerprint, prepared.partitions, prepared.ledger.current(pipeline.name)
         )
     create_markdown_artifact(
         key=artifact_key(pipeline.name, "summary"),
         markdown=_summary_markdown(summary, prepared.resume_command),
-        description=f"{pipeline.name}: {len(out.failed)} failed of {the_plan.total}",
+        description=f"{pipeline.name}: {len(out.failed)} failed of {summary.total}",
     )
     return summary
 
 
-def _claim_and_fan_out(
-    prepared: PreparedRun, tasks: PartitionTasks, target_id: str, run_id: str, out: _Outcome
+@dataclass
+class _Outcome:
+    completed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+    bookkeeping: list[float] = field(default_factory=list)
+    rows_written: int = 0
+
+
+def _serve_cached(
+    prepared: PreparedRun, the_plan: Plan, cache: PartitionCache, target_id: str, run_id: str, out: _Outcome
 ) -> Plan:
-    """Take a lease, claim what no live run holds and the cap's free slots, run it; the plan actually
-    run (without the partitions left to others) is returned.
+    """Step 1: due partitions whose cache record proves them complete (same fingerprint, same source
+    files, same target table, and the target still has them) are recorded COMPLETE (cached) and not
+    run. This is what resumes a run whose ledger was lost. Never for ``reprocess=all``."""
+    target = prepared.target
+    if prepared.request.reprocess is Reprocess.ALL or target is None or not target.exists:
+        return the_plan
+    pipeline = prepared.pipeline
+    served: list[PartitionResult] = []
+    for partition in the_plan.to_run:
+        digest = prepared.source.digest(partition.key) if prepared.source is not None else None
+        if not target.has(partition.key) and target.known:
+            continue  # a record cannot stand in for data that is gone (unless it was empty: see below)
+        key = cache_key(pipeline.name, partition.key, pipeline.fingerprint, target_id, digest)
+        record = cache.get(key)
+        if record is not None:
+            served.append(record)
+    if not served:
+        return the_plan
+    now = datetime.now(UTC)
+    prepared.ledger.record(
+        [
+            LedgerEvent(
+                run_id=run_id,
+                pipeline=r.pipeline,
+                partition=r.partition,
+                status=Status.COMPLETE,
+                version=pipeline.version,
+                fingerprint=r.fingerprint,
+                started_at=now,
+                finished_at=now,
+                rows_in=r.rows_in,
+                rows_out=r.rows_out,
+                duration_s=0.0,
+                table_version=r.table_version,
+                error=f"cached: written by run {r.run_id}",
+                source_digest=r.source_digest,
+                target_id=r.target_id,
+                cached=True,
+            )
+            for r in served
+        ]
+    )
+    out.cached.extend(r.partition for r in served)
+    out.rows_written += sum(r.rows_out for r in served)
+    keys = {r.partition for r in served}
+    return Plan(
+        the_plan.pipeline,
+        the_plan.fingerprint,
+        the_plan.reprocess,
+        tuple(p for p in the_plan.to_run if p.key not in keys),
+        the_plan.skipped + tuple(Skip(p, "complete (cache record)") for p in the_plan.to_run if p.key in keys),
+        {k: v for k, v in the_plan.why.items() if k not in keys},
+        the_plan.notes,
+    )
+
+
+def _claim_and_run(
+    prepared: PreparedRun,
+    the_plan: Plan,
+    chunk_task: Any,
+    cache: PartitionCache,
+    target_id: str,
+    run_id: str,
+    out: _Outcome,
+) -> Plan:
+    """Step 2, then 3-5: take a lease, claim what no live run holds and the cap's free slots, run it;
+    the plan actually run (without the partitions left to others) is returned.
 
     The lease is renewed by a heartbeat for as long as this runs and ended when it returns or raises
     (Ctrl-C included); a killed process's lease dies with it (see :mod:`prefect_backfill.leases`)."""
@@ -122,16 +199,36 @@ def _claim_and_fan_out(
             ]
         )
 
+    def execute(mine: Plan, slots: int, lost: Callable[[], bool]) -> None:
+        chunks = make_chunks(
+            mine.to_run,
+            {k: f.size_bytes for k, f in prepared.source.partitions.items()} if prepared.source else None,
+            budget_bytes=int(request.chunk_mb * 1024 * 1024),
+            # A transform that looks across partitions must see one partition at a time.
+            max_partitions=request.chunk_partitions if pipeline.partition_local else 1,
+            concurrency=slots,
+            newest_first=request.newest_first,
+        )
+        logger.info(
+            "%d partitions in %d chunk(s) (one Spark job and one Delta commit each; up to %s MB, %d partitions)",
+            len(mine.to_run),
+            len(chunks),
+            f"{request.chunk_mb:g}",
+            request.chunk_partitions,
+        )
+        futures = _submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost)
+        _collect(prepared, chunks, futures, out)
+
     if not settings.coordinate:
-        record_claims(prepared.plan)
-        _fan_out(prepared, prepared.plan, tasks, target_id, run_id, request.max_concurrency, out)
-        return prepared.plan
+        record_claims(the_plan)
+        execute(the_plan, request.max_concurrency, lambda: False)
+        return the_plan
     leases = LeaseTable(lease_location(ledger.path))
     with RunLease(leases, run_id, pipeline.name) as lease:
         got = claim(
             leases,
             lease,
-            prepared.plan,
+            the_plan,
             current=lambda: ledger.current(pipeline.name),
             record_claims=record_claims,
             wanted=request.max_concurrency,
@@ -142,216 +239,185 @@ def _claim_and_fan_out(
         if got.slots and got.slots < request.max_concurrency:
             logger.info("the pipeline's shared cap allows %d partitions in flight for this run", got.slots)
         if got.plan.to_run:
-            _fan_out(prepared, got.plan, tasks, target_id, run_id, got.slots, out, lost=lambda: lease.lost)
+            execute(got.plan, got.slots, lambda: lease.lost)
     return got.plan
 
 
 @dataclass
-class _Outcome:
-    completed: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    not_started: list[str] = field(default_factory=list)
-    bookkeeping: list[float] = field(default_factory=list)
-    rows_written: int = 0
+class _Submitted:
+    """A chunk as submitted (possibly shrunk to fit the window) and its future; None if not started."""
+
+    chunk: Chunk
+    future: PrefectFuture[Any] | None
+    left: tuple[str, ...] = ()  # partitions of the chunk not started (window)
 
 
-def _fan_out(
+def _submit(
     prepared: PreparedRun,
-    the_plan: Plan,
-    tasks: PartitionTasks,
+    chunks: Sequence[Chunk],
+    chunk_task: Any,
+    cache: PartitionCache,
     target_id: str,
     run_id: str,
     limit: int,
-    out: _Outcome,
-    lost: Callable[[], bool] = lambda: False,
-) -> None:
-    """Submit the plan under ``limit`` (one partition or one batch per task run), stop at the
-    window's end or when this run's lease is lost, collect every final state."""
+    lost: Callable[[], bool],
+) -> list[_Submitted]:
+    """Step 4: submit chunk after chunk, never more than ``limit`` in flight; stop at the window's end
+    or when the run's lease is lost; shrink a chunk that would not fit before the window closes."""
     logger = get_run_logger()
-    request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
-    storage = get_settings().result_storage
-    deadline = resolve_deadline(request.window_end, request.timezone, window.clock())
+    request, pipeline = prepared.request, prepared.pipeline
+    settings = get_settings()
+    deadline = resolve_deadline(request.window_end, request.timezone, window.clock(), past_ok=True)
+    hard_stop = deadline + timedelta(seconds=settings.window_grace) if deadline is not None else None
     if deadline is not None:
-        logger.info("window closes at %s: no partition starts after that", deadline.isoformat())
-    common = dict(
-        pipeline=pipeline.name,
-        fingerprint=pipeline.fingerprint,
-        target_id=target_id,
-        ledger_path=ledger.path,
-        run_id=run_id,
-    )
-    units = batches(the_plan.to_run, request.batch_size)
-    source, target = prepared.source, prepared.target
-
-    def refresh(unit: Sequence[Partition]) -> bool:
-        """A cached result is served only where the target still has the partition (and never for
-        reprocess=all): a partition deleted from the target is written again, not "resumed"."""
-        if request.reprocess.value == "all":
-            return True
-        return target is None or not target.exists or not all(target.has(p.key) for p in unit)
-
-    if request.batch_size == 1:
-        options: dict[str, Any] = dict(
-            retries=request.retries,
-            retry_delay_seconds=_backoff(request.retry_delay_seconds),
-            result_storage=storage,
-        )
-        fresh, cached_ok = (tasks.partition.with_options(refresh_cache=r, **options) for r in (True, False))
-        submits = [
-            partial(
-                (fresh if refresh(unit) else cached_ok).submit,
-                partition=unit[0].key,
-                source_digest=_digest(source, unit[0]),
-                **common,
-            )
-            for unit in units
-        ]
-    else:
-        fresh, cached_ok = (tasks.batch.with_options(result_storage=storage, refresh_cache=r) for r in (True, False))
-        logger.info("%d partitions in %d batches of up to %d", len(the_plan.to_run), len(units), request.batch_size)
-        submits = [
-            partial(
-                (fresh if refresh(unit) else cached_ok).submit,
-                partitions=[p.key for p in unit],
-                size=len(unit),
-                source_digests=[_digest(source, p) for p in unit],
-                retries=request.retries,
-                retry_delay_seconds=request.retry_delay_seconds,
-                deadline=deadline,
-                **common,
-            )
-            for unit in units
-        ]
+        logger.info("window closes at %s: no chunk starts after that", deadline.isoformat())
+    per_partition = list(prepared.history)
     reporter = ProgressReporter(
-        pipeline.name, len(the_plan.to_run), limit, history=prepared.history, skipped=len(the_plan.skipped)
-    )
-    futures = _submit_bounded(
-        submits,
+        pipeline.name,
+        sum(len(c) for c in chunks),
         limit,
-        on_done=reporter.partitions_finished,
-        sizes=[len(unit) for unit in units],
-        keep_going=lambda: not lost() and (deadline is None or window.clock() < deadline),
+        history=prepared.history,
+        skipped=len(prepared.plan.skipped),
     )
-    late_events: list[LedgerEvent] = []
-    for unit, future in zip(units, futures, strict=True):
-        keys = [p.key for p in unit]
-        if future is None:
-            out.not_started.extend(keys)
-            continue
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            value = state.result()
-            results, not_started = (
-                (value.completed, value.not_started) if isinstance(value, BatchResult) else ((value,), ())
-            )
-            out.not_started.extend(not_started)
-            for result in results:
-                out.rows_written += result.rows_out
-                if state.name == "Cached":
-                    # The task body did not run, so nothing recorded it in this ledger: do it here,
-                    # in one commit for all cached partitions.
-                    out.cached.append(result.partition)
-                    late_events.append(_cached_event(run_id, pipeline.version, result))
-                else:
-                    out.completed.append(result.partition)
-                    out.bookkeeping.append(result.bookkeeping_s)
-            continue
-        error = state.result(raise_on_failure=False)
-        if isinstance(error, BatchFailedError):
-            for result in error.result.completed:
-                out.rows_written += result.rows_out
-                out.completed.append(result.partition)
-                out.bookkeeping.append(result.bookkeeping_s)
-            out.failed.extend(error.result.failed)
-            out.not_started.extend(error.result.not_started)
-            continue
-        message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
-        out.failed.extend((key, message) for key in keys)
-    reporter.close(done=len(the_plan.to_run) - len(out.not_started), failed=len(out.failed))
-    ledger.record(late_events)
-    ledger.compact()
-
-
-def batches(partitions: Sequence[Partition], size: int) -> list[tuple[Partition, ...]]:
-    """Consecutive runs of ``size`` partitions, in plan order (the last one may be shorter)."""
-    return [tuple(partitions[i : i + size]) for i in range(0, len(partitions), size)]
-
-
-def _backoff(base: float) -> list[float]:
-    """Exponential backoff delays for up to 20 retries (jitter is added by Prefect)."""
-    return [base * 2**i for i in range(20)]
-
-
-def _digest(source: TableSnapshot | None, partition: Partition) -> str | None:
-    return source.digest(partition.key) if source is not None else None
-
-
-def _cached_event(run_id: str, version: str, result: PartitionResult) -> LedgerEvent:
-    now = datetime.now(UTC)
-    return LedgerEvent(
-        run_id=run_id,
-        pipeline=result.pipeline,
-        partition=result.partition,
-        status=Status.COMPLETE,
-        version=version,
-        fingerprint=result.fingerprint,
-        started_at=now,
-        finished_at=now,
-        rows_in=result.rows_in,
-        rows_out=result.rows_out,
-        duration_s=0.0,
-        table_version=result.table_version,
-        error=f"cached: written by run {result.run_id}",
-        source_digest=result.source_digest,
-        target_id=result.target_id,
-        cached=True,
-    )
-
-
-def _submit_bounded(
-    submits: Sequence[Callable[[], PrefectFuture[Any]]],
-    limit: int,
-    on_done: Callable[[int, bool, float | None], None] | None = None,
-    sizes: Sequence[int] | None = None,
-    keep_going: Callable[[], bool] | None = None,
-) -> list[PrefectFuture[Any] | None]:
-    """Submit one after another, never more than ``limit`` unfinished at once; ``on_done(n, ok, seconds)``
-    hears of each task run (of ``sizes[i]`` partitions) as it finishes, from the task's thread. Once
-    ``keep_going()`` says no (a window closed), nothing more starts: those places hold None, and what
-    runs is left to finish."""
     slots = threading.BoundedSemaphore(limit)
-    futures: list[PrefectFuture[Any] | None] = []
-    for index, submit in enumerate(submits):
-        size = sizes[index] if sizes is not None else 1
-        if keep_going is not None and not keep_going():
-            futures.append(None)
-            continue
-        slots.acquire()
-        if keep_going is not None and not keep_going():  # the window may have closed while we waited
-            slots.release()
-            futures.append(None)
-            continue
-        submitted = time.perf_counter()
-        try:
-            future = submit()
-        except BaseException:
-            slots.release()
-            raise
+    in_flight: dict[int, _Submitted] = {}
+    guard = threading.Lock()
+    submitted: list[_Submitted] = []
 
-        def finished(f: PrefectFuture[Any], submitted: float = submitted, size: int = size) -> None:
-            slots.release()
-            if on_done is not None:
+    def fits(chunk: Chunk) -> int:
+        """How many of ``chunk``'s partitions can finish before the window closes (by history)."""
+        if deadline is None:
+            return len(chunk)
+        left = (deadline - window.clock()).total_seconds()
+        if left <= 0:
+            return 0
+        if not per_partition:
+            return len(chunk)
+        return max(0, min(len(chunk), int(left / statistics.median(per_partition))))
+
+    watchdog = _HardStop(hard_stop, lambda: [s.chunk for s in list(in_flight.values())], prepared, logger)
+    try:
+        for index, chunk in enumerate(chunks):
+            if lost() or fits(chunk) == 0:
+                submitted.append(_Submitted(chunk, None, tuple(chunk.keys)))
+                continue
+            slots.acquire()
+            n = fits(chunk)  # the window may have come closer while we waited
+            if lost() or n == 0:
+                slots.release()
+                submitted.append(_Submitted(chunk, None, tuple(chunk.keys)))
+                continue
+            run_now = Chunk(chunk.partitions[:n]) if n < len(chunk) else chunk
+            if n < len(chunk):
+                logger.info("chunk %s shrunk to %s to fit before the window closes", chunk.span, run_now.span)
+            begun = time.perf_counter()
+            try:
+                future = chunk_task.submit(
+                    pipeline=pipeline.name,
+                    partitions=run_now.keys,
+                    span=run_now.span,
+                    fingerprint=pipeline.fingerprint,
+                    target_id=target_id,
+                    ledger_path=prepared.ledger.path,
+                    run_id=run_id,
+                    source_digests=[
+                        prepared.source.digest(k) if prepared.source is not None else None for k in run_now.keys
+                    ],
+                    retries=request.retries,
+                    retry_delay_seconds=request.retry_delay_seconds,
+                    deadline=deadline,
+                    hard_stop=hard_stop,
+                    result_storage=str(cache.storage),
+                )
+            except BaseException:
+                slots.release()
+                raise
+            entry = _Submitted(run_now, future, tuple(chunk.keys[n:]))
+            with guard:
+                in_flight[index] = entry
+
+            def finished(
+                f: PrefectFuture[Any], index: int = index, size: int = len(run_now), t0: float = begun
+            ) -> None:
+                slots.release()
+                with guard:
+                    in_flight.pop(index, None)
                 try:
                     ok = f.state.is_completed()
                 except Exception:
                     ok = False
-                on_done(size, ok, (time.perf_counter() - submitted) / size)
+                seconds = (time.perf_counter() - t0) / size
+                if ok:
+                    per_partition.append(seconds)
+                reporter.partitions_finished(size, ok, seconds)
 
-        future.add_done_callback(finished)
-        futures.append(future)
-    return futures
+            future.add_done_callback(finished)
+            submitted.append(entry)
+        for entry in submitted:
+            if entry.future is not None:
+                entry.future.wait()
+    finally:
+        watchdog.stop()
+        reporter.close(
+            done=sum(len(e.chunk) for e in submitted if e.future is not None),
+            failed=0,
+        )
+    return submitted
+
+
+class _HardStop:
+    """At the window's hard stop (its end plus ``BACKFILL_WINDOW_GRACE``), cancel the Spark work of the
+    chunks still in flight: their commit has not happened, so their partitions go back to PENDING."""
+
+    def __init__(
+        self, at: datetime | None, running: Callable[[], list[Chunk]], prepared: PreparedRun, logger: Any
+    ) -> None:
+        self.at, self.running, self.prepared, self.logger = at, running, prepared, logger
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if at is not None:
+            self._thread = threading.Thread(target=self._watch, name="backfill-hard-stop", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        assert self.at is not None
+        while not self._stop.wait(0.5):
+            if window.clock() >= self.at:
+                engine = get_engine()
+                for chunk in self.running():
+                    self.logger.warning("window hard stop: cancelling chunk %s", chunk.span)
+                    engine.cancel(self.prepared.pipeline, chunk.partitions)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _collect(prepared: PreparedRun, chunks: Sequence[Chunk], submitted: Sequence[_Submitted], out: _Outcome) -> None:
+    """Step 5: every chunk's per-partition outcomes into the run's outcome."""
+    for entry in submitted:
+        out.not_started.extend(entry.left)
+        if entry.future is None:
+            continue
+        state = entry.future.state
+        if state.is_completed():
+            result = state.result()
+            assert isinstance(result, ChunkResult)
+        else:
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, ChunkFailedError):
+                result = error.result
+            else:
+                message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
+                out.failed.extend((key, message) for key in entry.chunk.keys)
+                continue
+        for partition in result.completed:
+            out.rows_written += partition.rows_out
+            out.completed.append(partition.partition)
+            out.bookkeeping.append(partition.bookkeeping_s)
+        out.failed.extend(result.failed)
+        out.not_started.extend(result.not_started)
+    prepared.ledger.compact()
 
 
 def _summary_markdown(summary: BackfillSummary, resume_command: str) -> str:

@@ -50,6 +50,10 @@ class Partition:
         """The partition column's value: a date for day and month grains, a timestamp for hours."""
         return self.start if self.grain is Grain.HOUR else self.start.date()
 
+    def following(self) -> Partition:
+        """The next partition of the same grain."""
+        return Partition(_step(self.start, self.grain), self.grain)
+
     def __str__(self) -> str:
         return self.key
 

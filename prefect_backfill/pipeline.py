@@ -95,6 +95,12 @@ class Pipeline:
     by default it fails the partition, because an empty source is more often late data than truth.
     ``allow_empty_output`` likewise for a transform that returns no rows from a non-empty source
     partition (a filter with a bug, by default: the partition fails and keeps its old rows).
+
+    ``partition_local`` says the transform computes each partition's rows from that partition's rows
+    alone (row by row, or aggregations grouped by the partition column), so several partitions can be
+    transformed together in one chunk and give the same rows as one by one. Set it to False for a
+    transform that looks across partitions (a window or a dedup over all input, a global limit): each
+    partition then runs in its own job.
     """
 
     name: str
@@ -107,6 +113,7 @@ class Pipeline:
     description: str = ""
     allow_empty: bool = False
     allow_empty_output: bool = False
+    partition_local: bool = True
     tags: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

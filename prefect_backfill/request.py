@@ -40,7 +40,10 @@ class BackfillRequest(BaseModel):
     retry_delay_seconds: float = Field(5.0, ge=0)
     exclude: tuple[str, ...] = ()
     newest_first: bool = False
-    batch_size: int = Field(1, ge=1, le=10_000)
+    # Execution granularity: chunks of consecutive partitions, one Spark job and one Delta commit each,
+    # up to chunk_mb of source data and chunk_partitions partitions (1: one partition per job).
+    chunk_mb: float = Field(256.0, gt=0)
+    chunk_partitions: int = Field(400, ge=1, le=10_000)
     yes: bool = False
     window_end: str | None = None
     timezone: str = "UTC"
@@ -86,7 +89,8 @@ class BackfillRequest(BaseModel):
             "retry_delay_seconds": "--retry-delay",
             "exclude": "--exclude",
             "newest_first": "--newest-first",
-            "batch_size": "--batch-size",
+            "chunk_mb": "--chunk-mb",
+            "chunk_partitions": "--chunk-partitions",
             "yes": "--yes",
             "window_end": "--window-end",
             "timezone": "--timezone",

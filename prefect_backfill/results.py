@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BackfillSummary", "BatchResult", "PartitionResult", "one_line"]
+__all__ = ["BackfillSummary", "ChunkResult", "PartitionResult", "one_line"]
 
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
@@ -20,7 +20,7 @@ def one_line(exc: BaseException, limit: int = 500) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PartitionResult:
-    """What the per-partition task returns; persisted as the cache record of a completed partition."""
+    """One completed partition (inside its chunk); persisted as its cache record."""
 
     pipeline: str
     partition: str
@@ -36,8 +36,9 @@ class PartitionResult:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What a batch task did with each of its partitions (in order)."""
+class ChunkResult:
+    """What a chunk task did with each of its partitions: completed (with their results), failed (with
+    their own errors), not started (the window closed)."""
 
     completed: tuple[PartitionResult, ...] = ()
     failed: tuple[tuple[str, str], ...] = ()

@@ -64,6 +64,12 @@ class BackfillSettings(BaseSettings):
         description="Shared cap and partition claims across runs (run leases beside the ledger). Turn "
         "off only where a pipeline never has two runs at once (benchmarks measure the cap's cost this way).",
     )
+    window_grace: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds after a night window's end that chunks in flight may take to finish; then their "
+        "Spark work is cancelled and their partitions go back to PENDING (nothing half-written).",
+    )
     wait_timeout: float = Field(
         600.0,
         ge=0,

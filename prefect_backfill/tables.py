@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from prefect_backfill.partitions import Grain, Partition
 
-__all__ = ["PartitionFiles", "TableSnapshot", "read_snapshot"]
+__all__ = ["PartitionFiles", "TableSnapshot", "partition_key", "read_snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,8 @@ class TableSnapshot:
         return key in self.partitions
 
 
-def _key(value: object, grain: Grain) -> str | None:
+def partition_key(value: object, grain: Grain) -> str | None:
+    """The partition key of a partition column value (a date or timestamp), None for anything else."""
     if isinstance(value, datetime):
         moment = value.replace(tzinfo=None)
     elif isinstance(value, date):
@@ -90,7 +91,7 @@ def read_snapshot(location: str, column: str, grain: Grain) -> TableSnapshot:
     sizes: dict[str, int] = defaultdict(int)
     rows: dict[str, int | None] = {}
     for i, value in enumerate(values):
-        key = _key(value, grain)
+        key = partition_key(value, grain)
         if key is None:
             continue
         size = int(actions["size_bytes"][i])

@@ -1,5 +1,5 @@
-"""Prefect tasks of prefect-backfill."""
+"""Prefect tasks: the chunk of consecutive partitions (one Spark job, one Delta commit, per-partition records)."""
 
-from tasks.partition import backfill_batch, backfill_partition
+from tasks.chunk import backfill_chunk
 
-__all__ = ["backfill_batch", "backfill_partition"]
+__all__ = ["backfill_chunk"]

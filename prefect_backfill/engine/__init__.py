@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
 from prefect_backfill.tables import TableSnapshot
 
-__all__ = ["Engine", "PartitionOutcome", "TableInfo", "get_engine"]
+__all__ = ["ChunkOutcome", "Engine", "TableInfo", "get_engine"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +31,11 @@ class TableInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionOutcome:
-    """What one partition overwrite did."""
+class ChunkOutcome:
+    """What one chunk overwrite did: the Delta version it committed, and rows in/out per partition."""
 
-    rows_in: int
-    rows_out: int
     table_version: int | None
+    rows: Mapping[str, tuple[int, int]]
 
 
 class Engine(Protocol):
@@ -53,9 +53,14 @@ class Engine(Protocol):
         create the (empty, partitioned) target on first use. Raises a one-line BackfillError."""
         ...
 
-    def process_partition(self, pipeline: Pipeline, partition: Partition, commit_tag: str) -> PartitionOutcome:
-        """Read only ``partition`` of the source, transform it, and atomically replace only that
-        partition of the target. All or nothing: on any error the target is untouched."""
+    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+        """Read only ``partitions`` of the source, transform them, and atomically replace exactly those
+        partitions of the target in one commit. All or nothing: on any error the target is untouched.
+        A failed check raises PartitionValidationError naming its partitions where it can."""
+        ...
+
+    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
+        """Stop the work of a chunk in flight (from another thread); nothing of it is committed."""
         ...
 
 

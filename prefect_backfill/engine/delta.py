@@ -7,7 +7,7 @@ output row outside the partition fails the write before anything is committed.
 
 The same code runs on a classic session and on a Spark Connect one (``BACKFILL_SPARK_REMOTE``): a
 partition's Spark work carries the tag :func:`job_tag` on both (a job tag on classic, an operation tag
-on Connect), so :meth:`SparkDeltaEngine.cancel_partition` stops it from any thread; local properties
+on Connect), so :meth:`SparkDeltaEngine.cancel` stops it from any thread; local properties
 (job description, FAIR pool) exist only on classic Spark, and catalog tables are described with SQL on
 Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 """
@@ -15,10 +15,12 @@ Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from prefect_backfill.engine import PartitionOutcome, TableInfo
+from prefect_backfill.chunking import split_runs
+from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.spark import get_spark, is_remote
 from prefect_backfill.errors import (
     EmptyOutputError,
@@ -32,34 +34,77 @@ from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.results import one_line
 from prefect_backfill.settings import get_settings
-from prefect_backfill.tables import TableSnapshot, read_snapshot
+from prefect_backfill.tables import TableSnapshot, partition_key, read_snapshot
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["SparkDeltaEngine", "job_properties", "job_tag", "partition_predicate", "register_ledger_views"]
+__all__ = [
+    "SparkDeltaEngine",
+    "chunk_condition",
+    "chunk_predicate",
+    "chunk_span",
+    "job_properties",
+    "job_tag",
+    "register_ledger_views",
+]
 
 
-def partition_predicate(column: str, partition: Partition) -> str:
-    """``replaceWhere`` takes SQL text: build it only from a validated identifier and a typed literal
-    formatted from a date/datetime object, never from user strings."""
+def _literal(partition: Partition) -> str:
     value = partition.value
     if isinstance(value, datetime):
-        return f"`{column}` = TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
+        return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
     assert isinstance(value, date)
-    return f"`{column}` = DATE '{value.isoformat()}'"
+    return f"DATE '{value.isoformat()}'"
 
 
-def job_tag(pipeline: str, partition_key: str) -> str:
-    """The tag of one partition's Spark work (see :meth:`SparkDeltaEngine.cancel_partition`).
+def _consecutive(parts: Sequence[Partition]) -> bool:
+    return len(split_runs(parts)) == 1
+
+
+def chunk_predicate(column: str, partitions: Sequence[Partition]) -> str:
+    """The ``replaceWhere`` of a chunk: exactly its partitions, as a typed range when they are
+    consecutive hours or days, else an IN list (months: a range would also cover mid-month values).
+
+    ``replaceWhere`` takes SQL text: it is built only from a validated identifier and typed literals
+    formatted from date/datetime objects, never from user strings."""
+    parts = sorted(partitions)
+    if len(parts) == 1:
+        return f"`{column}` = {_literal(parts[0])}"
+    if parts[0].grain is not Grain.MONTH and _consecutive(parts):
+        return f"`{column}` >= {_literal(parts[0])} AND `{column}` <= {_literal(parts[-1])}"
+    return f"`{column}` IN ({', '.join(_literal(p) for p in parts)})"
+
+
+def chunk_condition(column: str, partitions: Sequence[Partition]) -> Column:
+    """The same condition as :func:`chunk_predicate`, as a Column for reading the source (typed values,
+    so partition pruning applies)."""
+    from pyspark.sql import functions as F
+
+    parts = sorted(partitions)
+    col = F.col(column)
+    if len(parts) == 1:
+        return col == F.lit(parts[0].value)
+    if parts[0].grain is not Grain.MONTH and _consecutive(parts):
+        return (col >= F.lit(parts[0].value)) & (col <= F.lit(parts[-1].value))
+    return col.isin([p.value for p in parts])
+
+
+def chunk_span(keys: Sequence[str]) -> str:
+    """``2024-01-01..2024-01-30`` (or one key): how a chunk is named in the UI, the ledger and Spark."""
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+
+
+def job_tag(pipeline: str, span: str) -> str:
+    """The tag of one chunk's Spark work (see :meth:`SparkDeltaEngine.cancel`).
     Spark forbids commas in tags; pipeline names and partition keys have none, but be sure."""
-    return f"backfill:{pipeline}:{partition_key}".replace(",", "_")
+    return f"backfill:{pipeline}:{span}".replace(",", "_")
 
 
-def job_properties(pipeline: str, partition_key: str, pool: str) -> dict[str, str]:
-    """Local properties of one partition's jobs on classic Spark: a description naming the partition
+def job_properties(pipeline: str, span: str, pool: str) -> dict[str, str]:
+    """Local properties of one chunk's jobs on classic Spark: a description naming its partitions
     (Spark UI, history server) and the FAIR pool (``settings.spark_pool``)."""
-    return {"spark.job.description": f"backfill {pipeline} {partition_key}", "spark.scheduler.pool": pool}
+    return {"spark.job.description": f"backfill {pipeline} {span}", "spark.scheduler.pool": pool}
 
 
 def _quote_name(location: str) -> str:
@@ -190,19 +235,36 @@ class SparkDeltaEngine:
 
     # -- partitions -----------------------------------------------------------------------------
 
-    def process_partition(self, pipeline: Pipeline, partition: Partition, commit_tag: str) -> PartitionOutcome:
-        from pyspark.sql import Observation
+    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+        """Read the chunk's source partitions, transform them together, check each partition's output,
+        and replace exactly those target partitions in one Delta commit: one job to count, one to write.
+
+        Per-partition truth without a job per partition: rows in come from the source's log (file
+        statistics), rows out from one grouped count of the output, which is persisted so the write
+        does not compute it again. The checks run on those counts *before* the commit; a failed check
+        names its partitions (:attr:`PartitionValidationError.partitions`) when it knows them.
+        """
+        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         spark = self.spark
         column = pipeline.partition_column
-        # Tag this thread's Spark work with the partition, so cancel_partition can stop it. On classic
-        # Spark also name the jobs after the partition (Spark UI, history server) and put them in the
-        # backfill pool, so a shared application can give other work priority; Connect has no local
-        # properties (its server decides pools).
+        parts = sorted(partitions)
+        keys = [p.key for p in parts]
+        rows_in = self._rows_in(pipeline, parts)
+        if not pipeline.allow_empty and (empty := tuple(k for k in keys if rows_in.get(k, 0) == 0)):
+            raise EmptySourcePartitionError(
+                f"source partition {column}={', '.join(empty[:5])}{' …' if len(empty) > 5 else ''} is empty; the "
+                "target partition was left as it was (set allow_empty=True on the pipeline if empty is correct)",
+                partitions=empty,
+            )
+        # Tag this thread's Spark work with the chunk, so cancel() stops it. On classic Spark also name
+        # the jobs after the chunk (Spark UI, history server) and put them in the backfill pool, so a
+        # shared application can give other work priority; Connect has no local properties.
         sc = None if is_remote(spark) else spark.sparkContext
-        tag = job_tag(pipeline.name, partition.key)
-        properties = job_properties(pipeline.name, partition.key, self._pool)
+        span = chunk_span(keys)
+        tag = job_tag(pipeline.name, span)
+        properties = job_properties(pipeline.name, span, self._pool)
         try:
             if sc is None:
                 spark.addTag(tag)
@@ -210,47 +272,43 @@ class SparkDeltaEngine:
                 sc.addJobTag(tag)
                 for key, value in properties.items():
                     sc.setLocalProperty(key, value)
-            source = self._read(pipeline.source).where(F.col(column) == F.lit(partition.value))
-            rows_in = source.count()  # answered from Delta file statistics for a partition filter
-            if rows_in == 0 and not pipeline.allow_empty:
-                raise EmptySourcePartitionError(
-                    f"source partition {column}={partition.key} is empty; the target partition was left as "
-                    "it was (set allow_empty=True on the pipeline if empty is correct)"
-                )
+            source = self._read(pipeline.source).where(chunk_condition(column, parts))
             output = pipeline.transform(source)
             if column not in output.columns:
                 raise PartitionValidationError(
-                    f"the transform of {pipeline.name} drops the partition column {column}: keep it"
+                    f"the transform of {pipeline.name} drops the partition column {column}: keep it",
+                    partitions=tuple(keys),
                 )
-            # An empty output of a non-empty source is a buggy filter far more often than truth: it
-            # must not replace good rows unasked. isEmpty() stops at the first row it finds.
-            if rows_in > 0 and not pipeline.allow_empty_output and output.isEmpty():
-                raise EmptyOutputError(
-                    f"the transform of {pipeline.name} returned no rows for {column}={partition.key} from "
-                    f"{rows_in:,} source rows; the target partition was left as it was (set "
-                    "allow_empty_output=True on the pipeline if an empty result is correct)"
-                )
-            observed = Observation(f"rows_out_{partition.key}")
-            output = output.observe(observed, F.count(F.lit(1)).alias("rows"))
-            writer = (
-                output.write.format("delta")
-                .mode("overwrite")
-                .option("replaceWhere", partition_predicate(column, partition))
-                .option("userMetadata", commit_tag)
-            )
+            output = output.persist(StorageLevel.MEMORY_AND_DISK)
             try:
-                if pipeline.target.is_path:
-                    writer.save(pipeline.target.location)
-                else:
-                    writer.saveAsTable(pipeline.target.location)
-            except Exception as exc:
-                if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc) or "does not conform to partial table" in str(exc):
+                counted = output.groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
+                rows_out = dict.fromkeys(keys, 0)
+                outside = []
+                for row in counted:
+                    found = partition_key(row[column], pipeline.grain)
+                    if found is not None and found in rows_out:
+                        rows_out[found] = int(row["n"])
+                    else:
+                        outside.append(str(row[column]))
+                if outside:
                     raise PartitionValidationError(
-                        f"the transform wrote rows outside partition {column}={partition.key}; nothing was "
-                        "committed: make the transform keep each row's partition value"
-                    ) from None
-                raise
-            rows_out = int(observed.get["rows"])
+                        f"the transform wrote rows outside partition {column}={span}; nothing was committed: "
+                        f"make the transform keep each row's partition value (found {', '.join(outside[:3])})",
+                        partitions=tuple(keys) if len(keys) == 1 else (),
+                    )
+                # An empty output of a non-empty source is a buggy filter far more often than truth: it
+                # must not replace good rows unasked.
+                emptied = tuple(k for k in keys if rows_in.get(k, 0) > 0 and rows_out[k] == 0)
+                if emptied and not pipeline.allow_empty_output:
+                    raise EmptyOutputError(
+                        f"the transform of {pipeline.name} returned no rows for {column}={', '.join(emptied[:5])} "
+                        f"from {sum(rows_in[k] for k in emptied):,} source rows; the target partition was left "
+                        "as it was (set allow_empty_output=True on the pipeline if an empty result is correct)",
+                        partitions=emptied,
+                    )
+                self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
+            finally:
+                output.unpersist()
         finally:  # the thread goes back to the pool: leave no tag or job property behind
             if sc is None:
                 spark.removeTag(tag)  # a no-op if it was never added
@@ -258,19 +316,54 @@ class SparkDeltaEngine:
                 sc.removeJobTag(tag)
                 for key in properties:
                     sc.setLocalProperty(key, None)  # type: ignore[arg-type]
-        return PartitionOutcome(
-            rows_in=rows_in, rows_out=rows_out, table_version=self._commit_version(pipeline, commit_tag)
-        )
+        counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
+        return ChunkOutcome(table_version=self._commit_version(pipeline, commit_tag), rows=counts)
 
-    def cancel_partition(self, pipeline: Pipeline, partition: Partition) -> None:
-        """Cancel the Spark work of one partition in flight, from any thread (a task timeout does not
-        stop the Spark jobs its thread started). The write is one Delta commit: a partition cancelled
-        before it commits leaves the target as it was.
+    def _rows_in(self, pipeline: Pipeline, parts: Sequence[Partition]) -> dict[str, int]:
+        """Rows per source partition: from the log's statistics (no job), or one grouped count where
+        the log has none (a catalog table delta-rs cannot open, files written without stats)."""
+        from pyspark.sql import functions as F
+
+        snapshot = self.snapshot(pipeline.source, pipeline.partition_column, pipeline.grain)
+        if snapshot.known:
+            files = [snapshot.partitions.get(p.key) for p in parts]
+            if all(f is None or f.num_records is not None for f in files):
+                return {p.key: (f.num_records or 0) if f is not None else 0 for p, f in zip(parts, files, strict=True)}
+        column = pipeline.partition_column
+        source = self._read(pipeline.source).where(chunk_condition(column, parts))
+        counted = source.groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
+        found = {partition_key(r[column], pipeline.grain): int(r["n"]) for r in counted}
+        return {p.key: found.get(p.key, 0) for p in parts}
+
+    def _write(self, pipeline: Pipeline, output: DataFrame, predicate: str, commit_tag: str, span: str) -> None:
+        writer = (
+            output.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", predicate)
+            .option("userMetadata", commit_tag)
+        )
+        try:
+            if pipeline.target.is_path:
+                writer.save(pipeline.target.location)
+            else:
+                writer.saveAsTable(pipeline.target.location)
+        except Exception as exc:
+            if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc) or "does not conform to partial table" in str(exc):
+                raise PartitionValidationError(
+                    f"the transform wrote rows outside partition {pipeline.partition_column}={span}; nothing "
+                    "was committed: make the transform keep each row's partition value"
+                ) from None
+            raise
+
+    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
+        """Cancel the Spark work of one chunk in flight, from any thread (a task timeout or a closed
+        window does not stop the Spark jobs a thread started). The write is one Delta commit: a chunk
+        cancelled before it commits leaves the target as it was.
 
         Classic Spark: ``SparkContext.cancelJobsWithTag`` (``SparkSession.interruptTag`` from another
         thread cancelled nothing in pyspark 4.2 classic); Connect: ``SparkSession.interruptTag``."""
         spark = self.spark
-        tag = job_tag(pipeline.name, partition.key)
+        tag = job_tag(pipeline.name, chunk_span([p.key for p in sorted(partitions)]))
         if is_remote(spark):
             spark.interruptTag(tag)
         else:

@@ -43,7 +43,8 @@ EVERY_FIELD = BackfillRequest(
     retry_delay_seconds=2.5,
     exclude=("2024-01-05", "2024-01-06"),
     newest_first=True,
-    batch_size=4,
+    chunk_mb=64.0,
+    chunk_partitions=4,
     yes=True,
     window_end="2030-07-01 06:00",
     timezone="Europe/Amsterdam",
@@ -58,7 +59,8 @@ def _resume_command(request: BackfillRequest) -> str:
 def test_the_resume_command_names_every_field_that_differs_from_its_default() -> None:
     assert _resume_command(EVERY_FIELD) == (
         "backfill run orders --start 2024-01-01 --end 2024-01-31 --reprocess all --max-concurrency 3 --retries 0 "
-        "--retry-delay 2.5 --exclude 2024-01-05 --exclude 2024-01-06 --newest-first --batch-size 4 --yes "
+        "--retry-delay 2.5 --exclude 2024-01-05 --exclude 2024-01-06 --newest-first --chunk-mb 64.0 "
+        "--chunk-partitions 4 --yes "
         "--window-end '2030-07-01 06:00' --timezone Europe/Amsterdam"
     )
     assert _resume_command(BackfillRequest(pipeline="orders", partitions=("2024-01-03", "2024-01-01"))) == (
@@ -147,8 +149,8 @@ def summary(**kw: Any) -> dict[str, Any]:
     return base | kw
 
 
-ARGS = ["run", "cli_outcomes", "--start", "2024-01-01", "--end", "2024-01-03", "--batch-size", "2"]
-RESUME = "backfill run cli_outcomes --start 2024-01-01 --end 2024-01-03 --batch-size 2"
+ARGS = ["run", "cli_outcomes", "--start", "2024-01-01", "--end", "2024-01-03", "--chunk-partitions", "2"]
+RESUME = "backfill run cli_outcomes --start 2024-01-01 --end 2024-01-03 --chunk-partitions 2"
 
 
 @pytest.mark.parametrize(
@@ -198,7 +200,7 @@ def test_a_runs_outcome_is_its_exit_code(
         assert line in out.splitlines()
     assert "cli_outcomes: " in out  # the summary line
     # The flow gets the request's fields by name, JSON-ready (as a deployment would).
-    assert calls[0]["batch_size"] == 2 and calls[0]["retry_delay_seconds"] == 5.0 and calls[0]["partitions"] == []
+    assert calls[0]["chunk_partitions"] == 2 and calls[0]["retry_delay_seconds"] == 5.0 and calls[0]["partitions"] == []
     assert calls[0]["reprocess"] == "missing" and calls[0].pop("return_state") is True
     assert set(calls[0]) == set(BackfillRequest.model_fields)
 

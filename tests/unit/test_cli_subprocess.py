@@ -40,14 +40,17 @@ RANGE = ("run", "demo_orders", "--start", "2024-01-01", "--end", "2024-01-02")
             "error: --max-concurrency: 0 is not in the range x>=1 (see backfill run --help)",
         ),
         ((*RANGE, "--retries", "-1"), "error: --retries: -1 is not in the range x>=0 (see backfill run --help)"),
-        ((*RANGE, "--batch-size", "0"), "error: --batch-size: 0 is not in the range x>=1 (see backfill run --help)"),
+        (
+            (*RANGE, "--chunk-partitions", "0"),
+            "error: --chunk-partitions: 0 is not in the range x>=1 (see backfill run --help)",
+        ),
         (
             (*RANGE, "--retry-delay", "-1"),
             "error: --retry-delay: -1 is not in the range x>=0 (see backfill run --help)",
         ),
         (
-            (*RANGE, "--batch-size", "two"),
-            "error: --batch-size: 'two': input should be a valid integer, unable to parse string as an integer "
+            (*RANGE, "--chunk-partitions", "two"),
+            "error: --chunk-partitions: 'two': input should be a valid integer, unable to parse string as an integer "
             "(see backfill run --help)",
         ),
         ((*RANGE, "--bogus"), "error: no such option --bogus (see backfill run --help)"),

@@ -1,8 +1,5 @@
-import pickle
-
 import pytest
 
-from prefect_backfill.caching import PartitionCachePolicy
 from prefect_backfill.errors import PipelineDefinitionError, UnknownPipelineError
 from prefect_backfill.pipeline import Pipeline, TableRef, transform_source_hash
 from prefect_backfill.registry import get_pipeline, register
@@ -72,30 +69,3 @@ def test_conflicting_registrations_are_refused_unless_replaced() -> None:
         register(Pipeline("conflict", "/lake/a", "/lake/b", "d", keep, "2"))
     register(Pipeline("conflict", "/lake/a", "/lake/b", "d", keep, "2"), replace=True)
     assert get_pipeline("conflict").version == "2"
-
-
-class _Ctx:
-    pass
-
-
-def test_cache_key_depends_on_exactly_the_partition_identity() -> None:
-    policy = PartitionCachePolicy()
-    base = dict(
-        pipeline="p",
-        partition="2024-01-01",
-        fingerprint="2:abc",
-        target_id="t1",
-        source_digest="s1",
-        ledger_path="/a",
-        run_id="r1",
-    )
-
-    def key(**changes: str) -> str | None:
-        return policy.compute_key(_Ctx(), {**base, **changes}, {})  # type: ignore[arg-type]
-
-    assert key() == key(run_id="r2", ledger_path="/b")  # a new run or ledger still hits the cache
-    assert key() is not None and key().startswith("backfill-p-2024-01-01-")  # type: ignore[union-attr]
-    changed = {key(partition="2024-01-02"), key(fingerprint="3:abc"), key(target_id="t2"), key(source_digest="s2")}
-    assert len({key(), *changed}) == 5  # changed source data misses the cache
-    assert policy.compute_key(_Ctx(), {"x": 1}, {}) is None  # type: ignore[arg-type]
-    assert pickle.loads(pickle.dumps(policy)) == policy  # travels to Dask workers

@@ -166,7 +166,7 @@ def test_partition_jobs_are_tagged_and_pooled_from_settings(monkeypatch: pytest.
     assert SparkDeltaEngine()._pool == "nightly"
 
 
-def test_cancel_partition_uses_the_tag_the_session_kind_can_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_uses_the_chunks_tag_the_session_kind_can_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import datetime
 
     from pyspark.sql import SparkSession
@@ -179,11 +179,11 @@ def test_cancel_partition_uses_the_tag_the_session_kind_can_cancel(monkeypatch: 
     pipeline = Pipeline(
         "demo_orders", TableRef("/lake/bronze"), TableRef("/lake/silver"), "order_date", to_silver_orders, "1"
     )
-    partition = Partition(datetime(2024, 1, 3), Grain.DAY)
+    chunk = [Partition(datetime(2024, 1, d), Grain.DAY) for d in (4, 3, 5)]
     classic, remote = mock.MagicMock(spec=SparkSession), mock.MagicMock(spec=RemoteSparkSession)
     for session in (classic, remote):
         monkeypatch.setattr("prefect_backfill.engine.delta.get_spark", lambda s=session: s)
-        SparkDeltaEngine().cancel_partition(pipeline, partition)
-    classic.sparkContext.cancelJobsWithTag.assert_called_once_with("backfill:demo_orders:2024-01-03")
+        SparkDeltaEngine().cancel(pipeline, chunk)
+    classic.sparkContext.cancelJobsWithTag.assert_called_once_with("backfill:demo_orders:2024-01-03..2024-01-05")
     classic.interruptTag.assert_not_called()  # from another thread it cancels nothing on classic
-    remote.interruptTag.assert_called_once_with("backfill:demo_orders:2024-01-03")
+    remote.interruptTag.assert_called_once_with("backfill:demo_orders:2024-01-03..2024-01-05")

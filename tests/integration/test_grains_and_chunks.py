@@ -1,5 +1,5 @@
-"""Long ranges: hourly and monthly pipelines end to end, batches of partitions per task run, explicit
-partition lists and newest-first order, on real Spark + Delta + Prefect."""
+"""Long ranges: hourly and monthly pipelines end to end, chunks of partitions per Spark job and commit,
+explicit partition lists and newest-first order, on real Spark + Delta + Prefect."""
 
 from __future__ import annotations
 
@@ -86,9 +86,11 @@ def rows_by_partition(path: str, column: str) -> dict[str, int]:
     return out
 
 
-def test_hourly_in_batches_resumes_from_ledger_and_from_cache(lake: Lake, hourly_source: str) -> None:
+def test_hourly_in_chunks_resumes_from_ledger_and_from_cache(lake: Lake, hourly_source: str) -> None:
     p = lake.make(doubled, source=hourly_source, partition_column="event_hour", grain=Grain.HOUR)
-    first = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", batch_size=4, max_concurrency=2)
+    first = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", max_concurrency=2)
+    commits = [c for c in DeltaTable(lake.target).history() if "predicate" in (c.get("operationParameters") or {})]
+    assert len(commits) == 2  # two chunks of three hours: one replaceWhere commit each
     assert len(first["completed"]) == HOURS and first["rows_written"] == HOURS * ROWS_PER_HOUR
     assert set(rows_by_partition(lake.target, "event_hour").values()) == {ROWS_PER_HOUR}
     current = Ledger(lake.ledger).current(p.name)
@@ -96,27 +98,31 @@ def test_hourly_in_batches_resumes_from_ledger_and_from_cache(lake: Lake, hourly
     assert {s.status for s in current.values()} == {Status.COMPLETE}
     assert {s.rows_out for s in current.values()} == {ROWS_PER_HOUR}
 
-    again = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", batch_size=4)
+    again = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05")
     assert again["skipped"] == HOURS and not again["completed"]
 
-    # The ledger is lost: the same batches are formed again and served from the cache, nothing is rewritten.
+    # The ledger is lost: every partition's own cache record serves it (whatever chunk it ran in), and
+    # nothing is rewritten.
     shutil.rmtree(lake.ledger)
     version = DeltaTable(lake.target).version()
-    cached = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", batch_size=4)
+    cached = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", chunk_partitions=1)
     assert len(cached["cached"]) == HOURS and not cached["completed"]
     assert DeltaTable(lake.target).version() == version
     assert {s.status for s in Ledger(lake.ledger).current(p.name).values()} == {Status.COMPLETE}
 
 
-def test_a_failure_in_a_batch_fails_only_its_partition(lake: Lake, hourly_source: str) -> None:
+def test_a_failure_in_a_chunk_fails_only_its_partition(lake: Lake, hourly_source: str) -> None:
     p = lake.make(second_hour_leaks, source=hourly_source, partition_column="event_hour", grain=Grain.HOUR)
     with pytest.raises(BackfillFailedError) as failed:
-        backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T03", batch_size=4, retries=0)
+        backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T03", max_concurrency=1, retries=0)
     assert failed.value.failed == ("2024-01-01T01",)
     assert "Resume with: backfill run" in str(failed.value)
     current = Ledger(lake.ledger).current(p.name)
     assert current["2024-01-01T01"].status is Status.FAILED
-    assert "outside partition" in (current["2024-01-01T01"].error or "")
+    # In the chunk, 01:00's rows land in 02:00 (inside the chunk): 01:00 is empty and fails the chunk's
+    # check; alone, its rows fall outside its partition.
+    error = current["2024-01-01T01"].error or ""
+    assert "returned no rows" in error or "outside partition" in error
     assert {k for k, s in current.items() if s.status is Status.COMPLETE} == {
         "2024-01-01T00",
         "2024-01-01T02",
@@ -127,20 +133,20 @@ def test_a_failure_in_a_batch_fails_only_its_partition(lake: Lake, hourly_source
     assert len(counts) == 3 and set(counts.values()) == {ROWS_PER_HOUR}
 
 
-def test_window_closes_inside_a_batch(lake: Lake, hourly_source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_closes_between_chunks(lake: Lake, hourly_source: str, monkeypatch: pytest.MonkeyPatch) -> None:
     p = lake.make(doubled_counting, source=hourly_source, partition_column="event_hour", grain=Grain.HOUR)
     deadline = datetime.now(UTC) + timedelta(hours=1)
     STARTED.clear()
-    # The window closes once two partitions have been transformed, the first call being the one that
-    # creates the target's schema (a batch commits its events at its end, so the ledger cannot tell).
+    # The window closes while the first chunk runs (its transform is the second call; the first one
+    # creates the target's schema): that chunk finishes, the other two do not start.
     monkeypatch.setattr(
-        window, "clock", lambda: deadline + timedelta(seconds=1) if len(STARTED) >= 3 else datetime.now(UTC)
+        window, "clock", lambda: deadline + timedelta(seconds=1) if len(STARTED) >= 2 else datetime.now(UTC)
     )
     state = backfill(
         pipeline=p.name,
         start="2024-01-01T00",
         end="2024-01-01T05",
-        batch_size=6,
+        chunk_partitions=2,
         max_concurrency=1,
         window_end=deadline.isoformat(),
         return_state=True,
@@ -149,8 +155,8 @@ def test_window_closes_inside_a_batch(lake: Lake, hourly_source: str, monkeypatc
     summary = state.result()
     assert len(summary["completed"]) == 2 and len(summary["not_started"]) == 4
     monkeypatch.setattr(window, "clock", window.system_clock)
-    # The same batch again (the ledger says which partitions remain): the cut-short batch was not cached.
-    rest = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", batch_size=6)
+    # The next run takes what remains (the ledger says which partitions those are).
+    rest = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05")
     assert len(rest["completed"]) == 4 and rest["skipped"] == 2
     assert len(rows_by_partition(lake.target, "event_hour")) == HOURS
 
@@ -160,7 +166,7 @@ def test_monthly_explicit_list_newest_first(lake: Lake, monthly_source: str) -> 
     out = backfill(pipeline=p.name, partitions=["2024-02", "2024-04", "2024-02"], newest_first=True)
     assert out["completed"] == ["2024-04", "2024-02"] and out["total"] == 2
     assert rows_by_partition(lake.target, "month") == {"2024-02-01": 10, "2024-04-01": 10}
-    ranged = backfill(pipeline=p.name, start="2024-01", end="2024-04", batch_size=3)
+    ranged = backfill(pipeline=p.name, start="2024-01", end="2024-04", chunk_partitions=3)
     assert sorted(ranged["completed"]) == ["2024-01", "2024-03"] and ranged["skipped"] == 2
     table = DeltaTable(lake.target).to_pyarrow_table()
     assert table.num_rows == 40

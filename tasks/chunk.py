@@ -1,0 +1,260 @@
+"""The unit of execution: one chunk of consecutive partitions, one Spark job and one Delta commit,
+recorded partition by partition.
+
+Per partition, exactly as if each had run alone: a RUNNING event per attempt, a COMPLETE event with its
+own rows in/out and the chunk's commit version (and its cache record), or a FAILED event with its own
+error. Failures are isolated by splitting:
+
+- a check that names its partitions (an empty output, an empty source) fails exactly those; the rest
+  of the chunk runs again without them;
+- any other error is retried on the whole chunk first (transient: backoff + jitter); if it persists the
+  chunk is bisected, halves without retries, until the failing partitions stand alone; a partition
+  alone gets the full retries before it is FAILED. Every good partition ends COMPLETE.
+
+The task takes only JSON-friendly identifiers (never a SparkSession or a DataFrame), so it runs in a
+thread, another process or a Dask worker alike; each process resolves the pipeline and the engine lazily.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from prefect_backfill import window
+from prefect_backfill.caching import PartitionCache
+from prefect_backfill.chunking import split_runs
+from prefect_backfill.engine import Engine, get_engine
+from prefect_backfill.errors import ChunkFailedError, PartitionValidationError
+from prefect_backfill.ledger import Ledger, LedgerEvent
+from prefect_backfill.partitions import parse_partition_key
+from prefect_backfill.pipeline import Pipeline
+from prefect_backfill.planning import Status
+from prefect_backfill.registry import get_pipeline
+from prefect_backfill.results import ChunkResult, PartitionResult, one_line
+
+__all__ = ["backfill_chunk", "backoff_delay"]
+
+
+def backoff_delay(base: float, attempt: int) -> float:
+    """The wait before retry ``attempt`` (1-based): exponential, with up to 50 % jitter so that chunks
+    failing together do not retry together. The one retry policy of the package."""
+    return float(base * 2 ** (attempt - 1) * (1 + random.uniform(0, 0.5)))
+
+
+def _pipeline(pipeline: str, fingerprint: str) -> Pipeline:
+    spec = get_pipeline(pipeline)
+    if spec.fingerprint != fingerprint:
+        raise PartitionValidationError(
+            f"pipeline {pipeline} changed while the backfill ran (version {spec.fingerprint}, planned "
+            f"{fingerprint}): start a new run"
+        )
+    return spec
+
+
+@dataclass
+class _Chunk:
+    """Runs one chunk (and, on failure, its pieces), recording every partition's outcome."""
+
+    spec: Pipeline
+    fingerprint: str
+    ledger: Ledger
+    run_id: str
+    engine: Engine
+    target_id: str
+    digests: dict[str, str | None]
+    cache: PartitionCache | None
+    retries: int
+    delay: float
+    deadline: datetime | None
+    hard_stop: datetime | None = None
+    sleep: Callable[[float], None] = time.sleep
+    completed: list[PartitionResult] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+
+    def event(self, key: str, status: Status, attempt: int, started: datetime, **extra: Any) -> LedgerEvent:
+        return LedgerEvent(
+            run_id=self.run_id,
+            pipeline=self.spec.name,
+            partition=key,
+            status=status,
+            version=self.spec.version,
+            fingerprint=self.fingerprint,
+            attempt=attempt,
+            started_at=started,
+            source_digest=self.digests.get(key),
+            target_id=self.target_id,
+            **extra,
+        )
+
+    def closed(self) -> bool:
+        return self.deadline is not None and window.clock() >= self.deadline
+
+    def stopped(self) -> bool:
+        return self.hard_stop is not None and window.clock() >= self.hard_stop
+
+    def run(self, keys: Sequence[str], retries: int) -> None:
+        """Process ``keys`` (consecutive partitions) as one chunk, splitting on failure."""
+        attempt = 1
+        while True:
+            if self.closed():  # the window closed (or was passed while we waited): leave them PENDING
+                self._back_to_pending(keys, attempt)
+                return
+            started = datetime.now(UTC)
+            try:
+                self._attempt(keys, attempt, started)
+                return
+            except PartitionValidationError as exc:  # the same input cannot give another answer
+                culprits = [k for k in keys if k in exc.partitions]
+                if len(keys) == 1 or set(culprits) == set(keys):
+                    self._fail(keys, exc, attempt, started)
+                elif culprits:
+                    self._fail(culprits, exc, attempt, started)
+                    rest = [k for k in keys if k not in culprits]
+                    for piece in split_runs([parse_partition_key(k, self.spec.grain) for k in rest]):
+                        self.run([p.key for p in piece], self.retries if len(piece) == 1 else 0)
+                else:
+                    self._bisect(keys)
+                return
+            except Exception as exc:
+                if self.stopped():  # cancelled at the window's hard stop: nothing was committed
+                    self._back_to_pending(keys, attempt)
+                    return
+                if attempt <= retries:
+                    self.sleep(backoff_delay(self.delay, attempt))
+                    attempt += 1
+                    continue
+                if len(keys) == 1:
+                    self._fail(keys, exc, attempt, started)
+                else:
+                    self._bisect(keys)
+                return
+
+    def _bisect(self, keys: Sequence[str]) -> None:
+        middle = len(keys) // 2
+        for half in (keys[:middle], keys[middle:]):
+            self.run(half, self.retries if len(half) == 1 else 0)
+
+    def _attempt(self, keys: Sequence[str], attempt: int, started: datetime) -> None:
+        # Not waited for: the writer commits them while Spark works; losing them would cost nothing.
+        self.ledger.record([self.event(k, Status.RUNNING, attempt, started) for k in keys], wait=False)
+        parts = [parse_partition_key(k, self.spec.grain) for k in keys]
+        span = keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+        tag = f"prefect-backfill run={self.run_id} pipeline={self.spec.name} partitions={span}"
+        work = time.perf_counter()
+        outcome = self.engine.process_chunk(self.spec, parts, commit_tag=tag)
+        each = (time.perf_counter() - work) / len(keys)
+        finished = datetime.now(UTC)
+        events, results = [], []
+        for key in keys:
+            rows_in, rows_out = outcome.rows[key]
+            events.append(
+                self.event(
+                    key,
+                    Status.COMPLETE,
+                    attempt,
+                    started,
+                    finished_at=finished,
+                    rows_in=rows_in,
+                    rows_out=rows_out,
+                    duration_s=each,
+                    table_version=outcome.table_version,
+                )
+            )
+            results.append(
+                PartitionResult(
+                    pipeline=self.spec.name,
+                    partition=key,
+                    fingerprint=self.fingerprint,
+                    rows_in=rows_in,
+                    rows_out=rows_out,
+                    table_version=outcome.table_version,
+                    duration_s=each,
+                    bookkeeping_s=0.0,
+                    run_id=self.run_id,
+                    source_digest=self.digests.get(key),
+                    target_id=self.target_id,
+                )
+            )
+        self.ledger.record(events, wait=False)
+        self.completed.extend(results)
+        if self.cache is not None:
+            for result in results:
+                self.cache.put(result)
+
+    def _fail(self, keys: Sequence[str], exc: BaseException, attempt: int, started: datetime) -> None:
+        error = one_line(exc)
+        finished = datetime.now(UTC)
+        duration = (finished - started).total_seconds()
+        self.ledger.record(
+            [
+                self.event(k, Status.FAILED, attempt, started, finished_at=finished, duration_s=duration, error=error)
+                for k in keys
+            ],
+            wait=False,
+        )
+        self.failed.extend((k, error) for k in keys)
+
+    def _back_to_pending(self, keys: Sequence[str], attempt: int) -> None:
+        now = datetime.now(UTC)
+        self.ledger.record([self.event(k, Status.PENDING, attempt, now) for k in keys], wait=False)
+        self.not_started.extend(keys)
+
+
+@task(
+    name="backfill-chunk",
+    task_run_name="partitions-{span}",
+    cache_policy=NONE,  # per-partition cache records instead (prefect_backfill.caching)
+    persist_result=False,
+    retries=0,  # retried inside, per chunk and per piece, so a retry never redoes what completed
+)
+def backfill_chunk(
+    pipeline: str,
+    partitions: list[str],
+    span: str,
+    fingerprint: str,
+    target_id: str,
+    ledger_path: str,
+    run_id: str,
+    source_digests: list[str | None] | None = None,
+    retries: int = 2,
+    retry_delay_seconds: float = 5.0,
+    deadline: datetime | None = None,
+    hard_stop: datetime | None = None,
+    result_storage: str | None = None,
+) -> ChunkResult:
+    """Consecutive ``partitions`` in one Spark job and one Delta commit, each recorded on its own.
+
+    Ends Failed (:class:`ChunkFailedError`, carrying every partition's outcome) if any partition failed.
+    After ``deadline`` (the night window) nothing more starts; work cancelled at ``hard_stop`` (the
+    window's end plus a grace period) goes back to PENDING: nothing of it was committed.
+    """
+    unit = _Chunk(
+        spec=_pipeline(pipeline, fingerprint),
+        fingerprint=fingerprint,
+        ledger=Ledger(ledger_path),
+        run_id=run_id,
+        engine=get_engine(),
+        target_id=target_id,
+        digests=dict(zip(partitions, source_digests or [None] * len(partitions), strict=True)),
+        cache=PartitionCache(result_storage) if result_storage else None,
+        retries=retries,
+        delay=retry_delay_seconds,
+        deadline=deadline,
+        hard_stop=hard_stop,
+    )
+    try:
+        unit.run(partitions, retries)
+    finally:
+        unit.ledger.flush()  # every COMPLETE is durable before the task says so
+    result = ChunkResult(tuple(unit.completed), tuple(unit.failed), tuple(unit.not_started))
+    if unit.failed:
+        raise ChunkFailedError(result)
+    return result
