@@ -86,9 +86,10 @@ def test_ctrl_c_reports_progress_exits_130_and_the_printed_command_resumes(bronz
     )
     env = _env(tmp_path, modules)
     ledger = Ledger(tmp_path / "silver" / "_backfill_progress")
-    # One partition at a time: after the first COMPLETE, three remain (>= 4.5 s), ample time to interrupt.
+    # One partition per job, one at a time: after the first COMPLETE, three remain (>= 4.5 s), ample time
+    # to interrupt.
     args = ["run", NAME, "--start", KEYS[0], "--end", KEYS[-1], "--max-concurrency", "1", "--retries", "0"]
-    args += ["--batch-size", "1"]  # the default: not in the resume command
+    args += ["--chunk-partitions", "1", "--chunk-mb", "256"]  # the default chunk_mb: not in the resume command
 
     first = _start([BACKFILL, *args], env, tmp_path / "first.log")
     try:
@@ -109,7 +110,9 @@ def test_ctrl_c_reports_progress_exits_130_and_the_printed_command_resumes(bronz
     done = sum(1 for s in ledger.current(NAME).values() if s.status is Status.COMPLETE)
     assert 1 <= done < len(KEYS)
     assert progress == f"interrupted: {done} of {len(KEYS)} planned partitions complete, {len(KEYS) - done} left"
-    assert command == f"backfill run {NAME} --start 2024-01-01 --end 2024-01-04 --max-concurrency 1 --retries 0"
+    assert command == (
+        f"backfill run {NAME} --start 2024-01-01 --end 2024-01-04 --max-concurrency 1 --retries 0 --chunk-partitions 1"
+    )
     assert "Traceback" not in out, out
 
     argv = shlex.split(command)
