@@ -48,6 +48,12 @@ def backoff_delay(base: float, attempt: int) -> float:
     return float(base * 2 ** (attempt - 1) * (1 + random.uniform(0, 0.5)))
 
 
+def _cancelled(exc: BaseException) -> bool:
+    """A Spark job cancelled on purpose (``SPARK_JOB_CANCELLED``; pyspark cancels running jobs on Ctrl-C)."""
+    text = str(exc)
+    return "SPARK_JOB_CANCELLED" in text or ("cancelled" in text.lower() and "job" in text.lower())
+
+
 def _pipeline(pipeline: str, fingerprint: str) -> Pipeline:
     spec = get_pipeline(pipeline)
     if spec.fingerprint != fingerprint:
@@ -124,8 +130,8 @@ class _Chunk:
                     self._bisect(keys)
                 return
             except Exception as exc:
-                if self.stopped():  # cancelled at the window's hard stop: nothing was committed
-                    self._back_to_pending(keys, attempt)
+                if self.stopped() or _cancelled(exc):  # the window's hard stop, Ctrl-C, a cancel in the
+                    self._back_to_pending(keys, attempt)  # Spark UI: nothing was committed; never retried
                     return
                 if attempt <= retries:
                     self.sleep(backoff_delay(self.delay, attempt))

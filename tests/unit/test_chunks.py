@@ -203,3 +203,17 @@ def test_chunk_predicates_are_typed_ranges_or_in_lists(parts: list[Partition], p
 
     assert chunk_predicate("d", parts) == predicate
     assert date(2024, 1, 1) == DAYS[0].value
+
+
+def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Path) -> None:
+    class Cancelled(FakeEngine):
+        def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+            self.jobs.append([p.key for p in partitions])
+            raise RuntimeError("[SPARK_JOB_CANCELLED] Job 7 cancelled part of cancelled job tags backfill:x")
+
+    engine = Cancelled(set())
+    chunk = unit(tmp_path, engine)
+    chunk.run([p.key for p in DAYS[:4]], retries=2)
+    chunk.ledger.flush()
+    assert len(engine.jobs) == 1 and chunk.not_started == [p.key for p in DAYS[:4]] and not chunk.failed
+    assert {s.status for s in chunk.ledger.current("chunks").values()} == {Status.PENDING}
