@@ -96,7 +96,7 @@ def backfill(
         window_end=window_end,
         timezone=timezone,
     )
-    prepared = prepare(request)
+    prepared = prepare(request, take_handed_over=True)  # the plan the CLI printed, when it started us
     summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)

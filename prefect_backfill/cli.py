@@ -173,7 +173,7 @@ def run(
     """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run.
 
     Ctrl-C stops taking partitions, says how far the run got and prints the command that resumes."""
-    from prefect_backfill.request import BackfillRequest, prepare
+    from prefect_backfill.request import BackfillRequest, hand_over, prepare
 
     request = BackfillRequest.build(
         pipeline=pipeline,
@@ -195,6 +195,7 @@ def run(
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
     prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
+    hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
     from flows.backfill import backfill
 
     since = datetime.now(UTC)
@@ -205,7 +206,9 @@ def run(
         ):
             # The flow's parameters are the request's fields, by name (one source of truth).
             state = backfill(**request.model_dump(mode="json"), return_state=True)
+        hand_over(None)
     except KeyboardInterrupt:
+        hand_over(None)
         _report_interrupt(prepared, since)
         raise typer.Exit(130) from None
     # raises BackfillFailedError (one line, exit 1) if partitions failed

@@ -84,7 +84,15 @@ def get_pipeline(name: str) -> Pipeline:
         return _pipelines[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_pipelines), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "run `backfill pipelines` to list them"
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif not get_settings().pipeline_modules:
+            hint = (
+                "no pipeline modules are configured: set BACKFILL_PIPELINE_MODULES=your.module "
+                "(or pipeline_modules under [tool.prefect-backfill] in pyproject.toml)"
+            )
+        else:
+            hint = "run `backfill pipelines` to list them"
         raise UnknownPipelineError(f"unknown pipeline {name!r}: {hint}") from None
 
 

@@ -6,6 +6,7 @@ the same one-line messages before anything is written.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -159,8 +160,30 @@ class PreparedRun:
         return shlex.join(["backfill", "run", *self.request.cli_args()])
 
 
-def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) -> PreparedRun:
-    """Validate the request against its pipeline and the safety cap, read the ledger, and plan."""
+# A plan made by the CLI for the flow it then starts in the same process (see :func:`hand_over`).
+_handed_over: dict[BackfillRequest, tuple[float, PreparedRun]] = {}
+_HAND_OVER_SECONDS = 60.0
+
+
+def hand_over(prepared: PreparedRun | None) -> None:
+    """Let the flow's :func:`prepare` of an equal request in this process, within a minute, take
+    ``prepared`` instead of planning again: the CLI plans (to print the plan and refuse bad input before
+    Prefect starts) and the flow it runs uses that plan. Taken once; claims are checked again under the
+    lock anyway. ``None`` withdraws it (the CLI does, whatever happened to the flow)."""
+    _handed_over.clear()
+    if prepared is not None:
+        _handed_over[prepared.request] = (time.monotonic(), prepared)
+
+
+def prepare(
+    request: BackfillRequest, settings: BackfillSettings | None = None, *, take_handed_over: bool = False
+) -> PreparedRun:
+    """Validate the request against its pipeline and the safety cap, read the ledger, and plan (or, for
+    the flow, ``take_handed_over`` the plan the CLI just made of this very request)."""
+    if take_handed_over and (handed := _handed_over.pop(request, None)) is not None:
+        made, prepared = handed
+        if time.monotonic() - made < _HAND_OVER_SECONDS:
+            return prepared
     settings = settings or get_settings()
     pipeline = get_pipeline(request.pipeline)
     if request.partitions:

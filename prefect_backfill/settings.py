@@ -33,8 +33,9 @@ class BackfillSettings(BaseSettings):
     )
 
     pipeline_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["prefect_backfill.demo"],
-        description="Modules that register pipelines, imported on first lookup (comma-separated in env).",
+        default_factory=list,
+        description="Modules that register pipelines, imported on first lookup (comma-separated in env). "
+        "None by default: the demo is registered by `backfill demo` and by this project's own pyproject.toml.",
     )
     cache_dir: Path = Field(Path(".cache"), description="Delta jars (Ivy) and Prefect cache records.")
     data_dir: Path = Field(Path(".data"), description="Where the demo lakehouse lives.")

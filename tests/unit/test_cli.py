@@ -410,3 +410,21 @@ def test_ctrl_c_outside_a_run_exits_130(monkeypatch: pytest.MonkeyPatch, capsys:
     monkeypatch.setattr("prefect_backfill.registry.all_pipelines", interrupted)
     assert run_cli(["pipelines"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_the_flow_takes_the_plan_the_cli_made_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI plans (to print it and refuse bad input early); the flow in the same process takes that
+    plan instead of reading the ledger and the logs again, once."""
+    from prefect_backfill.ledger import Ledger
+    from prefect_backfill.request import hand_over, prepare
+
+    reads: list[str] = []
+    original = Ledger.read
+    monkeypatch.setattr(Ledger, "read", lambda self, name: (reads.append(name), original(self, name))[1])
+    request = BackfillRequest.build(pipeline=pipeline.name, start="2024-01-01", end="2024-01-02")
+    made = prepare(request)
+    hand_over(made)
+    again = BackfillRequest.build(**request.model_dump(mode="json"))  # as the flow rebuilds it
+    assert prepare(again) is not made and len(reads) == 2  # only the flow takes it
+    assert prepare(again, take_handed_over=True) is made and len(reads) == 2
+    assert prepare(again, take_handed_over=True) is not made and len(reads) == 3  # taken once only
