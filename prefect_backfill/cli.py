@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import logging
+import statistics
 import sys
 import traceback
 from collections import Counter
@@ -98,11 +99,13 @@ def plan(
     newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
     yes: Annotated[bool, typer.Option("--yes")] = False,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="For the estimate.")] = 2,
+    chunk_mb: Annotated[float, typer.Option("--chunk-mb", min=0.001, help="As for run.")] = 256.0,
+    chunk_partitions: Annotated[int, typer.Option("--chunk-partitions", min=1, help="As for run.")] = 400,
     as_json: AsJson = False,
 ) -> None:
-    """Dry run: which partitions a run would process, why the others are skipped, how long it would take.
-    Writes nothing."""
-    from prefect_backfill.progress import estimate
+    """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
+    they run in (one Spark job and one commit each) and how long it would take. Writes nothing."""
+    from prefect_backfill.progress import format_duration
     from prefect_backfill.request import BackfillRequest, prepare
 
     request = BackfillRequest.build(
@@ -114,10 +117,21 @@ def plan(
         exclude=tuple(exclude or ()),
         newest_first=newest_first,
         yes=yes,
+        max_concurrency=max_concurrency,
+        chunk_mb=chunk_mb,
+        chunk_partitions=chunk_partitions,
     )
     prepared = prepare(request)
     the_plan = prepared.plan
-    eta = estimate(len(the_plan.to_run), [], max_concurrency, prepared.history)
+    chunks = prepared.chunks(the_plan.to_run, max_concurrency)
+    per_partition = statistics.median(prepared.history) if prepared.history else None
+
+    def chunk_seconds(size: int) -> float | None:
+        return per_partition * size if per_partition is not None else None
+
+    # Chunks run in waves of max_concurrency: the estimate adds up each wave's longest chunk.
+    waves = [chunks[i : i + max_concurrency] for i in range(0, len(chunks), max_concurrency)]
+    eta = sum(max(per_partition * len(c) for c in wave) for wave in waves) if per_partition is not None else None
     if as_json:
         print(
             json.dumps(
@@ -126,15 +140,41 @@ def plan(
                     "fingerprint": the_plan.fingerprint,
                     "reprocess": the_plan.reprocess.value,
                     "to_run": [p.key for p in the_plan.to_run],
+                    "why": dict(the_plan.why),
                     "skipped": [{"partition": s.partition.key, "reason": s.reason} for s in the_plan.skipped],
-                    "estimated_seconds": eta.seconds,
+                    "notes": list(the_plan.notes),
+                    "chunks": [
+                        {
+                            "span": c.span,
+                            "partitions": len(c),
+                            "source_bytes": c.size_bytes,
+                            "estimated_seconds": chunk_seconds(len(c)),
+                        }
+                        for c in chunks
+                    ],
+                    "estimated_seconds": eta,
                 },
                 indent=2,
             )
         )
-    else:
-        console.print(str(the_plan), highlight=False, soft_wrap=True)
-        console.print(f"  estimate at concurrency {max_concurrency}: {eta}", highlight=False, soft_wrap=True)
+        return
+    console.print(str(the_plan), highlight=False, soft_wrap=True)
+    if chunks:
+        console.print(
+            f"  chunks: {len(chunks)} (one Spark job and one Delta commit each)", highlight=False, soft_wrap=True
+        )
+        for c in chunks[:10]:
+            seconds = chunk_seconds(len(c))
+            console.print(
+                f"    {c.span}: {len(c)} partition(s), {c.size_bytes / 1024 / 1024:,.2f} MB of source"
+                + (f", ~{format_duration(seconds)}" if seconds is not None else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+        if len(chunks) > 10:
+            console.print(f"    … and {len(chunks) - 10} more", highlight=False)
+    shown = format_duration(eta) if eta is not None else "unknown (no history yet)"
+    console.print(f"  estimate at concurrency {max_concurrency}: {shown}", highlight=False, soft_wrap=True)
 
 
 def _exit_codes_help() -> str:

@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 
 from prefect_backfill import window
 from prefect_backfill.caching import PartitionCache, cache_key
-from prefect_backfill.chunking import Chunk, make_chunks
+from prefect_backfill.chunking import Chunk
 from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
@@ -200,15 +200,7 @@ def _claim_and_run(
         )
 
     def execute(mine: Plan, slots: int, lost: Callable[[], bool]) -> None:
-        chunks = make_chunks(
-            mine.to_run,
-            {k: f.size_bytes for k, f in prepared.source.partitions.items()} if prepared.source else None,
-            budget_bytes=int(request.chunk_mb * 1024 * 1024),
-            # A transform that looks across partitions must see one partition at a time.
-            max_partitions=request.chunk_partitions if pipeline.partition_local else 1,
-            concurrency=slots,
-            newest_first=request.newest_first,
-        )
+        chunks = prepared.chunks(mine.to_run, slots)
         logger.info(
             "%d partitions in %d chunk(s) (one Spark job and one Delta commit each; up to %s MB, %d partitions)",
             len(mine.to_run),

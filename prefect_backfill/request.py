@@ -7,17 +7,21 @@ the same one-line messages before anything is written.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefect_backfill import window
+from prefect_backfill.chunking import Chunk, make_chunks
+from prefect_backfill.coordination import held_partitions
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError, SourceNotFoundError
+from prefect_backfill.leases import LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
-from prefect_backfill.planning import Plan, Reprocess, plan
+from prefect_backfill.planning import Plan, Reprocess, plan, without_held
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.tables import TableSnapshot
@@ -152,6 +156,20 @@ class PreparedRun:
     source: TableSnapshot | None = None  # the source's partitions from its log, when planned
     target: TableSnapshot | None = None  # the target's, likewise (exists=False before its first run)
 
+    def chunks(self, to_run: Sequence[Partition], slots: int) -> list[Chunk]:
+        """How ``to_run`` is executed with ``slots`` in flight: chunks packed by the source's bytes
+        (see :mod:`prefect_backfill.chunking`); one partition per chunk for a transform that is not
+        partition-local."""
+        sizes = {k: f.size_bytes for k, f in self.source.partitions.items()} if self.source is not None else None
+        return make_chunks(
+            to_run,
+            sizes,
+            budget_bytes=int(self.request.chunk_mb * 1024 * 1024),
+            max_partitions=self.request.chunk_partitions if self.pipeline.partition_local else 1,
+            concurrency=slots,
+            newest_first=self.request.newest_first,
+        )
+
     @property
     def resume_command(self) -> str:
         """The shell command that runs this request again, every option as given (shell-quoted)."""
@@ -225,4 +243,7 @@ def prepare(
         source=source,
         target=target,
     )
+    if settings.coordinate and the_plan.to_run:  # say up front what live runs hold (the run claims again)
+        live = LeaseTable(lease_location(ledger.path)).live_runs(pipeline.name)
+        the_plan = without_held(the_plan, held_partitions(current, "", live))
     return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]), source, target)
