@@ -172,7 +172,15 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
     cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", "--zombie-after", "240", env=env)
     cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
     ledger = Ledger(data / "lake" / "silver" / "_backfill_progress")
-    params = {"start": "2024-02-01", "end": "2024-02-08", "window_end": None, "max_concurrency": 1, "retries": 0}
+    # Chunks of two days, so that the kill lands between commits of one run.
+    params = {
+        "start": "2024-02-01",
+        "end": "2024-02-08",
+        "window_end": None,
+        "max_concurrency": 1,
+        "retries": 0,
+        "chunk_partitions": 2,
+    }
 
     worker = start_worker(prefect_server, env, tmp_path / "worker1.log")
     try:

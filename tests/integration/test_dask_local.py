@@ -51,8 +51,11 @@ def test_local_dask_cluster_runs_partitions_in_worker_processes(
     # The partitions ran in Dask worker processes, not in this one...
     pids = {int(p.name) for p in (tmp_path / "pids").iterdir()}
     assert pids and os.getpid() not in pids
-    # ...and their task runs were reported to this flow's API.
+    # ...and their task runs (one per chunk: 6 partitions over 4 slots make 3 chunks of 2) were reported
+    # to this flow's API.
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-2024-03-0")))
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partitions-2024-03-0"))
+        )
     done = {r.name for r in runs if r.state is not None and r.state.is_completed()}
-    assert done >= {f"partition-2024-03-0{d}" for d in range(1, 7)}
+    assert done >= {f"partitions-2024-03-0{d}..2024-03-0{d + 1}" for d in (1, 3, 5)}
