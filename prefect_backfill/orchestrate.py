@@ -334,14 +334,11 @@ def _submit(
                 slots.release()
                 with guard:
                     in_flight.pop(index, None)
-                try:
-                    ok = f.state.is_completed()
-                except Exception:
-                    ok = False
+                failed = _failed_in(f, size)
                 seconds = (time.perf_counter() - t0) / size
-                if ok:
+                if not failed:
                     per_partition.append(seconds)
-                reporter.partitions_finished(size, ok, seconds)
+                reporter.partitions_finished(size, failed, seconds)
 
             future.add_done_callback(finished)
             submitted.append(entry)
@@ -352,9 +349,21 @@ def _submit(
         watchdog.stop()
         reporter.close(
             done=sum(len(e.chunk) for e in submitted if e.future is not None),
-            failed=0,
+            failed=sum(_failed_in(e.future, len(e.chunk)) for e in submitted if e.future is not None),
         )
     return submitted
+
+
+def _failed_in(future: PrefectFuture[Any], size: int) -> int:
+    """How many of a finished chunk's partitions failed (all of them if the task itself crashed)."""
+    try:
+        state = future.state
+        if state.is_completed():
+            return 0
+        error = state.result(raise_on_failure=False)
+    except Exception:
+        return size
+    return len(error.result.failed) if isinstance(error, ChunkFailedError) else size
 
 
 class _HardStop:

@@ -67,12 +67,13 @@ class ProgressReporter:
         self._thread = threading.Thread(target=context.run, args=(self._loop,), name="backfill-progress", daemon=True)
         self._thread.start()
 
-    def partitions_finished(self, count: int, ok: bool, duration_s: float | None) -> None:
-        """``count`` partitions (one task run) finished; ``duration_s`` is the time per partition."""
+    def partitions_finished(self, count: int, failed: int, duration_s: float | None) -> None:
+        """``count`` partitions (one chunk) finished, ``failed`` of them failed; ``duration_s`` is the
+        time per partition."""
         with self._lock:
             self._done += count
-            self._failed += 0 if ok else count
-            if ok and duration_s is not None:
+            self._failed += failed
+            if failed < count and duration_s is not None:
                 self._durations.append(duration_s)
 
     def describe(self) -> str:

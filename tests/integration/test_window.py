@@ -39,6 +39,7 @@ def test_window_closes_mid_run_and_the_next_run_finishes(lake: Lake, monkeypatch
         start="2024-01-01",
         end="2024-01-05",
         max_concurrency=1,
+        chunk_partitions=1,  # one partition per job, so the window can close between them
         window_end=deadline.isoformat(),
         return_state=True,
     )
