@@ -4,7 +4,7 @@
   so they never take a slot the daily pipeline needs; pause the whole pool to stop all backfills;
 - work pool ``daily`` (process) with queue ``daily`` at the highest priority;
 - for every registered pipeline, the global concurrency limit ``backfill-<pipeline>``: its value is the
-  pipeline's cap (partitions in flight across all its runs). Runs read the value; the slots themselves
+  pipeline's cap (chunks in flight across all its runs). Runs read the value; the slots themselves
   and the one-writer-per-partition claims are leases beside the ledger (prefect_backfill.leases), so a
   killed run frees them on any server, the embedded one included.
 

@@ -62,7 +62,7 @@ def backfill(
         end: last partition, inclusive.
         partitions: an explicit list of partition keys instead of start/end.
         reprocess: `missing` (default: all not complete for the current version), `failed`, or `all`.
-        max_concurrency: partitions in flight at once.
+        max_concurrency: chunks (Spark jobs) in flight at once.
         retries: retries per partition for transient errors (exponential backoff with jitter).
         retry_delay_seconds: first retry delay; doubles each retry.
         exclude: partition keys to leave out.

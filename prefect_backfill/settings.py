@@ -52,12 +52,12 @@ class BackfillSettings(BaseSettings):
         "folder: shared storage, so a resume on another machine still hits the cache.",
     )
     max_partitions: int = Field(400, ge=1, description="Safety cap: larger ranges need --yes / yes=True.")
-    max_concurrency: int = Field(2, ge=1, description="Default partitions in flight per run.")
+    max_concurrency: int = Field(2, ge=1, description="Default chunks (Spark jobs) in flight per run.")
     max_workers: int = Field(32, ge=1, description="Thread pool size of the flow; max_concurrency <= this.")
     pipeline_cap: int = Field(
         4,
         ge=1,
-        description="Partitions in flight across all runs of one pipeline, when its limit "
+        description="Chunks (Spark jobs) in flight across all runs of one pipeline, when its limit "
         "backfill-<pipeline> is created on first use (deployments/setup.py sets it explicitly).",
     )
     coordinate: bool = Field(
