@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -36,11 +37,12 @@ from tests.e2e.crash_harness import (  # noqa: E402
     plan_trials,
     run_slot_leak,
     run_trial,
+    stop_all,
 )
 
 OUT = ROOT / "bench" / "out" / "crash-matrix"
 HEADER = f"{'trial':>5}  {'phase':<13} {'kill point':<22} {'kill at':>7}  {'ledger showed':<21} {'rerun exit':>10} "
-HEADER += f"{'rerun s':>7}  ok"
+HEADER += f"{'rerun s':>7} {'trial s':>7}  ok"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +71,8 @@ def row(index: str, result: TrialResult) -> str:
     code = "hung" if result.rerun_exit is None else str(result.rerun_exit)
     ok = "ok" if result.ok else "FAIL"
     phase = kill.point.phase
-    return f"{index:>5}  {phase:<13} {point:<22} {at:>7}  {observed:<21} {code:>10} {result.rerun_s:>7.1f}  {ok}"
+    times = f"{result.rerun_s:>7.1f} {result.wall_s:>7.1f}"
+    return f"{index:>5}  {phase:<13} {point:<22} {at:>7}  {observed:<21} {code:>10} {times}  {ok}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,19 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER, flush=True)
     started = time.monotonic()
     results: list[TrialResult] = []
-    for trial in trials:
-        result = run_trial(lake, trial, timeout=args.timeout)
-        results.append(result)
-        print(row(str(trial.index), result), flush=True)
-    if args.slot_leak:
-        result = run_slot_leak(lake, args.seed, timeout=args.timeout)
-        results.append(result)
-        print(row("leak", result), flush=True)
+    interrupted: BaseException | None = None
+    try:
+        for trial in trials:
+            result = run_trial(lake, trial, timeout=args.timeout)
+            results.append(result)
+            print(row(str(trial.index), result), flush=True)
+        if args.slot_leak:
+            result = run_slot_leak(lake, args.seed, timeout=args.timeout)
+            results.append(result)
+            print(row("leak", result), flush=True)
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM: stop the running CLI, report so far
+        stop_all()
+        interrupted = exc
     wall = time.monotonic() - started
 
     failed = [r for r in results if not r.ok]
     for result in failed:
         print(f"\n{result.report()}")
+    if interrupted is not None:
+        print(f"\ninterrupted after {len(results)} of {len(trials) + args.slot_leak} trials")
+        if not results:
+            return 130
     startup = f"{statistics.median(lake.startup_s):.1f}s" if lake.startup_s else "n/a"
     reruns = [r.rerun_s for r in results if r.rerun_exit is not None]
     print(
@@ -109,10 +121,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{workdir / 'logs'}"
     )
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if interrupted is not None:
+        return 130
     if not failed and not args.keep and args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the running CLI is stopped, results so far printed
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()  # each CLI runs in its own session: Ctrl-C does not reach it

@@ -71,6 +71,7 @@ __all__ = [
     "run_slot_leak",
     "run_trial",
     "start_cli",
+    "stop_all",
     "wait_run",
     "write_bronze",
 ]
@@ -231,7 +232,7 @@ def current_bronze(lake: CrashLake) -> list[dict[str, Any]]:
 # -- a CLI run --------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class CliRun:
     proc: subprocess.Popen[bytes]
     log: Path
@@ -259,6 +260,17 @@ class CliRun:
         deadline = time.monotonic() + 10
         while _group_alive(self.pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        _LIVE.discard(self)
+
+
+_LIVE: set[CliRun] = set()  # started and not yet seen to exit: stop_all() ends them
+
+
+def stop_all() -> None:
+    """SIGKILL every CLI this process started that may still run. Each runs in its own session, so a
+    Ctrl-C or a failing test would otherwise leave it (and its server and JVM) running."""
+    for run in list(_LIVE):
+        run.kill()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -287,7 +299,9 @@ def start_cli(lake: CrashLake, label: str) -> CliRun:
         )
     finally:
         out.close()  # the child holds its own copy
-    return CliRun(proc, log, time.monotonic(), fresh)
+    run = CliRun(proc, log, time.monotonic(), fresh)
+    _LIVE.add(run)
+    return run
 
 
 def wait_run(lake: CrashLake, run: CliRun, known: set[str], timeout: float) -> int | None:
@@ -304,6 +318,7 @@ def wait_run(lake: CrashLake, run: CliRun, known: set[str], timeout: float) -> i
             if version >= 0 and _run_events(lake, known):
                 first = run.elapsed()
         time.sleep(0.1)
+    _LIVE.discard(run)
     if first is not None:
         lake.note_startup(run, first)
     return run.proc.returncode
@@ -407,6 +422,7 @@ def kill_at(lake: CrashLake, run: CliRun, point: KillPoint, known: set[str], tim
     timed_out = False
     while True:
         if run.proc.poll() is not None:
+            _LIVE.discard(run)
             return KillOutcome(
                 point, False, run.elapsed(), observed_phase(_run_events(lake, known)), run.proc.returncode
             )
@@ -528,6 +544,7 @@ class TrialResult:
     rerun_s: float
     problems: list[str]
     rerun_log: Path
+    wall_s: float = 0.0  # the whole trial: bronze, kill(s), rerun, checks
 
     @property
     def ok(self) -> bool:
@@ -535,7 +552,9 @@ class TrialResult:
 
     def report(self) -> str:
         lines = [f"{self.name}: " + "; ".join(k.describe() for k in self.kills)]
-        lines.append(f"  rerun exit {self.rerun_exit} after {self.rerun_s:.1f}s (log {self.rerun_log})")
+        lines.append(
+            f"  rerun exit {self.rerun_exit} after {self.rerun_s:.1f}s (log {self.rerun_log}); trial {self.wall_s:.1f}s"
+        )
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -568,6 +587,7 @@ def _rerun_problems(code: int | None, seconds: float, timeout: float, rerun: Cli
 
 def run_trial(lake: CrashLake, trial: Trial, timeout: float = RUN_TIMEOUT_S) -> TrialResult:
     """Change bronze, kill a plain run at ``trial.point``, run the same command again, check."""
+    started = time.monotonic()
     before_change = lake.run_ids()
     write_bronze(lake, trial.salt, trial.rows_per_day)
     killed = start_cli(lake, f"{trial.describe()}-killed")
@@ -576,7 +596,7 @@ def run_trial(lake: CrashLake, trial: Trial, timeout: float = RUN_TIMEOUT_S) -> 
     code, seconds, rerun = _rerun(lake, f"{trial.describe()}-rerun", timeout)
     problems += _rerun_problems(code, seconds, timeout, rerun)
     problems += check_lake(lake, before_change, rerun.output())
-    return TrialResult(trial.describe(), [outcome], code, seconds, problems, rerun.log)
+    return TrialResult(trial.describe(), [outcome], code, seconds, problems, rerun.log, time.monotonic() - started)
 
 
 def run_slot_leak(
@@ -584,6 +604,7 @@ def run_slot_leak(
 ) -> TrialResult:
     """Two runs in a row SIGKILLed once they work (each holding its cap slots and claims), then a plain
     run: it must complete everything within ``budget`` seconds of the last kill, not wait forever."""
+    started = time.monotonic()
     rng = random.Random(seed)
     before_change = lake.run_ids()
     write_bronze(lake, salt=seed % 1000 * 1000 + 999, rows_per_day=rng.randint(12, 28))
@@ -609,4 +630,4 @@ def run_slot_leak(
     elif since_kill > budget:
         problems.append(f"the run after two kills took {since_kill:.0f}s after the last kill (budget {budget:.0f}s)")
     problems += check_lake(lake, before_change, rerun.output())
-    return TrialResult("slot-leak", kills, code, seconds, problems, rerun.log)
+    return TrialResult("slot-leak", kills, code, seconds, problems, rerun.log, time.monotonic() - started)
