@@ -32,6 +32,7 @@ os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
 
 from tests.e2e.crash_harness import (  # noqa: E402
     RUN_TIMEOUT_S,
+    SLOT_LEAK_BUDGET_S,
     CrashLake,
     TrialResult,
     plan_trials,
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-concurrency", type=int, default=2, help="the CLI's --max-concurrency (default 2)")
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds before a run counts as hung")
     parser.add_argument("--slot-leak", action="store_true", help="also: two kills in a row, then a plain run")
+    parser.add_argument(
+        "--leak-budget",
+        type=float,
+        default=None,
+        help=f"seconds after the last kill for that run to complete (default {SLOT_LEAK_BUDGET_S:.0f}s, the test's, "
+        "for its 6 days; scaled up with --days)",
+    )
     parser.add_argument("--control", action="store_true", help="version bump + no coordination (see the docstring)")
     parser.add_argument("--workdir", type=Path, default=None, help=f"the lake (default: a new folder under {OUT})")
     parser.add_argument("--keep", action="store_true", help="keep the lake (logs, tables) even when all passed")
@@ -98,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(row(str(trial.index), result), flush=True)
         if args.slot_leak:
-            result = run_slot_leak(lake, args.seed, timeout=args.timeout)
+            budget = args.leak_budget or SLOT_LEAK_BUDGET_S * max(1.0, args.days / 6)
+            result = run_slot_leak(lake, args.seed, budget=budget, timeout=args.timeout)
             results.append(result)
             print(row("leak", result), flush=True)
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM: stop the running CLI, report so far

@@ -249,6 +249,11 @@ class CliRun:
     def tail(self, chars: int = 3000) -> str:
         return self.output()[-chars:]
 
+    def last_steps(self, lines: int = 6) -> str:
+        """The last Prefect log lines (``HH:MM:SS.fff | LEVEL | …``): where a run got to, past Spark's noise."""
+        steps = [ln for ln in self.output().splitlines() if re.match(r"\d\d:\d\d:\d\d\.\d+ \|", ln)]
+        return "\n".join(steps[-lines:])
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
@@ -566,7 +571,7 @@ def _kill_problems(outcome: KillOutcome, run: CliRun) -> list[str]:
             f"changed (every partition was due): {run.tail(1500)!r}"
         ]
     if outcome.timed_out:
-        return [f"kill point {outcome.point.describe()} not reached in time; output: {run.tail(1500)!r}"]
+        return [f"kill point {outcome.point.describe()} not reached in time; last steps: {run.last_steps()!r}"]
     return []
 
 
@@ -579,7 +584,7 @@ def _rerun(lake: CrashLake, label: str, timeout: float) -> tuple[int | None, flo
 
 def _rerun_problems(code: int | None, seconds: float, timeout: float, rerun: CliRun) -> list[str]:
     if code is None:
-        return [f"the rerun hung: no exit within {timeout:.0f}s; its output ends: {rerun.tail()!r}"]
+        return [f"the rerun hung: no exit within {timeout:.0f}s; its last steps: {rerun.last_steps()!r}"]
     if code != 0:
         return [f"the rerun exited {code}, not 0; its output ends: {rerun.tail()!r}"]
     return []
@@ -623,7 +628,8 @@ def run_slot_leak(
     since_kill = time.monotonic() - last_kill
     if code is None:
         problems.append(
-            f"the run after two kills did not finish within {budget:.0f}s of the last kill: {rerun.tail()!r}"
+            f"the run after two kills did not finish within {budget:.0f}s of the last kill; its last steps: "
+            f"{rerun.last_steps()!r}"
         )
     elif code != 0:
         problems.append(f"the run after two kills exited {code}, not 0: {rerun.tail()!r}")
