@@ -63,6 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "for its 6 days; scaled up with --days)",
     )
     parser.add_argument("--control", action="store_true", help="version bump + no coordination (see the docstring)")
+    parser.add_argument(
+        "--cli-arg",
+        action="append",
+        default=[],
+        help="appended to every run's command, killed or not (repeatable; e.g. --cli-arg=--chunk-partitions=1 "
+        "for one partition per Spark job where runs pack partitions into chunks)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help=f"the lake (default: a new folder under {OUT})")
     parser.add_argument("--keep", action="store_true", help="keep the lake (logs, tables) even when all passed")
     args = parser.parse_args(argv)
@@ -87,13 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or OUT / datetime.now().strftime("%Y%m%d-%H%M%S")
     lake = CrashLake(
-        workdir, days=args.days, sleep_s=args.sleep, max_concurrency=args.max_concurrency, control=args.control
+        workdir,
+        days=args.days,
+        sleep_s=args.sleep,
+        max_concurrency=args.max_concurrency,
+        control=args.control,
+        extra_args=tuple(args.cli_arg),
     )
     trials = plan_trials(args.seed, args.trials, args.days, args.max_concurrency)
     mode = " (control: version bump, no coordination)" if args.control else ""
     print(
         f"crash matrix{mode}: {args.trials} trials, seed {args.seed}, {args.days} days, sleep {args.sleep}s, "
-        f"max-concurrency {args.max_concurrency}, lake {workdir}",
+        f"max-concurrency {args.max_concurrency}, lake {workdir}\ncommand: {' '.join(lake.command)}",
         flush=True,
     )
     print(HEADER, flush=True)

@@ -102,6 +102,7 @@ class CrashLake:
     #: current code knows its partitions are due) and turn run coordination off (no claims, no cap). What
     #: the fix must achieve without help; it shows the harness passes when recovery works.
     control: bool = False
+    extra_args: tuple[str, ...] = ()  # appended to the command of every run (the bench's --cli-arg)
     startup_s: list[float] = field(default_factory=list)  # measured: start → first ledger event
     bronze_salt: int = 0  # the current bronze content
 
@@ -131,7 +132,7 @@ class CrashLake:
         command = [str(BIN / "backfill"), "run", NAME, "--start", self.keys[0], "--end", self.keys[-1]]
         if self.max_concurrency != 2:  # 2 is the CLI's default
             command += ["--max-concurrency", str(self.max_concurrency)]
-        return command
+        return command + list(self.extra_args)
 
     def env(self) -> dict[str, str]:
         """The CLI's environment: the default path (embedded server), everything under ``root``."""
