@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -31,16 +32,18 @@ os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
 
 from tests.e2e.crash_harness import (  # noqa: E402
     RUN_TIMEOUT_S,
+    SLOT_LEAK_BUDGET_S,
     CrashLake,
     TrialResult,
     plan_trials,
     run_slot_leak,
     run_trial,
+    stop_all,
 )
 
 OUT = ROOT / "bench" / "out" / "crash-matrix"
 HEADER = f"{'trial':>5}  {'phase':<13} {'kill point':<22} {'kill at':>7}  {'ledger showed':<21} {'rerun exit':>10} "
-HEADER += f"{'rerun s':>7}  ok"
+HEADER += f"{'rerun s':>7} {'trial s':>7}  ok"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +55,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-concurrency", type=int, default=2, help="the CLI's --max-concurrency (default 2)")
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds before a run counts as hung")
     parser.add_argument("--slot-leak", action="store_true", help="also: two kills in a row, then a plain run")
+    parser.add_argument(
+        "--leak-budget",
+        type=float,
+        default=None,
+        help=f"seconds after the last kill for that run to complete (default {SLOT_LEAK_BUDGET_S:.0f}s, the test's, "
+        "for its 6 days; scaled up with --days)",
+    )
     parser.add_argument("--control", action="store_true", help="version bump + no coordination (see the docstring)")
+    parser.add_argument(
+        "--cli-arg",
+        action="append",
+        default=[],
+        help="appended to every run's command, killed or not (repeatable; e.g. --cli-arg=--chunk-partitions=1 "
+        "for one partition per Spark job where runs pack partitions into chunks)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help=f"the lake (default: a new folder under {OUT})")
     parser.add_argument("--keep", action="store_true", help="keep the lake (logs, tables) even when all passed")
     args = parser.parse_args(argv)
@@ -69,38 +86,54 @@ def row(index: str, result: TrialResult) -> str:
     code = "hung" if result.rerun_exit is None else str(result.rerun_exit)
     ok = "ok" if result.ok else "FAIL"
     phase = kill.point.phase
-    return f"{index:>5}  {phase:<13} {point:<22} {at:>7}  {observed:<21} {code:>10} {result.rerun_s:>7.1f}  {ok}"
+    times = f"{result.rerun_s:>7.1f} {result.wall_s:>7.1f}"
+    return f"{index:>5}  {phase:<13} {point:<22} {at:>7}  {observed:<21} {code:>10} {times}  {ok}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or OUT / datetime.now().strftime("%Y%m%d-%H%M%S")
     lake = CrashLake(
-        workdir, days=args.days, sleep_s=args.sleep, max_concurrency=args.max_concurrency, control=args.control
+        workdir,
+        days=args.days,
+        sleep_s=args.sleep,
+        max_concurrency=args.max_concurrency,
+        control=args.control,
+        extra_args=tuple(args.cli_arg),
     )
     trials = plan_trials(args.seed, args.trials, args.days, args.max_concurrency)
     mode = " (control: version bump, no coordination)" if args.control else ""
     print(
         f"crash matrix{mode}: {args.trials} trials, seed {args.seed}, {args.days} days, sleep {args.sleep}s, "
-        f"max-concurrency {args.max_concurrency}, lake {workdir}",
+        f"max-concurrency {args.max_concurrency}, lake {workdir}\ncommand: {' '.join(lake.command)}",
         flush=True,
     )
     print(HEADER, flush=True)
     started = time.monotonic()
     results: list[TrialResult] = []
-    for trial in trials:
-        result = run_trial(lake, trial, timeout=args.timeout)
-        results.append(result)
-        print(row(str(trial.index), result), flush=True)
-    if args.slot_leak:
-        result = run_slot_leak(lake, args.seed, timeout=args.timeout)
-        results.append(result)
-        print(row("leak", result), flush=True)
+    interrupted: BaseException | None = None
+    try:
+        for trial in trials:
+            result = run_trial(lake, trial, timeout=args.timeout)
+            results.append(result)
+            print(row(str(trial.index), result), flush=True)
+        if args.slot_leak:
+            budget = args.leak_budget or SLOT_LEAK_BUDGET_S * max(1.0, args.days / 6)
+            result = run_slot_leak(lake, args.seed, budget=budget, timeout=args.timeout)
+            results.append(result)
+            print(row("leak", result), flush=True)
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM: stop the running CLI, report so far
+        stop_all()
+        interrupted = exc
     wall = time.monotonic() - started
 
     failed = [r for r in results if not r.ok]
     for result in failed:
         print(f"\n{result.report()}")
+    if interrupted is not None:
+        print(f"\ninterrupted after {len(results)} of {len(trials) + args.slot_leak} trials")
+        if not results:
+            return 130
     startup = f"{statistics.median(lake.startup_s):.1f}s" if lake.startup_s else "n/a"
     reruns = [r.rerun_s for r in results if r.rerun_exit is not None]
     print(
@@ -109,10 +142,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{workdir / 'logs'}"
     )
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if interrupted is not None:
+        return 130
     if not failed and not args.keep and args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the running CLI is stopped, results so far printed
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()  # each CLI runs in its own session: Ctrl-C does not reach it

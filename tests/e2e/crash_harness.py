@@ -71,6 +71,7 @@ __all__ = [
     "run_slot_leak",
     "run_trial",
     "start_cli",
+    "stop_all",
     "wait_run",
     "write_bronze",
 ]
@@ -101,6 +102,7 @@ class CrashLake:
     #: current code knows its partitions are due) and turn run coordination off (no claims, no cap). What
     #: the fix must achieve without help; it shows the harness passes when recovery works.
     control: bool = False
+    extra_args: tuple[str, ...] = ()  # appended to the command of every run (the bench's --cli-arg)
     startup_s: list[float] = field(default_factory=list)  # measured: start → first ledger event
     bronze_salt: int = 0  # the current bronze content
 
@@ -130,7 +132,7 @@ class CrashLake:
         command = [str(BIN / "backfill"), "run", NAME, "--start", self.keys[0], "--end", self.keys[-1]]
         if self.max_concurrency != 2:  # 2 is the CLI's default
             command += ["--max-concurrency", str(self.max_concurrency)]
-        return command
+        return command + list(self.extra_args)
 
     def env(self) -> dict[str, str]:
         """The CLI's environment: the default path (embedded server), everything under ``root``."""
@@ -231,7 +233,7 @@ def current_bronze(lake: CrashLake) -> list[dict[str, Any]]:
 # -- a CLI run --------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class CliRun:
     proc: subprocess.Popen[bytes]
     log: Path
@@ -248,6 +250,11 @@ class CliRun:
     def tail(self, chars: int = 3000) -> str:
         return self.output()[-chars:]
 
+    def last_steps(self, lines: int = 6) -> str:
+        """The last Prefect log lines (``HH:MM:SS.fff | LEVEL | …``): where a run got to, past Spark's noise."""
+        steps = [ln for ln in self.output().splitlines() if re.match(r"\d\d:\d\d:\d\d\.\d+ \|", ln)]
+        return "\n".join(steps[-lines:])
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
@@ -259,6 +266,17 @@ class CliRun:
         deadline = time.monotonic() + 10
         while _group_alive(self.pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        _LIVE.discard(self)
+
+
+_LIVE: set[CliRun] = set()  # started and not yet seen to exit: stop_all() ends them
+
+
+def stop_all() -> None:
+    """SIGKILL every CLI this process started that may still run. Each runs in its own session, so a
+    Ctrl-C or a failing test would otherwise leave it (and its server and JVM) running."""
+    for run in list(_LIVE):
+        run.kill()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -287,7 +305,9 @@ def start_cli(lake: CrashLake, label: str) -> CliRun:
         )
     finally:
         out.close()  # the child holds its own copy
-    return CliRun(proc, log, time.monotonic(), fresh)
+    run = CliRun(proc, log, time.monotonic(), fresh)
+    _LIVE.add(run)
+    return run
 
 
 def wait_run(lake: CrashLake, run: CliRun, known: set[str], timeout: float) -> int | None:
@@ -304,6 +324,7 @@ def wait_run(lake: CrashLake, run: CliRun, known: set[str], timeout: float) -> i
             if version >= 0 and _run_events(lake, known):
                 first = run.elapsed()
         time.sleep(0.1)
+    _LIVE.discard(run)
     if first is not None:
         lake.note_startup(run, first)
     return run.proc.returncode
@@ -407,6 +428,7 @@ def kill_at(lake: CrashLake, run: CliRun, point: KillPoint, known: set[str], tim
     timed_out = False
     while True:
         if run.proc.poll() is not None:
+            _LIVE.discard(run)
             return KillOutcome(
                 point, False, run.elapsed(), observed_phase(_run_events(lake, known)), run.proc.returncode
             )
@@ -528,6 +550,7 @@ class TrialResult:
     rerun_s: float
     problems: list[str]
     rerun_log: Path
+    wall_s: float = 0.0  # the whole trial: bronze, kill(s), rerun, checks
 
     @property
     def ok(self) -> bool:
@@ -535,7 +558,9 @@ class TrialResult:
 
     def report(self) -> str:
         lines = [f"{self.name}: " + "; ".join(k.describe() for k in self.kills)]
-        lines.append(f"  rerun exit {self.rerun_exit} after {self.rerun_s:.1f}s (log {self.rerun_log})")
+        lines.append(
+            f"  rerun exit {self.rerun_exit} after {self.rerun_s:.1f}s (log {self.rerun_log}); trial {self.wall_s:.1f}s"
+        )
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -547,7 +572,7 @@ def _kill_problems(outcome: KillOutcome, run: CliRun) -> list[str]:
             f"changed (every partition was due): {run.tail(1500)!r}"
         ]
     if outcome.timed_out:
-        return [f"kill point {outcome.point.describe()} not reached in time; output: {run.tail(1500)!r}"]
+        return [f"kill point {outcome.point.describe()} not reached in time; last steps: {run.last_steps()!r}"]
     return []
 
 
@@ -560,7 +585,7 @@ def _rerun(lake: CrashLake, label: str, timeout: float) -> tuple[int | None, flo
 
 def _rerun_problems(code: int | None, seconds: float, timeout: float, rerun: CliRun) -> list[str]:
     if code is None:
-        return [f"the rerun hung: no exit within {timeout:.0f}s; its output ends: {rerun.tail()!r}"]
+        return [f"the rerun hung: no exit within {timeout:.0f}s; its last steps: {rerun.last_steps()!r}"]
     if code != 0:
         return [f"the rerun exited {code}, not 0; its output ends: {rerun.tail()!r}"]
     return []
@@ -568,6 +593,7 @@ def _rerun_problems(code: int | None, seconds: float, timeout: float, rerun: Cli
 
 def run_trial(lake: CrashLake, trial: Trial, timeout: float = RUN_TIMEOUT_S) -> TrialResult:
     """Change bronze, kill a plain run at ``trial.point``, run the same command again, check."""
+    started = time.monotonic()
     before_change = lake.run_ids()
     write_bronze(lake, trial.salt, trial.rows_per_day)
     killed = start_cli(lake, f"{trial.describe()}-killed")
@@ -576,7 +602,7 @@ def run_trial(lake: CrashLake, trial: Trial, timeout: float = RUN_TIMEOUT_S) -> 
     code, seconds, rerun = _rerun(lake, f"{trial.describe()}-rerun", timeout)
     problems += _rerun_problems(code, seconds, timeout, rerun)
     problems += check_lake(lake, before_change, rerun.output())
-    return TrialResult(trial.describe(), [outcome], code, seconds, problems, rerun.log)
+    return TrialResult(trial.describe(), [outcome], code, seconds, problems, rerun.log, time.monotonic() - started)
 
 
 def run_slot_leak(
@@ -584,6 +610,7 @@ def run_slot_leak(
 ) -> TrialResult:
     """Two runs in a row SIGKILLed once they work (each holding its cap slots and claims), then a plain
     run: it must complete everything within ``budget`` seconds of the last kill, not wait forever."""
+    started = time.monotonic()
     rng = random.Random(seed)
     before_change = lake.run_ids()
     write_bronze(lake, salt=seed % 1000 * 1000 + 999, rows_per_day=rng.randint(12, 28))
@@ -602,11 +629,12 @@ def run_slot_leak(
     since_kill = time.monotonic() - last_kill
     if code is None:
         problems.append(
-            f"the run after two kills did not finish within {budget:.0f}s of the last kill: {rerun.tail()!r}"
+            f"the run after two kills did not finish within {budget:.0f}s of the last kill; its last steps: "
+            f"{rerun.last_steps()!r}"
         )
     elif code != 0:
         problems.append(f"the run after two kills exited {code}, not 0: {rerun.tail()!r}")
     elif since_kill > budget:
         problems.append(f"the run after two kills took {since_kill:.0f}s after the last kill (budget {budget:.0f}s)")
     problems += check_lake(lake, before_change, rerun.output())
-    return TrialResult("slot-leak", kills, code, seconds, problems, rerun.log)
+    return TrialResult("slot-leak", kills, code, seconds, problems, rerun.log, time.monotonic() - started)
