@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 
 from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import Lease, LeaseTable, RunLease
-from prefect_backfill.planning import PartitionState, Plan, Status, without_held
+from prefect_backfill.planning import PartitionState, Plan, Status, without_done_since, without_held
 
 __all__ = ["Claim", "cap_name", "claim", "ensure_limit", "free_slots", "held_partitions", "pipeline_cap"]
 
@@ -95,10 +96,13 @@ def claim(
     wanted: int,
     cap: int,
     timeout: float,
+    planned_at: datetime | None = None,
     say: Callable[[str], None] = logger.info,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Claim:
-    """Under the claims lock: leave out what live runs hold, take free slots, record the claims.
+    """Under the claims lock: leave out what live runs hold and what other runs completed since the
+    plan was made (``planned_at``: a run that waited for the cap must not redo their work), take free
+    slots, record the claims.
 
     With no free slot, waits (saying once who holds the slots and since when) and tries again, up to
     ``timeout`` seconds in all; then raises :class:`CoordinationTimeoutError`, naming the holders.
@@ -115,7 +119,10 @@ def claim(
             on_wait=lambda holder: say(f"waiting for the claims lock of {pipeline}: held by {holder.describe()}"),
         ):
             live = leases.live_runs(pipeline)
-            mine = without_held(the_plan, held_partitions(current(), lease.run_id, live))
+            now = current()
+            mine = without_held(the_plan, held_partitions(now, lease.run_id, live))
+            if planned_at is not None:
+                mine = without_done_since(mine, now, planned_at, lease.run_id)
             if not mine.to_run:
                 return Claim(mine, 0)
             slots = min(wanted, free_slots(cap, live, lease.run_id))

@@ -75,7 +75,9 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         end=prepared.partitions[-1].key if prepared.partitions else "",
         fingerprint=pipeline.fingerprint,
         total=prepared.plan.total,
-        skipped=len(prepared.plan.skipped) - len(held_keys(prepared.plan)),
+        # Skipped: complete before, excluded, or completed by another run meanwhile; not the partitions
+        # left to a live run (held) nor those served from cache records (cached).
+        skipped=len(the_plan.skipped) - len(held) - len(out.cached),
         completed=tuple(out.completed),
         cached=tuple(out.cached),
         failed=tuple(out.failed),
@@ -226,6 +228,7 @@ def _claim_and_run(
             wanted=request.max_concurrency,
             cap=pipeline_cap(pipeline.name, settings.pipeline_cap),
             timeout=settings.wait_timeout,
+            planned_at=prepared.planned_at,
             say=logger.warning,
         )
         if got.slots and got.slots < request.max_concurrency:

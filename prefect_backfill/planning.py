@@ -16,7 +16,17 @@ from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
 from prefect_backfill.tables import TableSnapshot
 
-__all__ = ["PartitionState", "Plan", "Reprocess", "Skip", "Status", "held_keys", "plan", "without_held"]
+__all__ = [
+    "PartitionState",
+    "Plan",
+    "Reprocess",
+    "Skip",
+    "Status",
+    "held_keys",
+    "plan",
+    "without_done_since",
+    "without_held",
+]
 
 
 class Status(enum.StrEnum):
@@ -216,6 +226,27 @@ def plan(
 
 
 HELD = "held by another live run"
+DONE_MEANWHILE = "completed by another run since this run was planned"
+
+
+def without_done_since(the_plan: Plan, current: Mapping[str, PartitionState], since: datetime, own_run_id: str) -> Plan:
+    """Leave out of ``the_plan`` what another run completed, for this fingerprint, after ``since`` (when
+    the plan was made): a run that waited for the cap must not write those again."""
+    done = {
+        p.key: state
+        for p in the_plan.to_run
+        if (state := current.get(p.key)) is not None
+        and state.status is Status.COMPLETE
+        and state.fingerprint == the_plan.fingerprint
+        and state.run_id != own_run_id
+        and state.updated_at >= since
+    }
+    if not done:
+        return the_plan
+    to_run = tuple(p for p in the_plan.to_run if p.key not in done)
+    newly = tuple(Skip(p, f"{DONE_MEANWHILE} (run {done[p.key].run_id[:8]})") for p in the_plan.to_run if p.key in done)
+    why = {k: v for k, v in the_plan.why.items() if k not in done}
+    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly, why=why)
 
 
 def without_held(the_plan: Plan, held: Mapping[str, str]) -> Plan:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -155,6 +156,7 @@ class PreparedRun:
     history: tuple[float, ...] = ()  # durations of earlier completed partitions, for the first ETA
     source: TableSnapshot | None = None  # the source's partitions from its log, when planned
     target: TableSnapshot | None = None  # the target's, likewise (exists=False before its first run)
+    planned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def chunks(self, to_run: Sequence[Partition], slots: int) -> list[Chunk]:
         """How ``to_run`` is executed with ``slots`` in flight: chunks packed by the source's bytes
@@ -202,6 +204,7 @@ def prepare(
         made, prepared = handed
         if time.monotonic() - made < _HAND_OVER_SECONDS:
             return prepared
+    planned_at = datetime.now(UTC)  # before the ledger is read: what completes after it is seen as new
     settings = settings or get_settings()
     pipeline = get_pipeline(request.pipeline)
     if request.partitions:
@@ -246,4 +249,6 @@ def prepare(
     if settings.coordinate and the_plan.to_run:  # say up front what live runs hold (the run claims again)
         live = LeaseTable(lease_location(ledger.path)).live_runs(pipeline.name)
         the_plan = without_held(the_plan, held_partitions(current, "", live))
-    return PreparedRun(request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]), source, target)
+    return PreparedRun(
+        request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]), source, target, planned_at
+    )

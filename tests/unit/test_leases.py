@@ -154,3 +154,36 @@ def test_slot_and_holder_arithmetic() -> None:
     assert free_slots(4, live, "a") == 3 and free_slots(1, live, "c") == 0
     current = {"k": PartitionState("k", Status.RUNNING, "f", "1", "b", now)}
     assert list(held_partitions(current, "a", live)) == ["k"] and held_partitions(current, "b", live) == {}
+
+
+def test_a_run_that_waited_for_the_cap_does_not_redo_what_the_other_run_completed_meanwhile(tmp_path: Path) -> None:
+    """The race seen in CI: B plans 01..04 while A holds the whole cap and 02..03; when A ends, 02..03 are
+    COMPLETE (by A, after B planned) and must not be written again by B."""
+    table = LeaseTable(str(tmp_path / "leases"))
+    planned_at = datetime.now(UTC)
+    ledger: dict[str, PartitionState] = {
+        k: PartitionState(k, Status.PENDING, "1:a", "1", "run-a", planned_at) for k in ("2024-01-02", "2024-01-03")
+    }
+    a = RunLease(table, "run-a", "p").__enter__()
+    a.renew(slots=2)
+
+    def a_finishes(_: float) -> None:  # while B waits for a slot
+        for key in ("2024-01-02", "2024-01-03"):
+            ledger[key] = PartitionState(key, Status.COMPLETE, "1:a", "1", "run-a", datetime.now(UTC))
+        a.__exit__(None, None, None)
+
+    with RunLease(table, "run-b", "p") as b:
+        got = claim(
+            table,
+            b,
+            _plan(),
+            current=lambda: ledger,
+            record_claims=lambda _: None,
+            wanted=2,
+            cap=2,
+            timeout=30,
+            planned_at=planned_at,
+            sleep=a_finishes,
+        )
+    assert got.slots == 2 and [p.key for p in got.plan.to_run] == ["2024-01-01", "2024-01-04"]
+    assert {s.partition.key for s in got.plan.skipped} == {"2024-01-02", "2024-01-03"}

@@ -187,3 +187,20 @@ def test_plan_notes_partitions_the_source_has_no_data_for() -> None:
         "fail as empty unless the pipeline allows empty partitions",
     )
     assert p.why["2023-12-30"] == "never run"
+
+
+def test_what_another_run_completed_after_the_plan_is_left_out_at_claim_time() -> None:
+    from prefect_backfill.planning import without_done_since
+
+    planned = datetime(2024, 7, 1, 3, 0)
+    before, after = datetime(2024, 7, 1, 2, 0), datetime(2024, 7, 1, 3, 5)
+    p = plan("orders", V2, PARTS[:3], {}, Reprocess.ALL)
+    current = {
+        "2024-01-01": PartitionState("2024-01-01", Status.COMPLETE, V2, "2", "other", after),
+        "2024-01-02": PartitionState("2024-01-02", Status.COMPLETE, V2, "2", "other", before),  # old: redo (all)
+        "2024-01-03": PartitionState("2024-01-03", Status.COMPLETE, "1:old", "1", "other", after),  # other version
+    }
+    left = without_done_since(p, current, planned, "mine")
+    assert keys(left.to_run) == ["2024-01-02", "2024-01-03"]
+    assert [s.reason for s in left.skipped] == ["completed by another run since this run was planned (run other)"]
+    assert without_done_since(p, current, planned, "other") is p  # its own completions are not "another run"
