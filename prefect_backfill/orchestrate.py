@@ -130,7 +130,7 @@ def _serve_cached(
     for partition in the_plan.to_run:
         digest = prepared.source.digest(partition.key) if prepared.source is not None else None
         if not target.has(partition.key) and target.known:
-            continue  # a record cannot stand in for data that is gone (unless it was empty: see below)
+            continue  # a record cannot stand in for data that is gone (an allowed-empty partition reruns)
         key = cache_key(pipeline.name, partition.key, pipeline.fingerprint, target_id, digest)
         record = cache.get(key)
         if record is not None:
