@@ -424,6 +424,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per scenario before it is killed")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--prepare-only", action="store_true", help="only generate the bronze tables, then stop")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-minute load average below this")
     parser.add_argument(
         "--max-wait",
@@ -463,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     bronzes: dict[str, Any] = dict(previous.get("bronzes", {}))
     for kind in sorted({s.bronze for s in selected if s.bronze}):
         bronzes[kind] = prepare_bronze(kind, params, args.timeout)
+    if args.prepare_only:
+        print(json.dumps(bronzes, indent=2, default=str), flush=True)
+        return 0
 
     # One Prefect home for all scenarios, created fresh and migrated once, outside any measurement.
     shutil.rmtree(PREFECT_HOME, ignore_errors=True)
