@@ -120,7 +120,7 @@ def _flow(
 
 
 def scenarios(p: Params) -> list[Scenario]:
-    """All scenarios, in run order: a resume right after the run it resumes."""
+    """All scenarios, in run order: a resume right after the run it resumes, the seed port last."""
     end = end_of(START, p.days)
     small_end = end_of(START, p.small_days)
     big_end = end_of(START, p.big_days)
@@ -164,56 +164,6 @@ def scenarios(p: Params) -> list[Scenario]:
             _flow(START, small_end),
             meta={"days": p.small_days},
         ),
-        Scenario(
-            "seed",
-            "demo",
-            "seed",
-            "seed BackfillController port (sequential, MERGE/UPDATE)",
-            ("--start", START, "--end", end),
-            meta=meta,
-        ),
-    ]
-    big = {"days": p.big_days, "chunk_mb": p.big_chunk_mb}
-    out += [
-        Scenario(
-            "big_chunked",
-            "big",
-            "package",
-            f"wide days, chunk_mb={p.big_chunk_mb:g} (chunking on)",
-            _flow(START, big_end, pipeline="bench_wide", mb=p.big_chunk_mb),
-            "wide",
-            meta=big,
-        ),
-        Scenario(
-            "big_p1",
-            "big",
-            "package",
-            f"wide days, chunk_mb={p.big_chunk_mb:g}, chunk_partitions=1",
-            _flow(START, big_end, pipeline="bench_wide", mb=p.big_chunk_mb, partitions=1),
-            "wide",
-            meta=big,
-        ),
-        Scenario(
-            "big_default",
-            "big",
-            "package",
-            "wide days, defaults (chunk_mb=256)",
-            _flow(START, big_end, pipeline="bench_wide"),
-            "wide",
-            meta={"days": p.big_days, "chunk_mb": 256},
-        ),
-    ]
-    out += [
-        Scenario(
-            f"budget_{mb:g}",
-            "budget",
-            "package",
-            f"wide, {p.wide_days} days, chunk_mb={mb:g}",
-            _flow(START, wide_end, pipeline="bench_wide", mb=mb),
-            "wide",
-            meta={"days": p.wide_days, "chunk_mb": mb},
-        )
-        for mb in p.budgets
     ]
     out += [
         Scenario(
@@ -260,6 +210,59 @@ def scenarios(p: Params) -> list[Scenario]:
             ("--start", START, "--repeats", str(p.profile_repeats)),
         ),
     ]
+    big = {"days": p.big_days, "chunk_mb": p.big_chunk_mb}
+    out += [
+        Scenario(
+            "big_chunked",
+            "big",
+            "package",
+            f"wide days, chunk_mb={p.big_chunk_mb:g} (chunking on)",
+            _flow(START, big_end, pipeline="bench_wide", mb=p.big_chunk_mb),
+            "wide",
+            meta=big,
+        ),
+        Scenario(
+            "big_p1",
+            "big",
+            "package",
+            f"wide days, chunk_mb={p.big_chunk_mb:g}, chunk_partitions=1",
+            _flow(START, big_end, pipeline="bench_wide", mb=p.big_chunk_mb, partitions=1),
+            "wide",
+            meta=big,
+        ),
+        Scenario(
+            "big_default",
+            "big",
+            "package",
+            "wide days, defaults (chunk_mb=256)",
+            _flow(START, big_end, pipeline="bench_wide"),
+            "wide",
+            meta={"days": p.big_days, "chunk_mb": 256},
+        ),
+    ]
+    out += [
+        Scenario(
+            f"budget_{mb:g}",
+            "budget",
+            "package",
+            f"wide, {p.wide_days} days, chunk_mb={mb:g}",
+            _flow(START, wide_end, pipeline="bench_wide", mb=mb),
+            "wide",
+            meta={"days": p.wide_days, "chunk_mb": mb},
+        )
+        for mb in p.budgets
+    ]
+    # The seed port last: it is the longest by far (~15 min) and its margin the widest.
+    out.append(
+        Scenario(
+            "seed",
+            "demo",
+            "seed",
+            "seed BackfillController port (sequential, MERGE/UPDATE)",
+            ("--start", START, "--end", end),
+            meta=meta,
+        )
+    )
     return out
 
 
