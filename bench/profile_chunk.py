@@ -86,7 +86,9 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
     spec = get_pipeline(PIPELINE_NAME)
     engine = SparkDeltaEngine.instance()
+    t0 = time.perf_counter()
     target_id = engine.ensure_target(spec).table_id or spec.target.location
+    ensure_target_s = time.perf_counter() - t0  # creates the empty target: the first Delta write of a fresh JVM
     source_snapshot = read_snapshot(spec.source.location, spec.partition_column, spec.grain)
     ledger = Ledger(ledger_location(spec, settings))
     cache = PartitionCache(str(settings.result_storage))
@@ -186,7 +188,12 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
 
     for _ in range(args.warmup):  # JIT, class loading, the first commits
         one_chunk(next_days(1))
-    results: dict[str, Any] = {"spark_start_s": spark_s, "source_days": len(available), "sizes": {}}
+    results: dict[str, Any] = {
+        "spark_start_s": spark_s,
+        "ensure_target_s": ensure_target_s,
+        "source_days": len(available),
+        "sizes": {},
+    }
     for size, repeats in ((1, args.repeats), (7, max(3, args.repeats // 4)), (30, 3)):
         jobs.clear()
         runs = [one_chunk(next_days(size)) for _ in range(repeats)]
@@ -263,6 +270,58 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
     output.unpersist()
+
+    # Delta keeps a table's file list in its .crc only below allFilesInCrc.thresholdNumFiles (50 files, an
+    # internal conf); above it, every commit makes the next write rebuild the snapshot (the "Compute
+    # snapshot" jobs). The same 1-day chunks with the threshold raised (one priming chunk first):
+    threshold_key = "spark.databricks.delta.allFilesInCrc.thresholdNumFiles"
+    spark.conf.set(threshold_key, "100000")
+    try:
+        one_chunk(next_days(1))
+        jobs.clear()
+        crc_runs = [one_chunk(next_days(1)) for _ in range(max(3, args.repeats // 2))]
+        results["crc_threshold_raised"] = {
+            "conf": f"{threshold_key}=100000",
+            "repeats": len(crc_runs),
+            "median_s": {
+                n: statistics.median(r.get(n, 0.0) for r in crc_runs) for n in sorted({n for r in crc_runs for n in r})
+            },
+            "spark_jobs": list(jobs),
+        }
+    finally:
+        spark.conf.unset(threshold_key)
+
+    # Warm, in one JVM: the whole range as the single read-all/overwrite-all job, as one chunk, and as two
+    # chunks side by side (what the flow does at max_concurrency 2), median of 3 each.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect_backfill.partitions import parse_partition_key
+
+    whole = [parse_partition_key(k, spec.grain) for k in available]
+    half = len(whole) // 2
+
+    def single_job() -> None:
+        out = spec.transform(spark.read.format("delta").load(spec.source.location))
+        out.write.format("delta").mode("overwrite").partitionBy(column).save(str(scratch / "single"))
+
+    def one_whole_chunk() -> None:
+        engine.process_chunk(spec, whole, commit_tag=f"profile whole {uuid.uuid4().hex[:8]}")
+
+    def two_chunks() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(engine.process_chunk, spec, part, f"profile half {i} {uuid.uuid4().hex[:8]}")
+                for i, part in enumerate((whole[:half], whole[half:]))
+            ]
+            for future in futures:
+                future.result()
+
+    results["whole_range_s"] = {
+        "days": len(whole),
+        "single read-all/overwrite-all job": median_of(single_job, 3),
+        "one chunk of every day (process_chunk)": median_of(one_whole_chunk, 3),
+        "two chunks of half the days, side by side": median_of(two_chunks, 3),
+    }
     results["alternatives_s"] = alternatives
     results["target_versions"] = DeltaTable(target).version()
     results["ok"] = True

@@ -139,8 +139,8 @@ def _flow_run_seconds(flow_run_id: Any) -> float | None:
 
 def _ledger_chunks(pipeline: str) -> dict[str, Any]:
     """Per-partition work time and the chunks as the package's ledger recorded them (read after timing,
-    with delta-rs): a chunk's partitions share one target commit (``table_version``) and each carries
-    ``duration_s`` = the chunk's engine time / its partitions. Never raises: a reporting nicety."""
+    with delta-rs): each partition of a chunk carries ``duration_s`` = the chunk's engine time / its
+    partitions. Never raises: a reporting nicety."""
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.registry import get_pipeline
     from prefect_backfill.request import ledger_location
@@ -154,18 +154,59 @@ def _ledger_chunks(pipeline: str) -> dict[str, Any]:
     for event in events:  # oldest first: the last COMPLETE of each partition (not served from the cache)
         if event["status"] == "COMPLETE" and not event["cached"]:
             latest[event["partition"]] = event
-    chunks: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    # A chunk's partitions share their attempt's start and end (not always their table_version: delta-rs
+    # history() can label a commit with its neighbour's version when another chunk commits meanwhile).
+    chunks: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for key in sorted(latest):
         event = latest[key]
-        chunks.setdefault(
-            (event["run_id"], event["table_version"] if event["table_version"] is not None else key), []
-        ).append(event)
+        chunks.setdefault((event["run_id"], event["started_at"], event["finished_at"]), []).append(event)
     ordered = sorted(chunks.values(), key=lambda members: members[0]["partition"])
     return {
         "partition_work_s": [float(e["duration_s"]) for e in latest.values() if e["duration_s"] is not None],
         # [partitions, seconds of engine time] per chunk, oldest partitions first
         "chunks": [[len(m), float(sum(e["duration_s"] or 0.0 for e in m))] for m in ordered],
     }
+
+
+def _check_versions(pipeline: str) -> dict[str, Any]:
+    """Does each COMPLETE partition's ``table_version`` in the ledger name the commit that wrote it? The
+    truth is read from the target's commit files themselves (``_delta_log/<version>.json``: commitInfo's
+    userMetadata names the run and the chunk's partitions). Never raises: a check, read after timing."""
+    from pathlib import Path as _Path
+
+    from prefect_backfill.ledger import Ledger
+    from prefect_backfill.registry import get_pipeline
+    from prefect_backfill.request import ledger_location
+    from prefect_backfill.settings import get_settings
+
+    try:
+        spec = get_pipeline(pipeline)
+        truth: dict[str, int] = {}  # userMetadata -> version
+        for commit in sorted(_Path(spec.target.location, "_delta_log").glob("*.json")):
+            for line in commit.read_text().splitlines():
+                info = json.loads(line).get("commitInfo")
+                if info and info.get("userMetadata"):
+                    truth[info["userMetadata"]] = int(commit.stem)
+        events = Ledger(ledger_location(spec, get_settings())).events(pipeline).to_pylist()
+        by_chunk: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for event in events:
+            if event["status"] == "COMPLETE" and not event["cached"]:
+                by_chunk.setdefault((event["run_id"], event["started_at"], event["finished_at"]), []).append(event)
+        wrong, checked, examples = 0, 0, []
+        for members in by_chunk.values():
+            keys = sorted(e["partition"] for e in members)
+            span = keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+            tag = f"prefect-backfill run={members[0]['run_id']} pipeline={spec.name} partitions={span}"
+            expected = truth.get(tag)
+            for event in members:
+                checked += 1
+                if event["table_version"] != expected:
+                    wrong += 1
+                    if len(examples) < 5:
+                        examples.append(f"{event['partition']}: ledger {event['table_version']}, commit {expected}")
+        return {"versions_checked": checked, "versions_wrong": wrong, "versions_wrong_examples": examples}
+    except Exception as exc:
+        return {"versions_check_error": repr(exc)}
 
 
 def _source_bytes(pipeline: str, start: str, end: str) -> int | None:
@@ -248,6 +289,7 @@ def run_package(args: argparse.Namespace, *, warm_spark: bool = True) -> dict[st
     )
     if summary["completed"]:
         out.update(_ledger_chunks(args.pipeline))
+        out.update(_check_versions(args.pipeline))
     return out
 
 
@@ -290,6 +332,7 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     out["ledger_complete"] = sum(1 for s in states.values() if s.status.value == "COMPLETE")
     if out.get("completed"):
         out.update(_ledger_chunks(spec.name))
+        out.update(_check_versions(spec.name))
         out["rows_target"] = count_delta_rows(spec.target.location)
     return out
 
@@ -314,6 +357,13 @@ def run_generate_hourly(args: argparse.Namespace) -> dict[str, Any]:
     return {"spark_start_s": spark_s, "run_s": time.perf_counter() - t0, "rows": rows}
 
 
+def run_recheck(args: argparse.Namespace) -> dict[str, Any]:
+    """Read an earlier scenario's ledger and target again (chunks, recorded commit versions): no timing."""
+    import bench.pipelines  # noqa: F401
+
+    return {**_ledger_chunks(args.pipeline), **_check_versions(args.pipeline), "ok": True}
+
+
 def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     from bench.profile_chunk import run_profile as profile
 
@@ -325,6 +375,7 @@ KINDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "generate_wide": run_generate_wide,
     "generate_hourly": run_generate_hourly,
     "profile": run_profile,
+    "recheck": run_recheck,
     "cli": run_cli,
     "warmup": run_warmup,
     "seed": run_seed,
