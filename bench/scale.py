@@ -282,12 +282,13 @@ def plan_runs(p: Params) -> list[Run]:
 def base_env(data_folder: Path, prefect_home: Path) -> dict[str, str]:
     """The caller's environment minus every BACKFILL_*/PREFECT_*/BENCH_* (no PREFECT_API_URL sending runs
     to someone's server), plus the scenario's own folders, the bench pipelines and a Prefect home."""
+    cache_dir = os.environ.get("BACKFILL_CACHE_DIR", str(ROOT / ".cache"))  # the jars: a worktree may share them
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "PREFECT_", "BENCH_"))}
     env.update(
         JAVA_HOME=JAVA_HOME,
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         BACKFILL_PIPELINE_MODULES="bench.pipelines",
-        BACKFILL_CACHE_DIR=str(ROOT / ".cache"),
+        BACKFILL_CACHE_DIR=cache_dir,
         BACKFILL_DATA_DIR=str(data_folder / "data"),
         BACKFILL_RESULT_STORAGE_PATH=str(data_folder / "results"),
         BENCH_SOURCE_PATH=str(BRONZE),
