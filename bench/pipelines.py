@@ -19,20 +19,24 @@ from prefect_backfill.settings import get_settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["PIPELINE_NAME", "source_path", "target_path"]
+__all__ = ["HOURLY_NAME", "PIPELINE_NAME", "WIDE_NAME", "source_path", "target_path"]
 
 PIPELINE_NAME = "bench_orders"
-_DEFAULT_SOURCE = Path(__file__).resolve().parent / "out" / "bronze" / "orders"
+WIDE_NAME = "bench_wide"
+HOURLY_NAME = "bench_events_hourly"
+_OUT = Path(__file__).resolve().parent / "out"
+_DEFAULT_SOURCE = _OUT / "bronze" / "orders"
 
 
-def source_path() -> str:
-    """The shared bronze table; ``BENCH_SOURCE_PATH`` overrides it (run.py always sets it explicitly)."""
-    return str(Path(os.environ.get("BENCH_SOURCE_PATH", _DEFAULT_SOURCE)).resolve())
+def source_path(variable: str = "BENCH_SOURCE_PATH", default: Path = _DEFAULT_SOURCE) -> str:
+    """A shared bronze table; ``BENCH_SOURCE_PATH`` (``BENCH_WIDE_SOURCE_PATH``, ``BENCH_HOURLY_SOURCE_PATH``)
+    overrides it (run.py always sets them explicitly)."""
+    return str(Path(os.environ.get(variable, default)).resolve())
 
 
-def target_path() -> str:
+def target_path(name: str = "orders") -> str:
     """The scenario's own silver table: beside it the package keeps its ledger (``_backfill_progress``)."""
-    return str((get_settings().data_dir / "silver" / "orders").resolve())
+    return str((get_settings().data_dir / "silver" / name).resolve())
 
 
 bench_orders = register(
@@ -45,6 +49,49 @@ bench_orders = register(
         version="2",
         grain=Grain.DAY,
         description="benchmark copy of demo_orders: bench bronze -> scenario silver",
+    )
+)
+
+
+def wide_to_silver(orders: DataFrame) -> DataFrame:
+    """The demo's transform that keeps every column (the payload too: the bytes are the point)."""
+    from pyspark.sql import functions as F
+
+    return orders.withColumn("amount_usd", F.round(F.col("amount") * F.lit(1.1), 2))
+
+
+# Bronze orders with ~1 KB of payload per row (bench/datagen.py): megabytes per day with few rows.
+bench_wide = register(
+    Pipeline(
+        name=WIDE_NAME,
+        source=TableRef(source_path("BENCH_WIDE_SOURCE_PATH", _OUT / "bronze_wide" / "orders")),
+        target=TableRef(target_path("wide")),
+        partition_column="order_date",
+        transform=wide_to_silver,
+        version="1",
+        grain=Grain.DAY,
+        description="wide orders (1 KB payload per row) -> silver, for the byte-budget scenarios",
+    )
+)
+
+
+def events_to_silver(events: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return events.withColumn("value", F.col("value") * 2)
+
+
+# Real hourly partitions on Spark + Delta: a timestamp partition column, 5-20 rows per hour.
+bench_events_hourly = register(
+    Pipeline(
+        name=HOURLY_NAME,
+        source=TableRef(source_path("BENCH_HOURLY_SOURCE_PATH", _OUT / "bronze_hourly" / "events")),
+        target=TableRef(target_path("events")),
+        partition_column="event_hour",
+        transform=events_to_silver,
+        version="1",
+        grain=Grain.HOUR,
+        description="hourly events (5-20 rows per hour) -> silver",
     )
 )
 

@@ -5,9 +5,12 @@ fresh data folder), with the peak RSS of its process tree sampled from here:
 
 1. ``cap``: what the shared cap (one global concurrency limit held for the whole run) costs against a
    bare thread pool, and what a limit acquired per partition would cost instead;
-2. ``orch``: orchestration cost per partition: plain loop vs the flow on a thread pool, on Dask, in batches;
+2. ``orch``: orchestration cost per partition: plain loop vs the flow on a thread pool, on Dask, in chunks;
 3. ``speedup``: speedup vs max_concurrency 1/2/4/8 for I/O-bound (sleeping) and real Spark + Delta partitions;
-4. ``hourly``: 43,848 hourly partitions (5 years): plan, run in batches, plan again, resume.
+4. ``hourly``: 43,848 hourly partitions (5 years): plan, run in chunks, plan again, resume.
+
+Runs meant to measure a Prefect task run *per partition* (cap, orch thread/Dask, speedup) pass
+``chunk_partitions=1``; the chunked runs (orch ``chunked``, hourly) keep the defaults.
 
 Writes ``bench/out/scale.json``, ``docs/scale-benchmarks.md`` and ``docs/scale-benchmarks.png``. The
 measurements run one after another, never two at once: the machine has 2 cores.
@@ -71,7 +74,7 @@ class Params:
     bronze_rows_per_day: int = 2_000
     hour_start: str = "2020-01-01"
     hour_end: str = "2024-12-31"
-    hour_batch: int = 500
+    hour_chunk_partitions: int = 400  # the default
 
     @classmethod
     def quick(cls) -> Params:
@@ -86,7 +89,7 @@ class Params:
             spark_concurrencies=(1, 2),
             spark_repeats=1,
             hour_end="2020-01-31",
-            hour_batch=100,
+            hour_chunk_partitions=100,
         )
 
 
@@ -116,7 +119,8 @@ def sleep_env(seconds: float, **extra: str) -> dict[str, str]:
     return {"BACKFILL_ENGINE": "bench.engines:SleepEngine", "BENCH_PARTITION_SECONDS": str(seconds), **extra}
 
 
-def flow_argv(pipeline: str, start: str, end: str, concurrency: int, batch: int = 1, *more: str) -> tuple[str, ...]:
+def flow_argv(pipeline: str, start: str, end: str, concurrency: int, chunk: int = 1, *more: str) -> tuple[str, ...]:
+    """A ``flow`` measurement; ``chunk`` is the flow's ``chunk_partitions`` (1: a task run per partition)."""
     return (
         "flow",
         "--pipeline",
@@ -127,8 +131,8 @@ def flow_argv(pipeline: str, start: str, end: str, concurrency: int, batch: int 
         end,
         "--concurrency",
         str(concurrency),
-        "--batch-size",
-        str(batch),
+        "--chunk-partitions",
+        str(chunk),
         *more,
     )
 
@@ -204,18 +208,18 @@ def plan_runs(p: Params) -> list[Run]:
     )
     dask_env = {"BACKFILL_TASK_RUNNER": "dask", "BACKFILL_DASK_WORKERS": "2"}
     flows = [
-        ("thread", "flow, thread pool, max_concurrency 2", 1, {}),
-        ("batch50", "flow, thread pool, batch_size 50, max_concurrency 2", 50, {}),
-        ("dask", "flow, Dask (2 worker processes), max_concurrency 2", 1, dask_env),
+        ("thread", "flow, thread pool, chunk_partitions 1, max_concurrency 2", 1, {}),
+        ("chunked", "flow, thread pool, default chunks, max_concurrency 2", 400, {}),
+        ("dask", "flow, Dask (2 worker processes), chunk_partitions 1, max_concurrency 2", 1, dask_env),
     ]
-    for kind, label, batch, extra in flows:
+    for kind, label, chunk, extra in flows:
         for size in (1, n):
             runs.append(
                 Run(
                     f"orch_{kind}_{size}",
                     "orch",
                     f"{label}, {size} partition(s)",
-                    flow_argv("bench_noop_day", START, end_of(START, size), 2, batch),
+                    flow_argv("bench_noop_day", START, end_of(START, size), 2, chunk),
                     sleep_env(0, **extra),
                     meta={"kind": kind, "partitions": size},
                 )
@@ -255,8 +259,8 @@ def plan_runs(p: Params) -> list[Run]:
         Run(
             "hourly_run",
             "hourly",
-            f"run, batch_size {p.hour_batch}, max_concurrency 2",
-            flow_argv("bench_noop_hour", p.hour_start, p.hour_end, 2, p.hour_batch),
+            f"run, chunk_partitions {p.hour_chunk_partitions}, max_concurrency 2",
+            flow_argv("bench_noop_hour", p.hour_start, p.hour_end, 2, p.hour_chunk_partitions),
             sleep_env(0),
             "hourly",
             fresh=False,
@@ -266,7 +270,7 @@ def plan_runs(p: Params) -> list[Run]:
             "hourly_resume",
             "hourly",
             "resume: the same flow call again",
-            flow_argv("bench_noop_hour", p.hour_start, p.hour_end, 2, p.hour_batch),
+            flow_argv("bench_noop_hour", p.hour_start, p.hour_end, 2, p.hour_chunk_partitions),
             sleep_env(0),
             "hourly",
             fresh=False,
@@ -278,12 +282,13 @@ def plan_runs(p: Params) -> list[Run]:
 def base_env(data_folder: Path, prefect_home: Path) -> dict[str, str]:
     """The caller's environment minus every BACKFILL_*/PREFECT_*/BENCH_* (no PREFECT_API_URL sending runs
     to someone's server), plus the scenario's own folders, the bench pipelines and a Prefect home."""
+    cache_dir = os.environ.get("BACKFILL_CACHE_DIR", str(ROOT / ".cache"))  # the jars: a worktree may share them
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "PREFECT_", "BENCH_"))}
     env.update(
         JAVA_HOME=JAVA_HOME,
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         BACKFILL_PIPELINE_MODULES="bench.pipelines",
-        BACKFILL_CACHE_DIR=str(ROOT / ".cache"),
+        BACKFILL_CACHE_DIR=cache_dir,
         BACKFILL_DATA_DIR=str(data_folder / "data"),
         BACKFILL_RESULT_STORAGE_PATH=str(data_folder / "results"),
         BENCH_SOURCE_PATH=str(BRONZE),
@@ -474,12 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     selected = [r for r in plan if not wanted or r.group in wanted or r.name in wanted]
 
     previous: dict[str, Any] = {}
-    if len(selected) < len(plan):
-        if not RESULTS.exists():
-            raise SystemExit(f"--only needs an earlier {RESULTS.relative_to(ROOT)} to merge into")
+    if len(selected) < len(plan) and RESULTS.exists():
         previous = json.loads(RESULTS.read_text())
         if previous.get("params", {}).get("quick") != args.quick:
             raise SystemExit("--only: the earlier scale.json was made with a different --quick setting")
+    elif len(selected) < len(plan):
+        print(f"[scale] no earlier {RESULTS.relative_to(ROOT)}: the docs will show only these groups", flush=True)
 
     started_at, t0 = datetime.now(UTC), time.perf_counter()
     machine = machine_info()

@@ -21,15 +21,15 @@ RESUME_TARGET_S = 60.0
 ORCH_KINDS = {
     "loop_engine": "plain loop, engine call alone",
     "loop_ledger": "plain loop, engine + ledger appends",
-    "thread": "flow, thread pool",
-    "batch50": "flow, thread pool, batch_size 50",
-    "dask": "flow, Dask (2 workers)",
+    "thread": "flow, thread pool, chunk_partitions 1",
+    "chunked": "flow, thread pool, default chunks",
+    "dask": "flow, Dask (2 workers), chunk_partitions 1",
 }
 ORCH_SHORT = {
     "loop_engine": "loop\n(engine)",
     "loop_ledger": "loop\n(+ ledger)",
     "thread": "flow\nthreads",
-    "batch50": "flow threads\nbatch 50",
+    "chunked": "flow threads\nchunks",
     "dask": "flow\nDask",
 }
 
@@ -244,11 +244,10 @@ def _cap_section(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
     coordination = shared.get("coordination_s")
     if coordination:
         parts = {
-            "claims_lock_enter_s": "claims lock acquired",
-            "held_partitions_s": "live-run check",
-            "claims_lock_exit_s": "claims recorded + lock released",
-            "run_slots_enter_s": "cap slots acquired",
-            "run_slots_exit_s": "cap slots released",
+            "lease_enter_s": "run lease taken",
+            "pipeline_cap_s": "cap's value read (global limit)",
+            "claim_s": "claim (claims lock, live runs, held partitions, PENDING events, slots)",
+            "lease_exit_s": "run lease ended",
         }
         shown = ", ".join(f"{label} {coordination[k] * 1000:.0f} ms" for k, label in parts.items() if k in coordination)
         lines += ["", f"Where the shared cap's time goes (median of the shared runs, timed around each step): {shown}."]
@@ -280,9 +279,11 @@ def _orch_section(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "max_concurrency 2 (default coordination on). "
         "**ms per partition** = (flow time of the N-partition run − flow time of a 1-partition run of the same kind) "
         "/ (N − 1), each run in its own process; for the plain loops, the first iteration is the 1-partition time. "
-        "The loops have no Prefect at all: *engine call alone* is `SleepEngine().process_partition`; "
+        "The loops have no Prefect at all: *engine call alone* is `SleepEngine().process_chunk` of one partition; "
         "*+ ledger appends* "
-        "adds the two Delta appends the per-partition task makes (RUNNING not waited for, COMPLETE waited for).",
+        "adds the two Delta appends a one-partition chunk makes (RUNNING not waited for, COMPLETE waited for). "
+        "*Default chunks*: with the no-op engine the source's size is unknown, so the N partitions are packed by "
+        "count alone: 2 chunks (one per slot).",
         "",
         "| kind | N | flow time N | flow time 1 | **ms / partition** | whole call N / 1 | process wall N / 1 "
         "| peak RSS MiB (N) |",
@@ -361,7 +362,8 @@ def _hourly_section(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
         f"`bench_noop_hour` (SleepEngine, trivial work), {p['hour_start']} … {p['hour_end']} hourly = "
         f"{count if count is not None else '?':,} partitions, one data folder for the four steps in order. "
         "*Plan* is `prepare(BackfillRequest.build(...))` alone (no flow, no Prefect server), timed after imports; "
-        f"*run* and *resume* are the flow with batch_size {p['hour_batch']}, max_concurrency 2.",
+        f"*run* and *resume* are the flow with chunk_partitions {p.get('hour_chunk_partitions', '?')} (no source "
+        "sizes with the no-op engine: chunks by count), max_concurrency 2.",
         "",
         "| step | measured | whole call | process wall | peak RSS MiB | target | result |",
         "|---|---|---|---|---|---|---|",
@@ -389,7 +391,7 @@ def _hourly_section(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
 
     lines += [
         plan_row("(a) plan, empty ledger", pe, f"< {PLAN_TARGET_S:.0f} s", h["plan_passed"]),
-        flow_row(f"(b) run, batch_size {p['hour_batch']}", run, "–", None),
+        flow_row(f"(b) run, chunk_partitions {p.get('hour_chunk_partitions', '?')}", run, "–", None),
         plan_row("(c) plan again, every partition complete", pf, "none set", None),
         flow_row(
             "(d) resume: the same flow call again", rs, f"< {RESUME_TARGET_S:.0f} s (process wall)", h["resume_passed"]
@@ -505,7 +507,7 @@ def _notes(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
             f"({fixed / (bare['median_flow_s'] * 10):.1%} on a run ten times as long) and grows on shorter runs."
         )
     orch = d["orch"]
-    thread, dask, batch = orch.get("thread"), orch.get("dask"), orch.get("batch50")
+    thread, dask, batch = orch.get("thread"), orch.get("dask"), orch.get("chunked")
     if thread and thread["ms"] is not None and dask and dask["ms"] is not None:
         notes.append(
             f"**Dask** costs {dask['ms']:.0f} ms per partition against {thread['ms']:.0f} ms on the thread pool "
@@ -516,7 +518,7 @@ def _notes(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
         )
     if thread and thread["ms"] is not None and batch and batch["ms"] is not None:
         notes.append(
-            f"**batch_size 50** brings the cost per partition from {thread['ms']:.1f} ms to {batch['ms']:.2f} ms: "
+            f"**Chunks** bring the cost per partition from {thread['ms']:.1f} ms to {batch['ms']:.2f} ms: "
             "what costs is a Prefect task run per partition, not the partition's own bookkeeping."
         )
     loop = orch.get("loop_ledger")
@@ -544,7 +546,8 @@ def _notes(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
     if _ok(run) and run:
         line = (
             f"**{run['completed']:,} hourly partitions** ran in {run['duration_s']:.0f} s of flow time "
-            f"({run['duration_s'] / max(1, run['completed']) * 1000:.2f} ms each, batches of {params['hour_batch']}) "
+            f"({run['duration_s'] / max(1, run['completed']) * 1000:.2f} ms each, chunks of at most "
+            f"{params.get('hour_chunk_partitions', '?')}) "
             f"with a peak RSS of {run['peak_rss_mib']:,.0f} MiB for the whole process tree."
         )
         if _ok(resume) and resume:

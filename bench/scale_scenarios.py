@@ -103,7 +103,7 @@ def _ledger_breakdown(pipeline: str) -> dict[str, float | int]:
 
 def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     """The engine called in a plain loop; with ``--ledger`` also the task's two ledger appends
-    (RUNNING not waited for, COMPLETE waited for), i.e. the per-partition task body without Prefect."""
+    (RUNNING not waited for, COMPLETE waited for), i.e. a one-partition chunk's task body without Prefect."""
     from bench.engines import SleepEngine
     from prefect_backfill.ledger import Ledger, LedgerEvent
     from prefect_backfill.partitions import partitions_between
@@ -125,7 +125,8 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         if ledger is not None:
             event = LedgerEvent(run_id, spec.name, part.key, Status.RUNNING, spec.version, spec.fingerprint, 1)
             ledger.record([event], wait=False)
-        outcome = engine.process_partition(spec, part, commit_tag=f"bench {part.key}")
+        outcome = engine.process_chunk(spec, [part], commit_tag=f"bench {part.key}")
+        rows_in, rows_out = outcome.rows[part.key]
         if ledger is not None:
             done = LedgerEvent(
                 run_id,
@@ -137,8 +138,8 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
                 1,
                 started_at=started,
                 finished_at=datetime.now(UTC),
-                rows_in=outcome.rows_in,
-                rows_out=outcome.rows_out,
+                rows_in=rows_in,
+                rows_out=rows_out,
                 duration_s=time.perf_counter() - t1,
             )
             ledger.record([done], wait=True)
@@ -149,21 +150,10 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _traced_coordination(timings: dict[str, float]) -> Iterator[None]:
-    """Time the shared cap's steps (claims lock, held partitions, slots) by wrapping the names
-    ``orchestrate`` calls them by, in this process only. Adds microseconds; changes no behaviour."""
+    """Time the shared cap's steps (the run lease taken and ended, the cap's value, the claim: lock, live
+    runs, held partitions, slots) by wrapping the names ``orchestrate`` calls them by, in this process only.
+    Adds microseconds; changes no behaviour."""
     from prefect_backfill import orchestrate
-
-    def timed_cm(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        @contextlib.contextmanager
-        def wrapper(*a: Any, **kw: Any) -> Iterator[Any]:
-            t0 = time.perf_counter()
-            with original(*a, **kw) as value:
-                timings[f"{name}_enter_s"] = time.perf_counter() - t0
-                yield value
-                t1 = time.perf_counter()
-            timings[f"{name}_exit_s"] = time.perf_counter() - t1
-
-        return wrapper
 
     def timed_fn(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*a: Any, **kw: Any) -> Any:
@@ -175,15 +165,33 @@ def _traced_coordination(timings: dict[str, float]) -> Iterator[None]:
 
         return wrapper
 
-    saved = {n: getattr(orchestrate, n) for n in ("claims_lock", "run_slots", "held_partitions")}
-    orchestrate.claims_lock = timed_cm("claims_lock", saved["claims_lock"])  # type: ignore[assignment]
-    orchestrate.run_slots = timed_cm("run_slots", saved["run_slots"])  # type: ignore[assignment]
-    orchestrate.held_partitions = timed_fn("held_partitions", saved["held_partitions"])  # type: ignore[assignment]
+    lease_class = orchestrate.RunLease
+
+    class TimedRunLease(lease_class):  # type: ignore[misc, valid-type]
+        def __enter__(self) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super().__enter__()
+            finally:
+                timings["lease_enter_s"] = time.perf_counter() - t0
+
+        def __exit__(self, *exc: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super().__exit__(*exc)
+            finally:
+                timings["lease_exit_s"] = time.perf_counter() - t0
+
+    saved = {n: getattr(orchestrate, n) for n in ("claim", "pipeline_cap")}
+    orchestrate.claim = timed_fn("claim", saved["claim"])  # type: ignore[assignment]
+    orchestrate.pipeline_cap = timed_fn("pipeline_cap", saved["pipeline_cap"])  # type: ignore[assignment]
+    orchestrate.RunLease = TimedRunLease  # type: ignore[misc]
     try:
         yield
     finally:
         for name, original in saved.items():
             setattr(orchestrate, name, original)
+        orchestrate.RunLease = lease_class  # type: ignore[misc]
 
 
 def _tree_cpu_seconds() -> float:
@@ -228,7 +236,7 @@ def run_flow(args: argparse.Namespace) -> dict[str, Any]:
             start=args.start,
             end=args.end,
             max_concurrency=args.concurrency,
-            batch_size=args.batch_size,
+            chunk_partitions=args.chunk_partitions,
             yes=True,
             return_state=True,
         )
@@ -289,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default="2024-01-01")
     parser.add_argument("--end", default="2024-01-01")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument(
+        "--chunk-partitions", type=int, default=1, help="flow: chunk_partitions (1: a task per partition)"
+    )
     parser.add_argument("--rows-per-day", type=int, default=2_000)
     parser.add_argument("--path", default="", help="generate: where to write the bronze table")
     parser.add_argument("--ledger", action="store_true", help="loop: also append to the ledger as the task does")
