@@ -36,7 +36,7 @@ from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent
-from prefect_backfill.planning import Plan, Reprocess, Skip, Status, held_keys
+from prefect_backfill.planning import Plan, Reprocess, Status, held_keys, leave_out
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
@@ -163,16 +163,7 @@ def _serve_cached(
     )
     out.cached.extend(r.partition for r in served)
     out.rows_written += sum(r.rows_out for r in served)
-    keys = {r.partition for r in served}
-    return Plan(
-        the_plan.pipeline,
-        the_plan.fingerprint,
-        the_plan.reprocess,
-        tuple(p for p in the_plan.to_run if p.key not in keys),
-        the_plan.skipped + tuple(Skip(p, "complete (cache record)") for p in the_plan.to_run if p.key in keys),
-        {k: v for k, v in the_plan.why.items() if k not in keys},
-        the_plan.notes,
-    )
+    return leave_out(the_plan, {r.partition: "complete (cache record)" for r in served})
 
 
 def _claim_and_run(

@@ -23,6 +23,7 @@ __all__ = [
     "Skip",
     "Status",
     "held_keys",
+    "leave_out",
     "plan",
     "without_done_since",
     "without_held",
@@ -229,11 +230,22 @@ HELD = "held by another live run"
 DONE_MEANWHILE = "completed by another run since this run was planned"
 
 
+def leave_out(the_plan: Plan, reasons: Mapping[str, str]) -> Plan:
+    """``the_plan`` without the partitions of ``reasons`` (key → why), which become skipped with that
+    reason. The one way anything is taken out of a plan after it was made."""
+    if not reasons:
+        return the_plan
+    to_run = tuple(p for p in the_plan.to_run if p.key not in reasons)
+    newly = tuple(Skip(p, reasons[p.key]) for p in the_plan.to_run if p.key in reasons)
+    why = {k: v for k, v in the_plan.why.items() if k not in reasons}
+    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly, why=why)
+
+
 def without_done_since(the_plan: Plan, current: Mapping[str, PartitionState], since: datetime, own_run_id: str) -> Plan:
     """Leave out of ``the_plan`` what another run completed, for this fingerprint, after ``since`` (when
     the plan was made): a run that waited for the cap must not write those again."""
     done = {
-        p.key: state
+        p.key: f"{DONE_MEANWHILE} (run {state.run_id[:8]})"
         for p in the_plan.to_run
         if (state := current.get(p.key)) is not None
         and state.status is Status.COMPLETE
@@ -241,22 +253,12 @@ def without_done_since(the_plan: Plan, current: Mapping[str, PartitionState], si
         and state.run_id != own_run_id
         and state.updated_at >= since
     }
-    if not done:
-        return the_plan
-    to_run = tuple(p for p in the_plan.to_run if p.key not in done)
-    newly = tuple(Skip(p, f"{DONE_MEANWHILE} (run {done[p.key].run_id[:8]})") for p in the_plan.to_run if p.key in done)
-    why = {k: v for k, v in the_plan.why.items() if k not in done}
-    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly, why=why)
+    return leave_out(the_plan, done)
 
 
 def without_held(the_plan: Plan, held: Mapping[str, str]) -> Plan:
     """Leave out of ``the_plan`` the partitions another live run holds (key → who holds it)."""
-    if not held:
-        return the_plan
-    to_run = tuple(p for p in the_plan.to_run if p.key not in held)
-    newly = tuple(Skip(p, f"{HELD} ({held[p.key]})") for p in the_plan.to_run if p.key in held)
-    why = {k: v for k, v in the_plan.why.items() if k not in held}
-    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly, why=why)
+    return leave_out(the_plan, {key: f"{HELD} ({who})" for key, who in held.items()})
 
 
 def held_keys(the_plan: Plan) -> tuple[str, ...]:
