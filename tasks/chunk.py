@@ -54,6 +54,21 @@ def _cancelled(exc: BaseException) -> bool:
     return "SPARK_JOB_CANCELLED" in text or ("cancelled" in text.lower() and "job" in text.lower())
 
 
+def _engine_down(exc: BaseException) -> bool:
+    """The Spark driver itself is gone (its JVM died, e.g. out of memory): every further attempt fails
+    the same way, so the chunk fails at once, with that error, instead of being retried and bisected."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(
+        marker in text
+        for marker in (
+            "Py4JNetworkError",
+            "Connection refused",
+            "SparkContext was shut down",
+            "Answer from Java side is empty",
+        )
+    )
+
+
 def _pipeline(pipeline: str, fingerprint: str) -> Pipeline:
     spec = get_pipeline(pipeline)
     if spec.fingerprint != fingerprint:
@@ -130,6 +145,9 @@ class _Chunk:
                     self._bisect(keys)
                 return
             except Exception as exc:
+                if _engine_down(exc):  # splitting or retrying against a dead JVM only multiplies failures
+                    self._fail(keys, exc, attempt, started)
+                    return
                 if self.stopped() or _cancelled(exc):  # the window's hard stop, Ctrl-C, a cancel in the
                     self._back_to_pending(keys, attempt)  # Spark UI: nothing was committed; never retried
                     return

@@ -44,6 +44,7 @@ __all__ = [
     "chunk_condition",
     "chunk_predicate",
     "chunk_span",
+    "find_commit",
     "job_properties",
     "job_tag",
     "register_ledger_views",
@@ -377,10 +378,35 @@ class SparkDeltaEngine:
             return None
         from deltalake import DeltaTable
 
-        for entry in DeltaTable(pipeline.target.location).history(limit=64):
+        location = pipeline.target.location
+        latest = DeltaTable(location).version()
+        log = location.removeprefix("file://")
+        if "://" not in log:  # a local table: the commit files themselves, newest first
+            return find_commit(log, commit_tag, latest)
+        # delta-rs history() labels entries one version too low when commits race (measured on bench
+        # runs): trust it only for remote tables, where reading every commit file would cost more.
+        for entry in DeltaTable(location).history(limit=64):
             if entry.get("userMetadata") == commit_tag:
                 return int(entry["version"])
         return None
+
+
+def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:
+    """The version whose ``_delta_log/<version>.json`` carries ``commit_tag`` as its userMetadata,
+    searched from ``latest`` down (other chunks commit concurrently, so it need not be the latest)."""
+    import json
+    from pathlib import Path
+
+    log = Path(table_path) / "_delta_log"
+    for version in range(latest, max(-1, latest - look_back), -1):
+        try:
+            lines = (log / f"{version:020d}.json").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"commitInfo"' in line and json.loads(line).get("commitInfo", {}).get("userMetadata") == commit_tag:
+                return version
+    return None
 
 
 def register_ledger_views(spark: SparkSession, ledger_path: str) -> None:

@@ -217,3 +217,28 @@ def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Pa
     chunk.ledger.flush()
     assert len(engine.jobs) == 1 and chunk.not_started == [p.key for p in DAYS[:4]] and not chunk.failed
     assert {s.status for s in chunk.ledger.current("chunks").values()} == {Status.PENDING}
+
+
+def test_a_dead_spark_driver_fails_the_chunk_at_once_without_retries_or_bisection(tmp_path: Path) -> None:
+    class Dead(FakeEngine):
+        def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+            self.jobs.append([p.key for p in partitions])
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    engine = Dead(set())
+    chunk = unit(tmp_path, engine)
+    chunk.run([p.key for p in DAYS[:8]], retries=2)
+    assert len(engine.jobs) == 1 and len(chunk.failed) == 8 and "Connection refused" in chunk.failed[0][1]
+
+
+def test_the_commit_version_is_read_from_the_commit_files_not_guessed(tmp_path: Path) -> None:
+    import json
+
+    from prefect_backfill.engine.delta import find_commit
+
+    log = tmp_path / "t" / "_delta_log"
+    log.mkdir(parents=True)
+    for version, tag in [(5, "a"), (6, "mine"), (7, "b")]:  # another chunk committed after ours
+        (log / f"{version:020d}.json").write_text(json.dumps({"commitInfo": {"userMetadata": tag}}) + "\n")
+    assert find_commit(str(tmp_path / "t"), "mine", latest=7) == 6
+    assert find_commit(str(tmp_path / "t"), "nobody", latest=7) is None
