@@ -47,7 +47,12 @@ def cell_of(state: PartitionState | None, fingerprint: str) -> Cell:
         return Cell.MISSING
     if state.status is Status.COMPLETE:
         return Cell.COMPLETE if state.fingerprint == fingerprint else Cell.STALE
-    return {Status.FAILED: Cell.FAILED, Status.RUNNING: Cell.RUNNING, Status.PENDING: Cell.PENDING}[state.status]
+    return {
+        Status.FAILED: Cell.FAILED,
+        Status.RUNNING: Cell.RUNNING,
+        Status.PENDING: Cell.PENDING,
+        Status.UNDONE: Cell.MISSING,
+    }[state.status]
 
 
 @dataclass(frozen=True)

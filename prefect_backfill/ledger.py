@@ -56,6 +56,10 @@ SCHEMA = pa.schema(
         ("source_digest", pa.string()),  # the source partition's files the result was computed from
         ("target_id", pa.string()),  # the Delta table id of the target it was written to
         ("cached", pa.bool_()),  # COMPLETE from the cache: no transform ran in this run
+        ("replaced_version", pa.int64()),  # the target version a COMPLETE commit replaced (undo reads it)
+        ("rows_before", pa.int64()),  # the partition's rows in the target before the commit
+        ("diff", pa.string()),  # JSON: the before/after diff of the partition (prefect_backfill.diff)
+        ("check_name", pa.string()),  # the pre-commit check a FAILED partition did not pass
     ]
 )
 
@@ -68,7 +72,7 @@ FROM (
   SELECT *, row_number() OVER (
       PARTITION BY pipeline, partition
       ORDER BY event_time DESC,
-               CASE status WHEN 'COMPLETE' THEN 3 WHEN 'FAILED' THEN 3 WHEN 'RUNNING' THEN 2 ELSE 1 END DESC
+        CASE WHEN status IN ('COMPLETE', 'FAILED', 'UNDONE') THEN 3 WHEN status = 'RUNNING' THEN 2 ELSE 1 END DESC
   ) AS rn
   FROM backfill_progress_events
 ) WHERE rn = 1
@@ -78,7 +82,7 @@ logger = logging.getLogger(__name__)
 _TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 _writers: dict[str, _Writer] = {}
 _writers_guard = threading.Lock()
-_RANK = {Status.PENDING: 1, Status.RUNNING: 2, Status.COMPLETE: 3, Status.FAILED: 3}
+_RANK = {Status.PENDING: 1, Status.RUNNING: 2, Status.COMPLETE: 3, Status.FAILED: 3, Status.UNDONE: 3}
 _HOST = socket.gethostname()
 
 
@@ -109,6 +113,10 @@ class LedgerEvent:
     source_digest: str | None = None
     target_id: str | None = None
     cached: bool = False
+    replaced_version: int | None = None
+    rows_before: int | None = None
+    diff: str | None = None
+    check_name: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(LedgerEvent))
@@ -141,6 +149,9 @@ def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState
             source_digest=row.get("source_digest"),  # type: ignore[arg-type]
             target_id=row.get("target_id"),  # type: ignore[arg-type]
             cached=bool(row.get("cached")),
+            table_version=row.get("table_version"),  # type: ignore[arg-type]
+            replaced_version=row.get("replaced_version"),  # type: ignore[arg-type]
+            check_name=row.get("check_name"),  # type: ignore[arg-type]
         )
         for key, (_, row) in best.items()
     }

@@ -35,6 +35,7 @@ class Status(enum.StrEnum):
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
     FAILED = "FAILED"
+    UNDONE = "UNDONE"  # a COMPLETE partition restored to its content before that run (backfill undo)
 
 
 class Reprocess(enum.StrEnum):
@@ -75,6 +76,9 @@ class PartitionState:
     source_digest: str | None = None
     target_id: str | None = None
     cached: bool = False
+    table_version: int | None = None
+    replaced_version: int | None = None
+    check_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +177,8 @@ def _decide(
         return False, f"complete at version {state.version} (run {state.run_id[:8]}, {state.updated_at:%Y-%m-%d %H:%M})"
     if state.status is Status.COMPLETE:
         return True, f"stale: written by version {state.version}"
+    if state.status is Status.UNDONE:
+        return True, "undone"
     return True, state.status.value.lower() if state.status is Status.FAILED else "interrupted"
 
 

@@ -190,6 +190,7 @@ class _Chunk:
                     rows_out=rows_out,
                     duration_s=each,
                     table_version=outcome.table_version,
+                    replaced_version=None if outcome.table_version is None else outcome.table_version - 1,
                 )
             )
             results.append(

@@ -343,7 +343,7 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
         "pipeline": "cli_outcomes",
         "fingerprint": pipeline.fingerprint,
         "range": None,
-        "counts": {"PENDING": 0, "RUNNING": 0, "COMPLETE": 0, "FAILED": 0},
+        "counts": {"PENDING": 0, "RUNNING": 0, "COMPLETE": 0, "FAILED": 0, "UNDONE": 0},
         "never_run": 0,
         "failed": [],
         "stale": [],
