@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -37,7 +37,13 @@ class SleepEngine:
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
         return self.describe(pipeline.target)
 
-    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+    def process_chunk(
+        self,
+        pipeline: Pipeline,
+        partitions: Sequence[Partition],
+        commit_tag: str,
+        rows_in: Mapping[str, int] | None = None,
+    ) -> ChunkOutcome:
         """Each partition of the chunk "takes" ``seconds`` (I/O-bound work does not shrink by packing)."""
         if self.seconds:
             time.sleep(self.seconds * len(partitions))
@@ -72,8 +78,14 @@ class PerPartitionLimitEngine(SleepEngine):
                 client.delete_global_concurrency_limit_by_name(self.LIMIT_NAME)
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=self.LIMIT_NAME, limit=self.limit))
 
-    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+    def process_chunk(
+        self,
+        pipeline: Pipeline,
+        partitions: Sequence[Partition],
+        commit_tag: str,
+        rows_in: Mapping[str, int] | None = None,
+    ) -> ChunkOutcome:
         from prefect.concurrency.sync import concurrency
 
         with concurrency(self.LIMIT_NAME, occupy=1, strict=False):
-            return super().process_chunk(pipeline, partitions, commit_tag)
+            return super().process_chunk(pipeline, partitions, commit_tag, rows_in)

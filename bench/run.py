@@ -156,6 +156,14 @@ def scenarios(p: Params) -> list[Scenario]:
             meta=meta,
         ),
         Scenario(
+            "package_cli",
+            "demo",
+            "cli",
+            "`backfill run` (the CLI, embedded server), defaults",
+            ("--cli", f"run bench_orders --start {START} --end {end}"),
+            meta=meta,
+        ),
+        Scenario(
             "wrong", "demo", "wrong", "single job: read all, overwrite all", ("--start", START, "--end", end), meta=meta
         ),
         Scenario(

@@ -15,6 +15,7 @@ import json
 import logging
 import statistics
 import sys
+import threading
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -236,6 +237,7 @@ def run(
     prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
     hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
+    _warm_up(prepared)
     from flows.backfill import backfill
 
     since = datetime.now(UTC)
@@ -257,6 +259,26 @@ def run(
     code = _outcome(prepared, state, summary)
     if code:
         raise typer.Exit(code)
+
+
+def _warm_up(prepared: PreparedRun) -> None:
+    """Start Spark and create the target while Prefect's embedded server starts (~5 s each, measured
+    in docs/benchmarks.md): both are needed before the first chunk, and neither waits for the other.
+    Only where the chunks run in this process (thread runner, Spark engine); best effort: the flow's own
+    ``ensure_target`` raises whatever goes wrong here, at its usual place and with its usual message."""
+    from prefect_backfill.settings import get_settings
+
+    settings = get_settings()
+    if not prepared.plan.to_run or settings.engine != "spark" or settings.task_runner != "thread":
+        return
+
+    def warm() -> None:
+        from prefect_backfill.engine import get_engine
+
+        with contextlib.suppress(Exception):
+            get_engine().ensure_target(prepared.pipeline)
+
+    threading.Thread(target=warm, name="backfill-warm-up", daemon=True).start()
 
 
 def _outcome(prepared: PreparedRun, state: State[Any], summary: dict[str, Any]) -> int:

@@ -14,7 +14,6 @@ same loop bounds a thread pool or a Dask cluster.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import uuid
@@ -272,14 +271,8 @@ def _submit(
 
     def fits(chunk: Chunk) -> int:
         """How many of ``chunk``'s partitions can finish before the window closes (by history)."""
-        if deadline is None:
-            return len(chunk)
-        left = (deadline - window.clock()).total_seconds()
-        if left <= 0:
-            return 0
-        if not per_partition:
-            return len(chunk)
-        return max(0, min(len(chunk), int(left / statistics.median(per_partition))))
+        left = None if deadline is None else (deadline - window.clock()).total_seconds()
+        return window.partitions_that_fit(len(chunk), left, per_partition)
 
     watchdog = _HardStop(hard_stop, lambda: [s.chunk for s in list(in_flight.values())], prepared, logger)
     try:
@@ -309,6 +302,7 @@ def _submit(
                     source_digests=[
                         prepared.source.digest(k) if prepared.source is not None else None for k in run_now.keys
                     ],
+                    source_rows=prepared.source_rows(run_now.keys),
                     retries=request.retries,
                     retry_delay_seconds=request.retry_delay_seconds,
                     deadline=deadline,

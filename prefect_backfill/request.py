@@ -170,7 +170,16 @@ class PreparedRun:
             max_partitions=self.request.chunk_partitions if self.pipeline.partition_local else 1,
             concurrency=slots,
             newest_first=self.request.newest_first,
+            min_share_bytes=int(get_settings().chunk_min_share_mb * 1024 * 1024),
         )
+
+    def source_rows(self, keys: Sequence[str]) -> list[int | None]:
+        """Rows per source partition from the plan's read of the log (None where the log has no
+        statistics): the chunks need them for their checks, and need not read the log again."""
+        source = self.source
+        if source is None or not source.known:
+            return [None] * len(keys)
+        return [f.num_records if (f := source.partitions.get(k)) is not None else 0 for k in keys]
 
     @property
     def resume_command(self) -> str:

@@ -65,6 +65,12 @@ class BackfillSettings(BaseSettings):
         description="Shared cap and partition claims across runs (run leases beside the ledger). Turn "
         "off only where a pipeline never has two runs at once (benchmarks measure the cap's cost this way).",
     )
+    chunk_min_share_mb: float = Field(
+        32.0,
+        ge=0,
+        description="Source MiB each slot's share of a run must keep before the run is split into one chunk per "
+        "slot: below it, a second chunk adds a job and a commit and buys no parallelism (0: always split).",
+    )
     window_grace: float = Field(
         300.0,
         ge=0,

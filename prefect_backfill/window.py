@@ -9,13 +9,14 @@ real one through :data:`clock`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prefect_backfill.errors import InvalidRequestError
 
-__all__ = ["Clock", "clock", "resolve_deadline", "system_clock"]
+__all__ = ["Clock", "clock", "partitions_that_fit", "resolve_deadline", "system_clock"]
 
 Clock = Callable[[], datetime]
 
@@ -75,3 +76,21 @@ def resolve_deadline(window_end: str | None, timezone: str, now: datetime, *, pa
     if end <= local_now:
         end += timedelta(days=1)
     return end.astimezone(UTC)
+
+
+def partitions_that_fit(size: int, seconds_left: float | None, seconds_per_partition: Sequence[float]) -> int:
+    """How many of a chunk's ``size`` partitions can finish in ``seconds_left`` (None: no window), judged
+    by the median time per partition of earlier ones (the ledger's history, then this run's chunks).
+
+    Without history the whole chunk starts: refusing to start anything would make a first night-time
+    run do nothing forever. A chunk's time is a fixed part plus a part per byte, so the per-partition
+    median of large chunks is optimistic for a shrunk one; the window's grace period absorbs that, and
+    the hard stop after it cancels what still runs (its partitions go back to PENDING)."""
+    if seconds_left is None:
+        return size
+    if seconds_left <= 0:
+        return 0
+    if not seconds_per_partition:
+        return size
+    each = statistics.median(seconds_per_partition)
+    return size if each <= 0 else max(0, min(size, int(seconds_left / each)))

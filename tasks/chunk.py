@@ -96,6 +96,7 @@ class _Chunk:
     deadline: datetime | None
     hard_stop: datetime | None = None
     sleep: Callable[[float], None] = time.sleep
+    source_rows: dict[str, int] = field(default_factory=dict)  # from the plan's read of the log (may be partial)
     completed: list[PartitionResult] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_started: list[str] = field(default_factory=list)
@@ -173,10 +174,14 @@ class _Chunk:
         span = keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
         tag = f"prefect-backfill run={self.run_id} pipeline={self.spec.name} partitions={span}"
         work = time.perf_counter()
-        outcome = self.engine.process_chunk(self.spec, parts, commit_tag=tag)
+        known = {k: self.source_rows[k] for k in keys if k in self.source_rows}
+        outcome = self.engine.process_chunk(
+            self.spec, parts, commit_tag=tag, rows_in=known if len(known) == len(keys) else None
+        )
         each = (time.perf_counter() - work) / len(keys)
         finished = datetime.now(UTC)
-        events, results = [], []
+        booked = time.perf_counter()
+        events = []
         for key in keys:
             rows_in, rows_out = outcome.rows[key]
             events.append(
@@ -193,22 +198,25 @@ class _Chunk:
                     replaced_version=None if outcome.table_version is None else outcome.table_version - 1,
                 )
             )
-            results.append(
-                PartitionResult(
-                    pipeline=self.spec.name,
-                    partition=key,
-                    fingerprint=self.fingerprint,
-                    rows_in=rows_in,
-                    rows_out=rows_out,
-                    table_version=outcome.table_version,
-                    duration_s=each,
-                    bookkeeping_s=0.0,
-                    run_id=self.run_id,
-                    source_digest=self.digests.get(key),
-                    target_id=self.target_id,
-                )
-            )
         self.ledger.record(events, wait=False)
+        # What recording costs per partition (queueing its events; the commit follows in the writer's thread).
+        bookkeeping = (time.perf_counter() - booked) / len(keys)
+        results = [
+            PartitionResult(
+                pipeline=self.spec.name,
+                partition=e.partition,
+                fingerprint=self.fingerprint,
+                rows_in=e.rows_in or 0,
+                rows_out=e.rows_out or 0,
+                table_version=outcome.table_version,
+                duration_s=each,
+                bookkeeping_s=bookkeeping,
+                run_id=self.run_id,
+                source_digest=self.digests.get(e.partition),
+                target_id=self.target_id,
+            )
+            for e in events
+        ]
         self.completed.extend(results)
         if self.cache is not None:
             for result in results:
@@ -216,6 +224,12 @@ class _Chunk:
 
     def _fail(self, keys: Sequence[str], exc: BaseException, attempt: int, started: datetime) -> None:
         error = one_line(exc)
+        if _engine_down(exc):
+            error = (
+                f"the Spark driver is gone ({error}); the run's other chunks fail the same way. If it ran out "
+                "of memory (its log says OutOfMemoryError), lower --chunk-mb or raise BACKFILL_SPARK_DRIVER_MEMORY, "
+                "then run the same command again"
+            )
         finished = datetime.now(UTC)
         duration = (finished - started).total_seconds()
         self.ledger.record(
@@ -249,6 +263,7 @@ def backfill_chunk(
     ledger_path: str,
     run_id: str,
     source_digests: list[str | None] | None = None,
+    source_rows: list[int | None] | None = None,
     retries: int = 2,
     retry_delay_seconds: float = 5.0,
     deadline: datetime | None = None,
@@ -269,6 +284,9 @@ def backfill_chunk(
         engine=get_engine(),
         target_id=target_id,
         digests=dict(zip(partitions, source_digests or [None] * len(partitions), strict=True)),
+        source_rows={
+            k: n for k, n in zip(partitions, source_rows or [None] * len(partitions), strict=True) if n is not None
+        },
         cache=PartitionCache(result_storage) if result_storage else None,
         retries=retries,
         delay=retry_delay_seconds,

@@ -17,6 +17,9 @@ os.environ["BACKFILL_DATA_DIR"] = str(_SESSION_TMP / "data")
 os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
+# Test tables are a few kilobytes: without this every run would be one chunk (the 32 MiB minimum share,
+# prefect_backfill.chunking), and the tests of chunks side by side would test nothing. Its rule has its own test.
+os.environ["BACKFILL_CHUNK_MIN_SHARE_MB"] = "0"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")

@@ -53,10 +53,17 @@ class Engine(Protocol):
         create the (empty, partitioned) target on first use. Raises a one-line BackfillError."""
         ...
 
-    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+    def process_chunk(
+        self,
+        pipeline: Pipeline,
+        partitions: Sequence[Partition],
+        commit_tag: str,
+        rows_in: Mapping[str, int] | None = None,
+    ) -> ChunkOutcome:
         """Read only ``partitions`` of the source, transform them, and atomically replace exactly those
         partitions of the target in one commit. All or nothing: on any error the target is untouched.
-        A failed check raises PartitionValidationError naming its partitions where it can."""
+        A failed check raises PartitionValidationError naming its partitions where it can. ``rows_in``:
+        the source rows per partition as the plan read them from the log (saves reading it again)."""
         ...
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:

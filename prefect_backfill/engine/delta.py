@@ -15,7 +15,7 @@ Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -236,7 +236,13 @@ class SparkDeltaEngine:
 
     # -- partitions -----------------------------------------------------------------------------
 
-    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+    def process_chunk(
+        self,
+        pipeline: Pipeline,
+        partitions: Sequence[Partition],
+        commit_tag: str,
+        rows_in: Mapping[str, int] | None = None,
+    ) -> ChunkOutcome:
         """Read the chunk's source partitions, transform them together, check each partition's output,
         and replace exactly those target partitions in one Delta commit: one job to count, one to write.
 
@@ -252,7 +258,8 @@ class SparkDeltaEngine:
         column = pipeline.partition_column
         parts = sorted(partitions)
         keys = [p.key for p in parts]
-        rows_in = self._rows_in(pipeline, parts)
+        if rows_in is None or any(k not in rows_in for k in keys):
+            rows_in = self._rows_in(pipeline, parts)
         if not pipeline.allow_empty and (empty := tuple(k for k in keys if rows_in.get(k, 0) == 0)):
             raise EmptySourcePartitionError(
                 f"source partition {column}={', '.join(empty[:5])}{' …' if len(empty) > 5 else ''} is empty; the "

@@ -7,7 +7,7 @@ Spark + Delta are in tests/integration/test_chunks.py."""
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from prefect_backfill.partitions import Grain, Partition, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
 from prefect_backfill.results import ChunkResult, PartitionResult
+from prefect_backfill.settings import BackfillSettings
 from tasks.chunk import _Chunk, backoff_delay
 
 DAYS = partitions_between("2024-01-01", "2024-01-30", Grain.DAY)
@@ -42,6 +43,17 @@ def test_chunks_spread_over_the_slots_and_respect_count_and_byte_caps() -> None:
     assert [len(c) for c in by_bytes] == [10, 10, 10]
     one_each = make_chunks(DAYS, sizes, budget_bytes=256 * MB, max_partitions=1, concurrency=2)
     assert keys(one_each) == [[p.key] for p in DAYS]  # the documented way to force one partition per job
+
+
+def test_small_work_is_not_split_over_the_slots() -> None:
+    """Two shares of a few megabytes buy no parallelism, only a second job and commit."""
+    sizes = {p.key: 100 * 1024 for p in DAYS}  # 3 MB in all, like the demo's 5 MB
+    alone = make_chunks(DAYS, sizes, budget_bytes=256 * MB, max_partitions=400, concurrency=2, min_share_bytes=32 * MB)
+    assert [len(c) for c in alone] == [30]
+    big = {p.key: 4 * MB for p in DAYS}  # 120 MB: three shares of 32 MB, so both slots get work
+    spread = make_chunks(DAYS, big, budget_bytes=256 * MB, max_partitions=400, concurrency=2, min_share_bytes=32 * MB)
+    assert [len(c) for c in spread] == [15, 15]
+    assert BackfillSettings.model_fields["chunk_min_share_mb"].default == 32  # runs use it; tests set 0
 
 
 def test_slightly_uneven_partitions_still_make_one_chunk_per_slot() -> None:
@@ -82,7 +94,13 @@ class FakeEngine:
         self.poison, self.named, self.flaky = poison, named, flaky
         self.jobs: list[list[str]] = []
 
-    def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+    def process_chunk(
+        self,
+        pipeline: Pipeline,
+        partitions: Sequence[Partition],
+        commit_tag: str,
+        rows_in: Mapping[str, int] | None = None,
+    ) -> ChunkOutcome:
         keys = [p.key for p in partitions]
         self.jobs.append(keys)
         if self.flaky:
@@ -207,7 +225,13 @@ def test_chunk_predicates_are_typed_ranges_or_in_lists(parts: list[Partition], p
 
 def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Path) -> None:
     class Cancelled(FakeEngine):
-        def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+        def process_chunk(
+            self,
+            pipeline: Pipeline,
+            partitions: Sequence[Partition],
+            commit_tag: str,
+            rows_in: Mapping[str, int] | None = None,
+        ) -> ChunkOutcome:
             self.jobs.append([p.key for p in partitions])
             raise RuntimeError("[SPARK_JOB_CANCELLED] Job 7 cancelled part of cancelled job tags backfill:x")
 
@@ -221,7 +245,13 @@ def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Pa
 
 def test_a_dead_spark_driver_fails_the_chunk_at_once_without_retries_or_bisection(tmp_path: Path) -> None:
     class Dead(FakeEngine):
-        def process_chunk(self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str) -> ChunkOutcome:
+        def process_chunk(
+            self,
+            pipeline: Pipeline,
+            partitions: Sequence[Partition],
+            commit_tag: str,
+            rows_in: Mapping[str, int] | None = None,
+        ) -> ChunkOutcome:
             self.jobs.append([p.key for p in partitions])
             raise ConnectionRefusedError("[Errno 111] Connection refused")
 
@@ -229,6 +259,29 @@ def test_a_dead_spark_driver_fails_the_chunk_at_once_without_retries_or_bisectio
     chunk = unit(tmp_path, engine)
     chunk.run([p.key for p in DAYS[:8]], retries=2)
     assert len(engine.jobs) == 1 and len(chunk.failed) == 8 and "Connection refused" in chunk.failed[0][1]
+    assert "Spark driver is gone" in chunk.failed[0][1] and "--chunk-mb" in chunk.failed[0][1]  # what to do
+
+
+def test_rows_in_from_the_plan_reach_the_engine_only_when_known_for_the_whole_chunk(tmp_path: Path) -> None:
+    seen: list[Mapping[str, int] | None] = []
+
+    class Recording(FakeEngine):
+        def process_chunk(
+            self,
+            pipeline: Pipeline,
+            partitions: Sequence[Partition],
+            commit_tag: str,
+            rows_in: Mapping[str, int] | None = None,
+        ) -> ChunkOutcome:
+            seen.append(rows_in)
+            return super().process_chunk(pipeline, partitions, commit_tag, rows_in)
+
+    engine = Recording(set())
+    chunk = unit(tmp_path, engine)
+    chunk.source_rows = {p.key: 10 for p in DAYS[:3]}
+    chunk.run([p.key for p in DAYS[:3]], retries=0)
+    chunk.run([p.key for p in DAYS[2:5]], retries=0)  # two of three unknown: the engine reads the log itself
+    assert seen == [{p.key: 10 for p in DAYS[:3]}, None]
 
 
 def test_the_commit_version_is_read_from_the_commit_files_not_guessed(tmp_path: Path) -> None:
@@ -242,3 +295,15 @@ def test_the_commit_version_is_read_from_the_commit_files_not_guessed(tmp_path: 
         (log / f"{version:020d}.json").write_text(json.dumps({"commitInfo": {"userMetadata": tag}}) + "\n")
     assert find_commit(str(tmp_path / "t"), "mine", latest=7) == 6
     assert find_commit(str(tmp_path / "t"), "nobody", latest=7) is None
+
+
+def test_a_chunk_is_shrunk_to_what_fits_before_the_window_closes() -> None:
+    from prefect_backfill.window import partitions_that_fit
+
+    history = [2.0, 2.0, 3.0, 50.0]  # median 2.5 s per partition: one slow outlier does not decide
+    assert partitions_that_fit(30, None, history) == 30  # no window
+    assert partitions_that_fit(30, 1000.0, history) == 30  # plenty of time
+    assert partitions_that_fit(30, 26.0, history) == 10  # 26 s / 2.5 s
+    assert partitions_that_fit(30, 2.0, history) == 0  # not even one: the chunk is not started
+    assert partitions_that_fit(30, 0.0, history) == 0 and partitions_that_fit(30, -5.0, []) == 0  # closed
+    assert partitions_that_fit(30, 26.0, []) == 30  # no history: start it (the hard stop bounds it)
