@@ -492,6 +492,7 @@ def status(
     states = {k: s for k, s in states.items() if k in in_range}
     counts = Counter(s.status.value for s in states.values())
     failed = sorted((k, s.error or "") for k, s in states.items() if s.status is Status.FAILED)
+    checks = {k: s.check_name for k, s in states.items() if s.status is Status.FAILED and s.check_name}
     stale = sorted(k for k, s in states.items() if s.status is Status.COMPLETE and s.fingerprint != spec.fingerprint)
     # "Running" only for a run whose lease is live: a killed run's claims are interrupted, not running.
     live = LeaseTable(lease_location(ledger_path)).live_runs(pipeline)
@@ -509,7 +510,7 @@ def status(
                     "range": [partitions[0].key, partitions[-1].key],
                     "counts": {st.value: counts.get(st.value, 0) for st in Status},
                     "never_run": len(partitions) - len(states),
-                    "failed": [{"partition": k, "error": e} for k, e in failed],
+                    "failed": [{"partition": k, "error": e, "check": checks.get(k)} for k, e in failed],
                     "stale": stale,
                     "eta_seconds": eta.seconds if eta else None,
                     "recorded": recorded,
@@ -554,6 +555,60 @@ def status(
         shown = ", ".join(stale[:10]) + (" …" if len(stale) > 10 else "")
         console.print(f"[yellow]STALE[/] (written by an older version): {shown}", highlight=False, soft_wrap=True)
         console.print(f"  reprocess them with: backfill run {pipeline} --start {stale[0]} --end {stale[-1]}")
+
+
+@app.command()
+def diff(
+    pipeline: str,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Run id (or its first 8+ characters); default: the latest run.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """What a run changed: per partition it overwrote, rows and column sums before and after, and keys
+    added, removed and changed when the pipeline declares a key. Reads only the ledger."""
+    from prefect_backfill.diff import run_diffs, table_rows, totals
+    from prefect_backfill.errors import InvalidRequestError
+    from prefect_backfill.ledger import Ledger
+    from prefect_backfill.registry import get_pipeline
+    from prefect_backfill.request import ledger_location
+    from prefect_backfill.settings import get_settings
+
+    spec = get_pipeline(pipeline)
+    events = Ledger(ledger_location(spec, get_settings())).events(pipeline).to_pylist()
+    runs = [e["run_id"] for e in events if e["status"] == "COMPLETE" and e.get("diff")]  # oldest first
+    if not runs:
+        raise InvalidRequestError(f"{pipeline}: no run has recorded a diff yet: run `backfill run {pipeline} …` first")
+    if run_id is None:
+        chosen = runs[-1]
+    else:
+        matches = sorted({r for r in runs if r == run_id or (len(run_id) >= 8 and r.startswith(run_id))})
+        if len(matches) != 1:
+            known = ", ".join(sorted(set(runs), key=runs.index)[-5:])
+            what = "matches several runs" if matches else "is not a run of this pipeline with a recorded diff"
+            raise InvalidRequestError(f"--run {run_id} {what}: give one of {known}")
+        chosen = matches[0]
+    diffs = run_diffs(events, chosen)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "pipeline": pipeline,
+                    "run_id": chosen,
+                    "partitions": [d.as_dict() for d in diffs],
+                    "total": totals(diffs).as_dict(),
+                },
+                indent=2,
+            )
+        )
+        return
+    head, rows = table_rows(diffs, limit=10_000)
+    table = Table(*head, title=f"{pipeline}: what run {chosen} changed (before → after)")
+    for row in rows[:-1]:
+        table.add_row(*row)
+    table.add_row(*[f"[bold]{cell}[/]" for cell in rows[-1]])
+    # Piped into a file or a log, a wide table must not be folded to 80 columns: nobody resizes a file.
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 def _print_calendar(grid: Any) -> None:

@@ -6,7 +6,7 @@ Every message is a single line that says what is wrong and how to fix it, becaus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "EXIT_CODES",
     "BackfillError",
     "BackfillFailedError",
+    "CheckFailedError",
     "ChunkFailedError",
     "ConfigurationError",
     "CoordinationTimeoutError",
@@ -37,6 +38,7 @@ __all__ = [
     "PartitionValidationError",
     "PipelineDefinitionError",
     "RangeTooLargeError",
+    "RowsOutsidePartitionError",
     "SourceNotFoundError",
     "TargetLayoutError",
     "TransformError",
@@ -77,7 +79,9 @@ class UnknownPipelineError(BackfillError):
 
 
 class PipelineDefinitionError(BackfillError):
-    """A pipeline definition is invalid: names, columns, grain."""
+    """A pipeline definition is invalid: names, columns, grain, checks. Fixed in the definition, like a usage error."""
+
+    exit_code = 2
 
 
 class SourceNotFoundError(BackfillError):
@@ -113,20 +117,50 @@ class PartitionValidationError(PartitionError):
     chunk of thirty); empty means "somewhere in this chunk", and the chunk is split to find out.
     """
 
-    def __init__(self, message: str, partitions: tuple[str, ...] = ()) -> None:
+    #: The name of the check that failed (the ledger's ``check_name``); subclasses name their own.
+    check: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        partitions: tuple[str, ...] = (),
+        details: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.partitions = partitions
+        #: Per culprit partition: (check name, its own one-line error), when they differ between partitions.
+        self.details = dict(details or {})
+
+    def detail(self, partition: str) -> tuple[str | None, str]:
+        """(check name, error) of one culprit partition."""
+        return self.details.get(partition, (self.check, str(self)))
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable with its culprits (Dask, result storage)
-        return (type(self), (str(self), self.partitions))
+        return (type(self), (str(self), self.partitions, self.details))
 
 
 class EmptySourcePartitionError(PartitionValidationError):
     """The source partition has no rows; overwriting would silently empty the target partition."""
 
+    check = "non_empty_source"
+
 
 class EmptyOutputError(PartitionValidationError):
     """The transform returned no rows for a source partition that has rows; the old rows are kept."""
+
+    check = "non_empty_output"
+
+
+class RowsOutsidePartitionError(PartitionValidationError):
+    """The transform wrote rows outside the partitions being replaced (Delta's replaceWhere check)."""
+
+    check = "rows_in_partition"
+
+
+class CheckFailedError(PartitionValidationError):
+    """A pipeline's declared check (``prefect_backfill.checks``) failed before the commit; old rows kept."""
+
+    check = "checks"
 
 
 class BackfillFailedError(BackfillError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from prefect_backfill.checks import Check, Custom, Expect, NotNull, RowRatio, Unique
 from prefect_backfill.errors import PipelineDefinitionError
 from prefect_backfill.partitions import Grain
 
@@ -115,6 +116,10 @@ class Pipeline:
     allow_empty_output: bool = False
     partition_local: bool = True
     tags: tuple[str, ...] = field(default=())
+    checks: tuple[Check, ...] = field(default=())
+    key: tuple[str, ...] = field(default=())
+    diff: bool = True
+    diff_columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _PIPELINE_NAME.match(self.name):
@@ -139,6 +144,22 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f"pipeline {self.name}: grain {self.grain!r} is not one of hour, day, month"
             ) from None
+        object.__setattr__(self, "checks", tuple(self.checks))
+        object.__setattr__(
+            self, "key", tuple(check_identifier(c, f"pipeline {self.name}: key column") for c in self.key)
+        )
+        if self.diff_columns is not None:
+            object.__setattr__(
+                self,
+                "diff_columns",
+                tuple(check_identifier(c, f"pipeline {self.name}: diff column") for c in self.diff_columns),
+            )
+        for check in self.checks:
+            if not isinstance(check, RowRatio | NotNull | Unique | Expect | Custom):
+                raise PipelineDefinitionError(
+                    f"pipeline {self.name}: check {check!r} is not a check: use RowRatio, NotNull, Unique, Expect or "
+                    "Custom from prefect_backfill.checks"
+                )
         if self.source == self.target:
             raise PipelineDefinitionError(f"pipeline {self.name}: source and target are the same table")
 

@@ -196,6 +196,8 @@ class _Chunk:
                     duration_s=each,
                     table_version=outcome.table_version,
                     replaced_version=None if outcome.table_version is None else outcome.table_version - 1,
+                    rows_before=outcome.rows_before.get(key),
+                    diff=outcome.diffs.get(key),
                 )
             )
         self.ledger.record(events, wait=False)
@@ -232,14 +234,26 @@ class _Chunk:
             )
         finished = datetime.now(UTC)
         duration = (finished - started).total_seconds()
-        self.ledger.record(
-            [
-                self.event(k, Status.FAILED, attempt, started, finished_at=finished, duration_s=duration, error=error)
-                for k in keys
-            ],
-            wait=False,
-        )
-        self.failed.extend((k, error) for k in keys)
+        events, failed = [], []
+        for key in keys:
+            check, message = exc.detail(key) if isinstance(exc, PartitionValidationError) else (None, error)
+            if message == str(exc):  # no detail of its own: the exception's line
+                message = error
+            events.append(
+                self.event(
+                    key,
+                    Status.FAILED,
+                    attempt,
+                    started,
+                    finished_at=finished,
+                    duration_s=duration,
+                    error=message,
+                    check_name=check,
+                )
+            )
+            failed.append((key, message))
+        self.ledger.record(events, wait=False)
+        self.failed.extend(failed)
 
     def _back_to_pending(self, keys: Sequence[str], attempt: int) -> None:
         now = datetime.now(UTC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prefect_backfill.errors import ConfigurationError
@@ -32,10 +32,13 @@ class TableInfo:
 
 @dataclass(frozen=True, slots=True)
 class ChunkOutcome:
-    """What one chunk overwrite did: the Delta version it committed, and rows in/out per partition."""
+    """What one chunk overwrite did: the Delta version it committed, rows in/out per partition, and
+    per partition its before/after diff (JSON, :class:`prefect_backfill.diff.PartitionDiff`) when made."""
 
     table_version: int | None
     rows: Mapping[str, tuple[int, int]]
+    diffs: Mapping[str, str] = field(default_factory=dict)
+    rows_before: Mapping[str, int] = field(default_factory=dict)
 
 
 class Engine(Protocol):

@@ -17,15 +17,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from prefect_backfill import checks as checking
 from prefect_backfill.chunking import split_runs
+from prefect_backfill.diff import KeyChanges, PartitionDiff, numeric_columns
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.spark import get_spark, is_remote
 from prefect_backfill.errors import (
+    CheckFailedError,
     EmptyOutputError,
     EmptySourcePartitionError,
     PartitionValidationError,
+    RowsOutsidePartitionError,
     SourceNotFoundError,
     TargetLayoutError,
     TransformError,
@@ -190,6 +194,8 @@ class SparkDeltaEngine:
             )
         with self._create_lock:
             target = self.describe(pipeline.target)
+            if pipeline.checks or pipeline.key:
+                self._validate_declarations(pipeline)
             if target.exists:
                 if pipeline.partition_column not in target.partition_columns:
                     layout = ", ".join(target.partition_columns) or "nothing"
@@ -200,6 +206,36 @@ class SparkDeltaEngine:
                     )
                 return target
             return self._create_target(pipeline)
+
+    def _validate_declarations(self, pipeline: Pipeline) -> None:
+        """Checks and key columns against the transform's output schema (an analysis, no job), before
+        anything is written: a misspelt column or an expression Spark cannot parse is one line, exit 2."""
+        from pyspark.sql import functions as F
+
+        from prefect_backfill.errors import PipelineDefinitionError
+
+        try:
+            empty = pipeline.transform(self._read(pipeline.source).limit(0))
+            columns = empty.columns
+        except Exception as exc:
+            raise TransformError(
+                f"the transform of {pipeline.name} failed on an empty input ({one_line(exc)}): fix the transform; "
+                "nothing was written"
+            ) from exc
+        missing = [k for k in pipeline.key if k not in columns]
+        if missing:
+            raise PipelineDefinitionError(
+                f"pipeline {pipeline.name}: key column {missing[0]!r} is not in the transform's output "
+                f"(it has {', '.join(columns)})"
+            )
+
+        def parse(expression: str) -> None:
+            resolved = empty.select(F.expr(expression).alias("_check"))
+            kind = resolved.dtypes[0][1]  # resolving the plan: unknown columns and bad syntax raise here
+            if kind != "boolean":
+                raise ValueError(f"it gives {kind}, not boolean")
+
+        checking.validate(pipeline.checks, pipeline.name, columns, parse)
 
     def _create_target(self, pipeline: Pipeline) -> TableInfo:
         """Create the empty target, partitioned by the partition column, with the transform's schema.
@@ -289,17 +325,28 @@ class SparkDeltaEngine:
                 )
             output = output.persist(StorageLevel.MEMORY_AND_DISK)
             try:
-                counted = output.groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
+                summed = self._summed_columns(pipeline, output)
+                counted = (
+                    output.groupBy(column)
+                    .agg(
+                        F.count(F.lit(1)).alias("_bf_n"),
+                        *[F.sum(F.col(c)).alias(f"_bf_s{i}") for i, c in enumerate(summed)],
+                        *checking.aggregates(pipeline.checks),
+                    )
+                    .collect()
+                )
                 rows_out = dict.fromkeys(keys, 0)
+                values: dict[str, dict[str, Any]] = {}
                 outside = []
                 for row in counted:
                     found = partition_key(row[column], pipeline.grain)
                     if found is not None and found in rows_out:
-                        rows_out[found] = int(row["n"])
+                        rows_out[found] = int(row["_bf_n"])
+                        values[found] = row.asDict()
                     else:
                         outside.append(str(row[column]))
                 if outside:
-                    raise PartitionValidationError(
+                    raise RowsOutsidePartitionError(
                         f"the transform wrote rows outside partition {column}={span}; nothing was committed: "
                         f"make the transform keep each row's partition value (found {', '.join(outside[:3])})",
                         partitions=tuple(keys) if len(keys) == 1 else (),
@@ -314,6 +361,8 @@ class SparkDeltaEngine:
                         "as it was (set allow_empty_output=True on the pipeline if an empty result is correct)",
                         partitions=emptied,
                     )
+                self._check(pipeline, output, keys, rows_in, rows_out, values)
+                diffs = self._diff(pipeline, output, parts, summed, rows_out, values) if pipeline.diff else {}
                 self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
             finally:
                 output.unpersist()
@@ -325,7 +374,144 @@ class SparkDeltaEngine:
                 for key in properties:
                     sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
-        return ChunkOutcome(table_version=self._commit_version(pipeline, commit_tag), rows=counts)
+        return ChunkOutcome(
+            table_version=self._commit_version(pipeline, commit_tag),
+            rows=counts,
+            diffs={k: d.to_json() for k, d in diffs.items()},
+            rows_before={k: d.rows_before for k, d in diffs.items()},
+        )
+
+    # -- checks and diff (before the commit) ----------------------------------------------------
+
+    @staticmethod
+    def _summed_columns(pipeline: Pipeline, output: DataFrame) -> tuple[str, ...]:
+        if not pipeline.diff:
+            return ()
+        available = numeric_columns(output.dtypes, exclude=(pipeline.partition_column, *pipeline.key))
+        if pipeline.diff_columns is None:
+            return available
+        return tuple(c for c in pipeline.diff_columns if c in set(available))
+
+    def _check(
+        self,
+        pipeline: Pipeline,
+        output: DataFrame,
+        keys: Sequence[str],
+        rows_in: Mapping[str, int],
+        rows_out: Mapping[str, int],
+        values: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Raise CheckFailedError naming every partition that fails a declared check, each with its own
+        first failure (check name, observed vs expected). Nothing has been committed yet."""
+        if not pipeline.checks:
+            return
+        failures: dict[str, list[checking.Failure]] = {}
+        for key in keys:
+            found = checking.evaluate(pipeline.checks, key, rows_in.get(key, 0), rows_out[key], values.get(key, {}))
+            if found:
+                failures[key] = found
+        for check in pipeline.checks:
+            if isinstance(check, checking.Custom):
+                for value, message in (check.fn(output) or {}).items():
+                    named = value if isinstance(value, str) else partition_key(value, pipeline.grain)
+                    if named is not None and named in rows_out:
+                        failures.setdefault(named, []).append(checking.Failure(named, check.name, str(message), ""))
+        if not failures:
+            return
+        column = pipeline.partition_column
+        details = {
+            key: (found[0].check, f"check {found[0]} ({column}={key}); the target partition was left as it was")
+            for key, found in failures.items()
+        }
+        first = next(iter(details.values()))[1]
+        raise CheckFailedError(
+            f"{len(failures)} partition(s) failed checks, e.g. {first}",
+            partitions=tuple(sorted(failures)),
+            details=details,
+        )
+
+    def _diff(
+        self,
+        pipeline: Pipeline,
+        output: DataFrame,
+        parts: Sequence[Partition],
+        summed: Sequence[str],
+        rows_out: Mapping[str, int],
+        values: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, PartitionDiff]:
+        """Each partition's rows and sums before (the old rows, as of the version this commit replaces)
+        and after (from the grouped count), plus key changes when the pipeline declares a key."""
+        from pyspark.sql import functions as F
+
+        column = pipeline.partition_column
+        old = self._read_current(pipeline.target).where(chunk_condition(column, parts))
+        old_summed = [c for c in summed if c in set(old.columns)]
+        before: dict[str, dict[str, Any]] = {}
+        for row in (
+            old.groupBy(column)
+            .agg(
+                F.count(F.lit(1)).alias("_bf_n"),
+                *[F.sum(F.col(c)).alias(f"_bf_s{summed.index(c)}") for c in old_summed],
+            )
+            .collect()
+        ):
+            found = partition_key(row[column], pipeline.grain)
+            if found is not None:
+                before[found] = row.asDict()
+        changes = self._key_changes(pipeline, old, output, parts) if pipeline.key else {}
+        out: dict[str, PartitionDiff] = {}
+        for p in parts:
+            b, a = before.get(p.key, {}), values.get(p.key, {})
+            sums = {
+                c: (_number(b.get(f"_bf_s{i}")) if b else None, _number(a.get(f"_bf_s{i}")) if a else None)
+                for i, c in enumerate(summed)
+            }
+            out[p.key] = PartitionDiff(p.key, int(b.get("_bf_n") or 0), rows_out[p.key], sums, changes.get(p.key))
+        return out
+
+    def _key_changes(
+        self, pipeline: Pipeline, old: DataFrame, new: DataFrame, parts: Sequence[Partition]
+    ) -> dict[str, KeyChanges]:
+        """Keys added, removed and changed (same key, another hash of the columns both versions have)."""
+        from pyspark.sql import functions as F
+
+        column, key = pipeline.partition_column, list(pipeline.key)
+        if any(k not in old.columns for k in key):  # the old version had no such key: nothing to match
+            return {}
+        shared = [c for c in new.columns if c in set(old.columns) and c != column and c not in key]
+        hashed = F.xxhash64(*[F.col(c) for c in shared]) if shared else F.lit(0)
+        o = old.select(column, *key, hashed.alias("_old"))
+        n = new.select(column, *key, hashed.alias("_new"))
+        joined = o.join(n, on=[column, *key], how="full_outer")
+        counted = (
+            joined.groupBy(column)
+            .agg(
+                F.sum(F.when(F.col("_old").isNull(), 1).otherwise(0)).alias("added"),
+                F.sum(F.when(F.col("_new").isNull(), 1).otherwise(0)).alias("removed"),
+                F.sum(
+                    F.when(
+                        F.col("_old").isNotNull() & F.col("_new").isNotNull() & (F.col("_old") != F.col("_new")), 1
+                    ).otherwise(0)
+                ).alias("changed"),
+            )
+            .collect()
+        )
+        out: dict[str, KeyChanges] = {p.key: KeyChanges(0, 0, 0) for p in parts}
+        for row in counted:
+            found = partition_key(row[column], pipeline.grain)
+            if found in out:
+                out[found] = KeyChanges(int(row["added"]), int(row["removed"]), int(row["changed"]))
+        return out
+
+    def _read_current(self, table: TableRef) -> DataFrame:
+        """The table as of its current version, pinned (path tables): the state this chunk's commit replaces,
+        whatever other chunks commit meanwhile (they touch other partitions)."""
+        if table.is_path:
+            from deltalake import DeltaTable
+
+            version = DeltaTable(table.location).version()
+            return self.spark.read.format("delta").option("versionAsOf", version).load(table.location)
+        return self.spark.read.table(table.location)
 
     def _rows_in(self, pipeline: Pipeline, parts: Sequence[Partition]) -> dict[str, int]:
         """Rows per source partition: from the log's statistics (no job), or one grouped count where
@@ -357,7 +543,7 @@ class SparkDeltaEngine:
                 writer.saveAsTable(pipeline.target.location)
         except Exception as exc:
             if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc) or "does not conform to partial table" in str(exc):
-                raise PartitionValidationError(
+                raise RowsOutsidePartitionError(
                     f"the transform wrote rows outside partition {pipeline.partition_column}={span}; nothing "
                     "was committed: make the transform keep each row's partition value"
                 ) from None
@@ -396,6 +582,11 @@ class SparkDeltaEngine:
             if entry.get("userMetadata") == commit_tag:
                 return int(entry["version"])
         return None
+
+
+def _number(value: Any) -> float | None:
+    """A sum as a JSON-friendly number (Spark returns Decimal for decimal columns)."""
+    return None if value is None else float(value)
 
 
 def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:
