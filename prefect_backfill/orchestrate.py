@@ -34,9 +34,9 @@ from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
-from prefect_backfill.ledger import LedgerEvent
+from prefect_backfill.ledger import LedgerEvent, latest_states
 from prefect_backfill.planning import Plan, Reprocess, Status, held_keys, leave_out
-from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
+from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
@@ -94,9 +94,10 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
             "; ".join(sorted({s.reason for s in the_plan.skipped if s.partition.key in set(held)})),
         )
     if prepared.plan.to_run:
-        publish_final_artifacts(
-            pipeline.name, pipeline.fingerprint, prepared.partitions, prepared.ledger.current(pipeline.name)
-        )
+        events = prepared.ledger.events(pipeline.name).to_pylist()
+        publish_final_artifacts(pipeline.name, pipeline.fingerprint, prepared.partitions, latest_states(events))
+        if out.completed:
+            publish_diff_artifact(pipeline.name, run_id, events)
     create_markdown_artifact(
         key=artifact_key(pipeline.name, "summary"),
         markdown=_summary_markdown(summary, prepared.resume_command),

@@ -146,6 +146,7 @@ def publish_final_artifacts(
                 "duration_s": round(s.duration_s, 2) if s and s.duration_s is not None else None,
                 "version": s.version if s else None,
                 "error": s.error if s and s.status.value == "FAILED" else None,
+                "check": s.check_name if s and s.status.value == "FAILED" else None,
             }
         )
     what = f"{len(rows)} partitions" if len(rows) == len(partitions) else f"{len(rows)} of {len(partitions)} partitions"
@@ -156,3 +157,18 @@ def publish_final_artifacts(
         key=artifact_key(pipeline, "calendar"),
         description=f"{pipeline}: calendar of partition status",
     )
+
+
+def publish_diff_artifact(pipeline: str, run_id: str, events: Sequence[Mapping[str, object]]) -> int:
+    """What this run changed, per partition and in total (rows, column sums, keys): the artifact an
+    operator reads before trusting a backfill. Returns how many partitions it shows (0: none published)."""
+    from prefect_backfill.diff import diff_markdown, run_diffs
+
+    diffs = run_diffs(events, run_id)
+    if diffs:
+        create_markdown_artifact(
+            diff_markdown(f"{pipeline}: what run {run_id[:8]} changed", diffs),
+            key=artifact_key(pipeline, "diff"),
+            description=f"{pipeline}: before/after diff of {len(diffs)} partition(s)",
+        )
+    return len(diffs)

@@ -62,6 +62,10 @@ def test_progress_table_calendar_and_summary_artifacts(lake: Lake) -> None:
     summary = latest(artifact_key(p.name, "summary"))
     assert "Resume with `backfill run" in summary.data
 
+    diff = latest(artifact_key(p.name, "diff"))  # what the run changed: the two days it wrote, and the total
+    assert diff.flow_run_id == run_id and "| 2024-01-01 | 0 → 40 |" in diff.data and "2024-01-02 |" not in diff.data
+    assert "| total | 0 → 80 |" in diff.data and "amount_usd" in diff.data
+
 
 def _table_rows(data: Any) -> list[dict[str, Any]]:
     import json
