@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
-from prefect_backfill.errors import BackfillFailedError
+from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError
 from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.request import BackfillRequest, prepare
 from prefect_backfill.runners import task_runner
@@ -53,6 +53,10 @@ def backfill(
     yes: bool = False,
     window_end: str | None = None,
     timezone: str = "UTC",
+    canary: int = 0,
+    canary_partitions: list[str] | None = None,
+    approve: bool = False,
+    canary_timeout_s: int = 3600,
 ) -> dict[str, Any] | State[dict[str, Any]]:
     """Reprocess ``pipeline`` from ``start`` to ``end`` (inclusive), partition by partition.
 
@@ -75,6 +79,13 @@ def backfill(
             timestamp); a chunk that would not fit is shrunk, running ones may finish within
             BACKFILL_WINDOW_GRACE and are cancelled after it; the rest stays PENDING for the next run.
         timezone: IANA timezone of `window_end`.
+        canary: write this many partitions first (spread: first, middle, last), publish their diff, and
+            pause for approval on this flow run's page before the rest; 0: no canary gate.
+        canary_partitions: explicit canary partition keys instead of a count.
+        approve: do not wait at the canary gate (the canaries still run first and their diff is published).
+            Scheduled deployments: leave it False to have a person approve each night's canaries, or set it
+            True to run unattended.
+        canary_timeout_s: no answer at the gate within this many seconds stops the run.
 
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
     """
@@ -95,11 +106,21 @@ def backfill(
         yes=yes,
         window_end=window_end,
         timezone=timezone,
+        canary=canary,
+        canary_partitions=tuple(canary_partitions or ()),
+        approve=approve,
+        canary_timeout_s=canary_timeout_s,
     )
     prepared = prepare(request, take_handed_over=True)  # the plan the CLI printed, when it started us
     summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
+    if summary.gate is not None:
+        raise CanaryStoppedError(
+            f"stopped at the canary gate, {summary.gate}: {len(summary.completed)} canary partition(s) written "
+            f"(see `backfill diff {pipeline}`; `backfill undo {pipeline} --run {summary.run_id}` restores them), "
+            f"{len(summary.not_started)} left PENDING; the same command runs new canaries: {prepared.resume_command}"
+        )
     if summary.not_started:
         # Not a failure: the night is over. A named Completed state says so in the UI.
         return Completed(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
@@ -33,6 +34,7 @@ from prefect_backfill.planning import Status
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
 
+    from prefect_backfill.canary import Decision
     from prefect_backfill.request import PreparedRun
 
 __all__ = ["app", "main"]
@@ -210,6 +212,21 @@ def run(
         str | None, typer.Option("--window-end", help="Start no partition after this time (06:00) or instant.")
     ] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="IANA timezone of --window-end.")] = "UTC",
+    canary: Annotated[
+        int,
+        typer.Option(
+            "--canary", min=0, max=100, help="Write N partitions first (first, middle, last…), show their diff, ask."
+        ),
+    ] = 0,
+    canary_partitions: Annotated[
+        str | None, typer.Option("--canary-partitions", help="Comma-separated canary partition keys instead of N.")
+    ] = None,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Do not ask at the canary gate (unattended runs): go on after them.")
+    ] = False,
+    canary_timeout: Annotated[
+        int, typer.Option("--canary-timeout", min=1, help="Seconds to wait for an answer at the canary gate.")
+    ] = 3600,
 ) -> None:
     """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run.
 
@@ -232,7 +249,19 @@ def run(
         yes=yes,
         window_end=window_end,
         timezone=timezone,
+        canary=canary,
+        canary_partitions=_keys(canary_partitions),
+        approve=approve,
+        canary_timeout_s=canary_timeout,
     )
+    gated = bool(request.canary or request.canary_partitions) and not request.approve
+    if gated and not console.is_terminal and not _prefect_server():
+        from prefect_backfill.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            "--canary: no one can answer the canary gate here (no terminal, and the embedded Prefect server has no "
+            "UI you can reach): add --approve, or set PREFECT_API_URL to a Prefect server and approve in its UI"
+        )
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
     prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
@@ -241,10 +270,17 @@ def run(
     from flows.backfill import backfill
 
     since = datetime.now(UTC)
+    ask_here = gated and console.is_terminal
+    if ask_here:
+        from prefect_backfill.canary import install_local_gate
+
+        install_local_gate(_ask_at_the_gate)
     try:
         with (
             _quiet_cancelled_jobs(),
-            _LedgerProgress(prepared) if console.is_terminal and prepared.plan.to_run else contextlib.nullcontext(),
+            _LedgerProgress(prepared)
+            if console.is_terminal and prepared.plan.to_run and not ask_here
+            else contextlib.nullcontext(),
         ):
             # The flow's parameters are the request's fields, by name (one source of truth).
             state = backfill(**request.model_dump(mode="json"), return_state=True)
@@ -253,12 +289,33 @@ def run(
         hand_over(None)
         _report_interrupt(prepared, since)
         raise typer.Exit(130) from None
+    finally:
+        if ask_here:
+            from prefect_backfill.canary import install_local_gate
+
+            install_local_gate(None)
     # raises BackfillFailedError (one line, exit 1) if partitions failed
     summary = cast(dict[str, Any], state.result())
     _print_summary(summary)
     code = _outcome(prepared, state, summary)
     if code:
         raise typer.Exit(code)
+
+
+def _prefect_server() -> bool:
+    """Is this process talking to a Prefect server (PREFECT_API_URL), rather than starting the embedded one?"""
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def _ask_at_the_gate(diff_text: str) -> Decision:
+    """The canary gate on the terminal: show what the canaries changed, ask whether to go on."""
+    from prefect_backfill.canary import Decision
+
+    console.print(Markdown(diff_text))
+    approved = typer.confirm("Write the rest of the range with this version?", default=False)
+    return Decision(approved, "terminal")
 
 
 def _warm_up(prepared: PreparedRun) -> None:

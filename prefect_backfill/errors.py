@@ -19,6 +19,7 @@ EXIT_CODES = {
     2: "usage: bad input, unknown pipeline, bad settings; nothing was written",
     3: "the night window closed: partitions remain PENDING for the next run",
     4: "partitions were left to another live run, or waiting for it timed out",
+    5: "stopped at the canary gate (rejected, or no answer in time): canaries written, the rest PENDING",
     130: "interrupted (Ctrl-C): partitions remain; the printed command resumes",
 }
 
@@ -26,6 +27,7 @@ __all__ = [
     "EXIT_CODES",
     "BackfillError",
     "BackfillFailedError",
+    "CanaryStoppedError",
     "CheckFailedError",
     "ChunkFailedError",
     "ConfigurationError",
@@ -104,6 +106,13 @@ class CoordinationTimeoutError(BackfillError):
     """Gave up waiting for another live run: its partition claims, the claims lock or the pipeline's cap."""
 
     exit_code = 4
+
+
+class CanaryStoppedError(BackfillError):
+    """The run stopped at the canary gate: rejected, or nobody answered in time. Its canaries are written
+    (``backfill undo`` restores them); the rest of the range was not started."""
+
+    exit_code = 5
 
 
 class PartitionError(BackfillError):

@@ -29,12 +29,15 @@ from prefect.runtime import flow_run
 
 from prefect_backfill import window
 from prefect_backfill.caching import PartitionCache, cache_key
+from prefect_backfill.canary import CanaryDecision, Decision, local_gate
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.coordination import claim, pipeline_cap
+from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
+from prefect_backfill.partitions import Partition
 from prefect_backfill.planning import Plan, Reprocess, Status, held_keys, leave_out
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
@@ -85,6 +88,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         rows_written=out.rows_written,
         duration_s=time.perf_counter() - started,
         bookkeeping_s=tuple(out.bookkeeping),
+        gate=out.gate,
     )
     logger.info("%s", summary)
     if held:
@@ -114,6 +118,7 @@ class _Outcome:
     not_started: list[str] = field(default_factory=list)
     bookkeeping: list[float] = field(default_factory=list)
     rows_written: int = 0
+    gate: str | None = None  # why the run stopped at the canary gate (None: it did not)
 
 
 def _serve_cached(
@@ -193,6 +198,12 @@ def _claim_and_run(
         )
 
     def execute(mine: Plan, slots: int, lost: Callable[[], bool]) -> None:
+        canaries = prepared.canaries(mine.to_run)
+        if canaries:
+            if not _canaries_pass(prepared, canaries, chunk_task, cache, target_id, run_id, slots, lost, out):
+                out.not_started.extend(p.key for p in mine.to_run if p not in set(canaries))
+                return
+            mine = leave_out(mine, {p.key: "canary (written first)" for p in canaries})
         chunks = prepared.chunks(mine.to_run, slots)
         logger.info(
             "%d partitions in %d chunk(s) (one Spark job and one Delta commit each; up to %s MB, %d partitions)",
@@ -227,6 +238,77 @@ def _claim_and_run(
         if got.plan.to_run:
             execute(got.plan, got.slots, lambda: lease.lost)
     return got.plan
+
+
+def _canaries_pass(
+    prepared: PreparedRun,
+    canaries: Sequence[Partition],
+    chunk_task: Any,
+    cache: PartitionCache,
+    target_id: str,
+    run_id: str,
+    slots: int,
+    lost: Callable[[], bool],
+    out: _Outcome,
+) -> bool:
+    """The canary gate (:mod:`prefect_backfill.canary`): write the canaries, each in its own chunk,
+    publish what they changed, and ask. False stops the run (``out.gate`` says why)."""
+    logger = get_run_logger()
+    request, pipeline = prepared.request, prepared.pipeline
+    keys = [p.key for p in canaries]
+    logger.info("canary partitions first: %s", ", ".join(keys))
+    sizes = prepared.source.partitions if prepared.source is not None else {}
+    chunks = [Chunk((p,), sizes[p.key].size_bytes if p.key in sizes else 0) for p in canaries]
+    _collect(prepared, chunks, _submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost), out)
+    failed = [k for k, _ in out.failed if k in set(keys)]
+    if failed or any(k in set(keys) for k in out.not_started):
+        out.gate = f"canary partition(s) did not complete ({', '.join(failed) or 'window closed'})"
+        return False
+    events = prepared.ledger.events(pipeline.name).to_pylist()
+    diffs = run_diffs(events, run_id)
+    text = diff_markdown(f"{pipeline.name}: canaries of run {run_id[:8]}", diffs)
+    create_markdown_artifact(
+        text, key=artifact_key(pipeline.name, "canary"), description=f"{pipeline.name}: canary diff"
+    )
+    if request.approve:
+        decision = Decision(True, "--approve")
+    elif (ask := local_gate()) is not None:
+        decision = ask(text)
+    else:
+        decision = _pause_for_approval(request.canary_timeout_s, len(keys))
+    logger.info(
+        "canary gate: %s by %s%s",
+        "approved" if decision.approved else "stopped",
+        decision.by,
+        f" ({decision.note})" if decision.note else "",
+    )
+    if not decision.approved:
+        how = "no answer within the timeout" if decision.by == "timeout" else f"rejected ({decision.by})"
+        out.gate = how + (f": {decision.note}" if decision.note else "")
+    return decision.approved
+
+
+def _pause_for_approval(timeout_s: int, canaries: int) -> Decision:
+    """Pause the flow run with the approval form on its page; the answer (or the timeout) decides."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    get_run_logger().warning(
+        "%d canary partition(s) written: see the canary diff artifact, then approve or reject on this flow run's "
+        "page (Resume); no answer within %d s stops the run",
+        canaries,
+        timeout_s,
+    )
+    try:
+        answer = pause_flow_run(
+            wait_for_input=CanaryDecision,
+            timeout=timeout_s,
+            poll_interval=max(1, int(get_settings().canary_poll_seconds)),
+            key="canary",
+        )
+    except FlowPauseTimeout:
+        return Decision(False, "timeout")
+    return Decision(bool(answer.approve), "operator", answer.note)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefect_backfill import window
+from prefect_backfill.canary import pick_canaries
 from prefect_backfill.chunking import Chunk, make_chunks
 from prefect_backfill.coordination import held_partitions
 from prefect_backfill.engine import get_engine
@@ -53,6 +54,12 @@ class BackfillRequest(BaseModel):
     yes: bool = False
     window_end: str | None = None
     timezone: str = "UTC"
+    # The canary gate (prefect_backfill.canary): run these partitions first, publish their diff, wait for
+    # an approval (Prefect UI form, or the CLI's prompt) before the rest; approve=True does not wait.
+    canary: int = Field(0, ge=0, le=100)
+    canary_partitions: tuple[str, ...] = ()
+    approve: bool = False
+    canary_timeout_s: int = Field(3600, ge=1)
 
     @field_validator("reprocess", mode="before")
     @classmethod
@@ -100,6 +107,10 @@ class BackfillRequest(BaseModel):
             "yes": "--yes",
             "window_end": "--window-end",
             "timezone": "--timezone",
+            "canary": "--canary",
+            "canary_partitions": "--canary-partitions",
+            "approve": "--approve",
+            "canary_timeout_s": "--canary-timeout",
         }
         args = [self.pipeline]
         for name, info in type(self).model_fields.items():
@@ -109,7 +120,7 @@ class BackfillRequest(BaseModel):
             flag = flags[name]  # KeyError: a new field needs its flag (and a `backfill run` option)
             if isinstance(value, bool):
                 args.append(flag)
-            elif name == "partitions":
+            elif name in ("partitions", "canary_partitions"):
                 args += [flag, ",".join(value)]
             elif isinstance(value, tuple):
                 for item in value:
@@ -172,6 +183,13 @@ class PreparedRun:
             newest_first=self.request.newest_first,
             min_share_bytes=int(get_settings().chunk_min_share_mb * 1024 * 1024),
         )
+
+    def canaries(self, to_run: Sequence[Partition]) -> list[Partition]:
+        """The partitions of ``to_run`` to write first and show before the rest (the canary gate)."""
+        explicit = tuple(parse_partition_key(k, self.pipeline.grain).key for k in self.request.canary_partitions)
+        if not explicit and not self.request.canary:
+            return []
+        return pick_canaries(to_run, self.request.canary, [k for k in explicit if k in {p.key for p in to_run}])
 
     def source_rows(self, keys: Sequence[str]) -> list[int | None]:
         """Rows per source partition from the plan's read of the log (None where the log has no
@@ -258,6 +276,9 @@ def prepare(
     if settings.coordinate and the_plan.to_run:  # say up front what live runs hold (the run claims again)
         live = LeaseTable(lease_location(ledger.path)).live_runs(pipeline.name)
         the_plan = without_held(the_plan, held_partitions(current, "", live))
+    if request.canary_partitions:  # each one a key of this pipeline's grain that this run would write
+        keys = tuple(parse_partition_key(k, pipeline.grain).key for k in request.canary_partitions)
+        pick_canaries(the_plan.to_run, 0, keys)
     return PreparedRun(
         request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]), source, target, planned_at
     )

@@ -62,11 +62,12 @@ class BackfillSummary:
     rows_written: int = 0
     duration_s: float = 0.0
     bookkeeping_s: tuple[float, ...] = field(default=(), repr=False)
+    gate: str | None = None  # why the run stopped at the canary gate
 
     @property
     def ok(self) -> bool:
-        """Everything planned is complete: nothing failed, nothing left to a window or another run."""
-        return not self.failed and not self.not_started and not self.held
+        """Everything planned is complete: nothing failed, nothing left to a window, a gate or another run."""
+        return not self.failed and not self.not_started and not self.held and self.gate is None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -71,6 +71,9 @@ class BackfillSettings(BaseSettings):
         description="Source MiB each slot's share of a run must keep before the run is split into one chunk per "
         "slot: below it, a second chunk adds a job and a commit and buys no parallelism (0: always split).",
     )
+    canary_poll_seconds: float = Field(
+        5.0, gt=0, description="How often a run paused at the canary gate checks for the answer from the UI."
+    )
     window_grace: float = Field(
         300.0,
         ge=0,

@@ -48,6 +48,10 @@ EVERY_FIELD = BackfillRequest(
     yes=True,
     window_end="2030-07-01 06:00",
     timezone="Europe/Amsterdam",
+    canary=3,
+    canary_partitions=("2024-01-02", "2024-01-20"),
+    approve=True,
+    canary_timeout_s=60,
 )
 
 
@@ -61,7 +65,8 @@ def test_the_resume_command_names_every_field_that_differs_from_its_default() ->
         "backfill run orders --start 2024-01-01 --end 2024-01-31 --reprocess all --max-concurrency 3 --retries 0 "
         "--retry-delay 2.5 --exclude 2024-01-05 --exclude 2024-01-06 --newest-first --chunk-mb 64.0 "
         "--chunk-partitions 4 --yes "
-        "--window-end '2030-07-01 06:00' --timezone Europe/Amsterdam"
+        "--window-end '2030-07-01 06:00' --timezone Europe/Amsterdam "
+        "--canary 3 --canary-partitions 2024-01-02,2024-01-20 --approve --canary-timeout 60"
     )
     assert _resume_command(BackfillRequest(pipeline="orders", partitions=("2024-01-03", "2024-01-01"))) == (
         "backfill run orders --partitions 2024-01-03,2024-01-01"

@@ -74,7 +74,7 @@ def test_status_json_counts_every_kind(
     assert out["counts"] == {"PENDING": 1, "RUNNING": 1, "COMPLETE": 7, "FAILED": 1, "UNDONE": 0}
     assert out["never_run"] == 1
     assert out["stale"] == ["2024-01-09", "2024-01-10"]
-    assert out["failed"] == [{"partition": "2024-01-06", "error": "boom: bad row"}]
+    assert out["failed"] == [{"partition": "2024-01-06", "error": "boom: bad row", "check": None}]
     assert out["eta_seconds"] == 120.0  # 2 left (running + pending), 1 in flight, 60 s each from history
     assert out["recorded"] is True
     assert [r["run_id"] for r in out["live_runs"]] == ["run-1"] and out["interrupted"] == []
