@@ -34,6 +34,7 @@ from prefect_backfill.chunking import Chunk
 from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
+from prefect_backfill.events import emit_run_finished
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent
 from prefect_backfill.planning import Plan, Reprocess, Status, held_keys, leave_out
@@ -88,6 +89,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         bookkeeping_s=tuple(out.bookkeeping),
     )
     logger.info("%s", summary)
+    emit_run_finished(summary)
     if held:
         logger.warning(
             "%d partition(s) are held by another live run and left to it: %s",
