@@ -6,7 +6,9 @@
 - for every registered pipeline, the global concurrency limit ``backfill-<pipeline>``: its value is the
   pipeline's cap (chunks in flight across all its runs). Runs read the value; the slots themselves
   and the one-writer-per-partition claims are leases beside the ledger (prefect_backfill.leases), so a
-  killed run frees them on any server, the embedded one included.
+  killed run frees them on any server, the embedded one included;
+- two automations: runs whose heartbeats stop are marked Crashed, and a backfill deployment whose run
+  fails a check before commit is paused (its schedule stops) until someone resumes it.
 
 Running this again changes nothing but what differs (a new cap, a new pipeline).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
@@ -130,9 +133,69 @@ async def ensure_zombie_automation(within_seconds: int) -> str:
     return f"automation {ZOMBIE_AUTOMATION!r}: no heartbeat for {within_seconds} s -> Crashed"
 
 
-async def setup(cap: int, zombie_after: int = 90) -> list[str]:
+CHECK_PAUSE_AUTOMATION = "prefect-backfill: pause a backfill deployment when a partition fails a check"
+
+
+async def ensure_check_pause_automation(enabled: bool) -> str:
+    """Pause the deployment of a backfill run in which a partition failed a check before commit.
+
+    A failed check means the transform (or its input) is wrong, and the partition kept its old rows. A
+    paused deployment's schedule creates no more runs (Prefect deletes its scheduled ones), so a wrong
+    transform does not rewrite the next night's partitions, nor fail them again, night after night, until
+    someone has looked and resumes it (README, "Events and automations"). Runs already going finish;
+    manual runs (`prefect deployment run`) still work, so a fixed version can be tried at once.
+
+    Built on ``prefect-backfill.partition.check-failed`` (:mod:`prefect_backfill.events`): Prefect relates
+    the event to the run's deployment and tags, so the action infers the deployment from the event, and
+    the trigger only fires for runs of deployments tagged ``backfill`` (the daily pipeline keeps its
+    schedule: tomorrow's partition is new data, not a rewrite).
+    """
+    from prefect.automations import Automation
+    from prefect.events.actions import PauseDeployment
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    from prefect_backfill.events import CHECK_FAILED
+
+    async with get_client() as client:
+        for existing in await client.read_automations_by_name(CHECK_PAUSE_AUTOMATION):
+            await client.delete_automation(existing.id)
+    if not enabled:
+        return f"automation {CHECK_PAUSE_AUTOMATION!r}: off"
+    automation = Automation(
+        name=CHECK_PAUSE_AUTOMATION,
+        description="A partition failed a check before commit: stop the schedule until someone has looked.",
+        trigger=EventTrigger(
+            expect={CHECK_FAILED},
+            match=ResourceSpecification({"prefect.resource.id": "prefect-backfill.partition.*"}),
+            match_related=[
+                ResourceSpecification({"prefect.resource.role": "deployment"}),
+                ResourceSpecification({"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.backfill"}),
+            ],
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[PauseDeployment(source="inferred")],
+    )
+    await automation.acreate()
+    return f"automation {CHECK_PAUSE_AUTOMATION!r}: {CHECK_FAILED} in a backfill deployment's run -> pause it"
+
+
+async def resume_deployment(name: str) -> str:
+    """Resume a paused deployment (``flow/deployment``), e.g. after the check-pause automation."""
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise LookupError(f"no deployment {name!r}: name it as flow/deployment (prefect deployment ls)") from None
+        await client.resume_deployment(deployment.id)
+    return f"deployment {name}: resumed (its schedule creates runs again)"
+
+
+async def setup(cap: int, zombie_after: int = 90, pause_on_check: bool = True) -> list[str]:
     lines = [await ensure_lane(lane) for lane in LANES]
     lines.append(await ensure_zombie_automation(zombie_after))
+    lines.append(await ensure_check_pause_automation(pause_on_check))
     for pipeline in all_pipelines():
         lines.append(await ensure_limit(cap_name(pipeline.name), cap))
     return lines
@@ -144,8 +207,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--zombie-after", type=int, default=90, help="seconds without heartbeat before Crashed (0: off)"
     )
+    parser.add_argument(
+        "--no-pause-on-check",
+        dest="pause_on_check",
+        action="store_false",
+        help="do not install the automation that pauses a backfill deployment when a partition fails a check",
+    )
+    parser.add_argument(
+        "--resume", metavar="FLOW/DEPLOYMENT", help="only resume this paused deployment (e.g. backfill/demo-orders)"
+    )
     args = parser.parse_args(argv)
-    for line in asyncio.run(setup(args.cap, args.zombie_after)):
+    if args.resume:
+        try:
+            print(asyncio.run(resume_deployment(args.resume)))
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
+    for line in asyncio.run(setup(args.cap, args.zombie_after, args.pause_on_check)):
         print(line)
 
 

@@ -35,6 +35,7 @@ from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
+from prefect_backfill.events import emit_run_finished
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
 from prefect_backfill.partitions import Partition
@@ -91,6 +92,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         gate=out.gate,
     )
     logger.info("%s", summary)
+    emit_run_finished(summary)
     if held:
         logger.warning(
             "%d partition(s) are held by another live run and left to it: %s",

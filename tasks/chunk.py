@@ -32,6 +32,7 @@ from prefect_backfill.caching import PartitionCache
 from prefect_backfill.chunking import split_runs
 from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.errors import ChunkFailedError, PartitionValidationError
+from prefect_backfill.events import emit_partitions_completed, emit_partitions_failed
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.partitions import parse_partition_key
 from prefect_backfill.pipeline import Pipeline
@@ -219,6 +220,7 @@ class _Chunk:
             )
             for e in events
         ]
+        emit_partitions_completed(self.spec, self.run_id, attempt, keys, outcome, duration_s=each * len(keys))
         self.completed.extend(results)
         if self.cache is not None:
             for result in results:
@@ -254,6 +256,7 @@ class _Chunk:
             failed.append((key, message))
         self.ledger.record(events, wait=False)
         self.failed.extend(failed)
+        emit_partitions_failed(self.spec, self.run_id, attempt, keys, exc, error)
 
     def _back_to_pending(self, keys: Sequence[str], attempt: int) -> None:
         now = datetime.now(UTC)
