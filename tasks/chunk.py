@@ -191,6 +191,7 @@ class _Chunk:
                     duration_s=each,
                     table_version=outcome.table_version,
                     replaced_version=None if outcome.table_version is None else outcome.table_version - 1,
+                    target_digest=outcome.target_digests.get(key),
                 )
             )
             results.append(
@@ -206,6 +207,7 @@ class _Chunk:
                     run_id=self.run_id,
                     source_digest=self.digests.get(key),
                     target_id=self.target_id,
+                    target_digest=outcome.target_digests.get(key),
                 )
             )
         self.ledger.record(events, wait=False)

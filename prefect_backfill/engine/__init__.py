@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prefect_backfill.errors import ConfigurationError
@@ -32,10 +32,13 @@ class TableInfo:
 
 @dataclass(frozen=True, slots=True)
 class ChunkOutcome:
-    """What one chunk overwrite did: the Delta version it committed, and rows in/out per partition."""
+    """What one chunk overwrite did: the Delta version it committed, rows in/out per partition, and the
+    digest of each partition's target files as of that commit (absent: unknown; ``backfill audit``
+    compares it with the table later to see another writer's changes)."""
 
     table_version: int | None
     rows: Mapping[str, tuple[int, int]]
+    target_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 class Engine(Protocol):
