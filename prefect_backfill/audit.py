@@ -46,8 +46,8 @@ class Finding:
     @property
     def ledger_says(self) -> str:
         rows = f"{self.expected_rows:,} rows" if self.expected_rows is not None else "rows unknown"
-        commit = f", table version {self.table_version}" if self.table_version is not None else ""
-        return f"{rows} (run {self.run_id[:8]}, version {self.version}{commit})"
+        commit = f", commit v{self.table_version}" if self.table_version is not None else ""
+        return f"{rows} (run {self.run_id[:8]}{commit})"
 
     @property
     def table_holds(self) -> str:

@@ -535,7 +535,7 @@ def status(
     if drift_unknown:
         _say(f"drift not checked: {drift_unknown}", style="yellow")
     for key, finding in drifted.items():
-        _say(f"DRIFTED {key}: {finding.detail}; the ledger says {finding.ledger_says}", style="red")
+        _say(f"DRIFTED {key}: {finding.detail}", style="red")
     if drift is not None and drift.repair_command:
         _say(f"  repair them with: {drift.repair_command} (see backfill audit {pipeline})")
     for key, error in failed:
@@ -625,9 +625,9 @@ def _print_audit(report: Any) -> None:
     _say(f"audit of {report.pipeline} {span}: target {report.target}{at}")
     _say(f"  {report.checked} complete partition(s) compared with the table: {len(report.findings)} drifted")
     if report.findings:
-        table = Table("partition", "drift", "ledger says", "table holds", "why the next run takes it")
+        table = Table("partition", "drift", "the ledger says", "the table holds")
         for f in report.findings:
-            table.add_row(f.partition, f.kind.value, f.ledger_says, f.table_holds, f.detail)
+            table.add_row(f.partition, f.kind.value, f.ledger_says, f.table_holds)
         console.print(table, highlight=False)
     if report.unverified:
         _say(

@@ -43,7 +43,7 @@ REASONS = {
     DriftKind.TARGET_RECREATED: "target table recreated since it was written",
     DriftKind.MISSING: "partition missing from the target",
     DriftKind.EMPTY: "partition emptied in the target",
-    DriftKind.ROWS: "rows in the target differ from the ledger",
+    DriftKind.ROWS: "row count in the target differs from the ledger",
     DriftKind.REWRITTEN: "partition rewritten by another writer",
 }
 

@@ -98,7 +98,7 @@ def test_drift_by_another_writer_is_reported_then_repaired_by_a_plain_run(
         "2024-01-01": "partition missing from the target",
         "2024-01-02": f"partition rewritten by another writer (the same {ROWS_PER_DAY} rows, not the files it wrote)",
         "2024-01-03": "partition missing from the target",
-        "2024-01-04": f"rows in the target differ from the ledger ({left} rows, the ledger says {ROWS_PER_DAY})",
+        "2024-01-04": f"row count in the target differs from the ledger ({left} rows, the ledger says {ROWS_PER_DAY})",
     }
 
     summary = backfill(pipeline=p.name, start=FIRST, end=LAST, retries=0)

@@ -126,7 +126,7 @@ def test_the_report_says_what_the_ledger_says_and_what_the_table_holds() -> None
         ("2024-01-03", DriftKind.MISSING),
     ]
     rows = report.findings[0]
-    assert rows.ledger_says == "40 rows (run run-aaaa, version 1, table version 3)"
+    assert rows.ledger_says == "40 rows (run run-aaaa, commit v3)"
     assert rows.table_holds == "12 rows"
     assert report.findings[1].table_holds == "no files"
     assert report.repair_command == "backfill run p --partitions 2024-01-02,2024-01-03"
@@ -220,7 +220,7 @@ def test_audit_cli_clean_then_drift_exit_codes_and_json(
     assert [f["partition"] for f in status["drifted"]] == ["2024-01-02", "2024-01-03"] and status["drift_checked"]
     assert run_cli(["status", p.name]) == 0
     text = capsys.readouterr().out
-    assert "DRIFTED 2024-01-03: rows in the target differ from the ledger (7 rows, the ledger says 40)" in text
+    assert "DRIFTED 2024-01-03: row count in the target differs from the ledger (7 rows, the ledger says 40)\n" in text
     assert f"{Cell.DRIFTED.mark} {Cell.DRIFTED.label}: 2" in text
 
 
