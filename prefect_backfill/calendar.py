@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar as _calendar
 import enum
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -24,6 +24,7 @@ class Cell(enum.Enum):
     """What a day shows. Ordered from worst to best: a folded day shows its worst partition."""
 
     FAILED = ("❌", "failed")
+    DRIFTED = ("🟥", "drifted (the table differs from the ledger)")
     RUNNING = ("⏳", "running")
     PENDING = ("🕓", "pending")
     STALE = ("🟨", "stale (older version)")
@@ -42,10 +43,14 @@ class Cell(enum.Enum):
 _SEVERITY = {cell: rank for rank, cell in enumerate(Cell)}
 
 
-def cell_of(state: PartitionState | None, fingerprint: str) -> Cell:
+def cell_of(state: PartitionState | None, fingerprint: str, drifted: bool = False) -> Cell:
+    """A partition's cell; ``drifted``: the ledger says COMPLETE but the table no longer holds what it
+    says was written (see :mod:`prefect_backfill.audit`)."""
     if state is None:
         return Cell.MISSING
     if state.status is Status.COMPLETE:
+        if drifted:
+            return Cell.DRIFTED
         return Cell.COMPLETE if state.fingerprint == fingerprint else Cell.STALE
     return {
         Status.FAILED: Cell.FAILED,
@@ -64,10 +69,15 @@ class Grid:
     totals: Mapping[Cell, int]
 
 
-def _fold(partitions: Sequence[Partition], states: Mapping[str, PartitionState], fingerprint: str) -> dict[date, Cell]:
+def _fold(
+    partitions: Sequence[Partition],
+    states: Mapping[str, PartitionState],
+    fingerprint: str,
+    drifted: Collection[str],
+) -> dict[date, Cell]:
     days: dict[date, Cell] = {}
     for part in partitions:
-        cell = cell_of(states.get(part.key), fingerprint)
+        cell = cell_of(states.get(part.key), fingerprint, part.key in drifted)
         day = part.start.date()
         held = days.get(day)
         if held is None or _SEVERITY[cell] < _SEVERITY[held]:
@@ -75,8 +85,14 @@ def _fold(partitions: Sequence[Partition], states: Mapping[str, PartitionState],
     return days
 
 
-def build_grid(partitions: Sequence[Partition], states: Mapping[str, PartitionState], fingerprint: str) -> Grid:
-    totals = Counter(cell_of(states.get(p.key), fingerprint) for p in partitions)
+def build_grid(
+    partitions: Sequence[Partition],
+    states: Mapping[str, PartitionState],
+    fingerprint: str,
+    drifted: Collection[str] = (),
+) -> Grid:
+    """The grid of ``partitions``; ``drifted``: keys whose table differs from the ledger (their own cell)."""
+    totals = Counter(cell_of(states.get(p.key), fingerprint, p.key in drifted) for p in partitions)
     if not partitions:
         return Grid(Grain.DAY, (), totals)
     grain = partitions[0].grain
@@ -84,10 +100,11 @@ def build_grid(partitions: Sequence[Partition], states: Mapping[str, PartitionSt
         by_year: dict[int, list[tuple[int, Cell] | None]] = {}
         for part in partitions:
             row = by_year.setdefault(part.start.year, [None] * 12)
-            row[part.start.month - 1] = (part.start.month, cell_of(states.get(part.key), fingerprint))
+            cell = cell_of(states.get(part.key), fingerprint, part.key in drifted)
+            row[part.start.month - 1] = (part.start.month, cell)
         months = tuple((str(year), (tuple(row),)) for year, row in sorted(by_year.items()))
         return Grid(grain, months, totals)
-    days = _fold(partitions, states, fingerprint)
+    days = _fold(partitions, states, fingerprint, drifted)
     first, last = min(days), max(days)
     out = []
     year, month = first.year, first.month

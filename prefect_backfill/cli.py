@@ -503,8 +503,9 @@ def status(
     end: Annotated[str | None, typer.Option("--end")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Counts per status, failed partitions with errors, stale partitions, a calendar and the ETA of a
-    running backfill. Reads only the ledger: needs no Spark and no Prefect server."""
+    """Counts per status, failed partitions with errors, stale and drifted partitions, a calendar and the
+    ETA of a running backfill. Reads the ledger and the target's Delta log: no Spark for a path target,
+    no Prefect server."""
     from prefect_backfill.calendar import build_grid
     from prefect_backfill.leases import LeaseTable, lease_location
     from prefect_backfill.ledger import Ledger
@@ -558,6 +559,8 @@ def status(
     interrupted = sorted(set(open_claims) - set(in_flight))
     running = sum(1 for s in in_flight.values() if s.status is Status.RUNNING)
     eta = estimate(len(in_flight), [], max(1, running), history) if in_flight else None
+    drift, drift_unknown = _drift_of(spec, [p.key for p in partitions], states)
+    drifted = {f.partition: f for f in drift.findings} if drift is not None else {}
     if as_json:
         print(
             json.dumps(
@@ -582,6 +585,8 @@ def status(
                         for lease in live.values()
                     ],
                     "interrupted": interrupted,
+                    "drifted": [f.to_dict() for f in drifted.values()],
+                    "drift_checked": drift is not None,
                 },
                 indent=2,
             )
@@ -592,6 +597,7 @@ def status(
         table.add_row(st.value, str(counts.get(st.value, 0)))
     table.add_row("never run", str(len(partitions) - len(states)))
     table.add_row("stale (older version)", str(len(stale)))
+    table.add_row("drifted (table ≠ ledger)", str(len(drifted)) if drift is not None else "not checked")
     console.print(table)
     console.print(f"current version {spec.fingerprint}", highlight=False)
     for lease in live.values():
@@ -605,7 +611,13 @@ def status(
             highlight=False,
             soft_wrap=True,
         )
-    _print_calendar(build_grid(partitions, states, spec.fingerprint))
+    _print_calendar(build_grid(partitions, states, spec.fingerprint, drifted))
+    if drift_unknown:
+        _say(f"drift not checked: {drift_unknown}", style="yellow")
+    for key, finding in drifted.items():
+        _say(f"DRIFTED {key}: {finding.detail}", style="red")
+    if drift is not None and drift.repair_command:
+        _say(f"  repair them with: {drift.repair_command} (see backfill audit {pipeline})")
     for key, error in failed:
         console.print(f"[red]FAILED[/] {key}: {error}", highlight=False, soft_wrap=True)
     if stale:
@@ -666,6 +678,108 @@ def diff(
     table.add_row(*[f"[bold]{cell}[/]" for cell in rows[-1]])
     # Piped into a file or a log, a wide table must not be folded to 80 columns: nobody resizes a file.
     (console if console.is_terminal else Console(width=240)).print(table)
+
+
+def _drift_of(spec: Any, keys: Sequence[str], states: Any) -> tuple[Any, str]:
+    """The audit of ``keys`` for ``status`` (None when nothing is complete), or why it could not be made:
+    status is a view, so an unreadable target log is said, not raised."""
+    from prefect_backfill.audit import audit, read_target
+    from prefect_backfill.results import one_line
+
+    if not any(s.status is Status.COMPLETE for s in states.values()):
+        return None, ""
+    try:
+        target = read_target(spec)
+    except Exception as exc:
+        return None, f"the target's log cannot be read ({one_line(exc, 200)})"
+    if not target.known:
+        return None, f"the log of {spec.target} gives no partitions by {spec.partition_column}"
+    return audit(spec.name, str(spec.target), keys, states, target), ""
+
+
+@app.command(epilog=_exit_codes_help())
+def audit(
+    pipeline: str,
+    start: Start = None,
+    end: End = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (also for errors).")] = False,
+) -> None:
+    """Compare the ledger with the target table: partitions COMPLETE in the ledger that are missing or
+    empty in the table, whose rows differ from the Delta log's statistics, or that another writer rewrote
+    after our commit. Exits 0 when clean, 1 when the data drifted (the next plain `backfill run` repairs
+    it). Reads the ledger and the target's log: no Spark for a path target. Writes nothing."""
+    try:
+        report = _audit_report(pipeline, start, end)
+    except BackfillError as exc:
+        if as_json:
+            print(json.dumps({"pipeline": pipeline, "error": str(exc)}, indent=2))
+        raise
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_audit(report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def _audit_report(pipeline: str, start: str | None, end: str | None) -> Any:
+    from prefect_backfill.audit import audit as audit_partitions
+    from prefect_backfill.audit import read_target
+    from prefect_backfill.errors import InvalidRequestError, TargetLayoutError
+    from prefect_backfill.ledger import Ledger
+    from prefect_backfill.partitions import parse_partition_key, partitions_between
+    from prefect_backfill.registry import get_pipeline
+    from prefect_backfill.request import ledger_location
+    from prefect_backfill.settings import get_settings
+
+    spec = get_pipeline(pipeline)
+    ledger_path = ledger_location(spec, get_settings())
+    states = Ledger(ledger_path).current(pipeline)
+    if not states:
+        raise InvalidRequestError(
+            f"{pipeline} has no events in its ledger {ledger_path} (missing or empty): nothing to audit; "
+            f"run a backfill first (backfill run {pipeline} --start … --end …) or check BACKFILL_LEDGER_PATH"
+        )
+    keys = sorted(states)
+    lo = start or parse_partition_key(keys[0], spec.grain).start
+    hi = end or parse_partition_key(keys[-1], spec.grain).start
+    partitions = [p.key for p in partitions_between(lo, hi, spec.grain)]
+    target = read_target(spec)
+    if not target.known:
+        raise TargetLayoutError(
+            f"the log of target {spec.target} gives no partitions by {spec.partition_column} (not partitioned by "
+            "it, or a storage delta-rs cannot open): the audit cannot compare it with the ledger"
+        )
+    return audit_partitions(spec.name, str(spec.target), partitions, states, target)
+
+
+def _print_audit(report: Any) -> None:
+    span = f"{report.partitions[0]} … {report.partitions[-1]}" if report.partitions else "(empty range)"
+    at = f" at version {report.target_version}" if report.target_version is not None else ""
+    _say(f"audit of {report.pipeline} {span}: target {report.target}{at}")
+    _say(f"  {report.checked} complete partition(s) compared with the table: {len(report.findings)} drifted")
+    if report.findings:
+        table = Table("partition", "drift", "the ledger says", "the table holds")
+        for f in report.findings:
+            table.add_row(f.partition, f.kind.value, f.ledger_says, f.table_holds)
+        console.print(table, highlight=False)
+    if report.unverified:
+        _say(
+            f"  {len(report.unverified)} partition(s) have no recorded target digest (written by an older release, "
+            "or a catalog target): presence and rows checked; a rewrite with the same row count cannot be told "
+            "until they are written again",
+            style="yellow",
+        )
+    if report.clean:
+        _say("clean: the table holds what the ledger says", style="green")
+        return
+    _say(
+        f"DRIFT: {len(report.findings)} partition(s) no longer hold what the ledger recorded: a finding about the "
+        "data (another writer changed the table), not an error of this tool; they are due again under the "
+        "default policy",
+        style="red",
+    )
+    _say(f"repair with: {report.repair_command}")
 
 
 def _print_calendar(grid: Any) -> None:

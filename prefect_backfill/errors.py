@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: What the ``backfill`` CLI exits with. Scripts and schedulers can rely on these.
 EXIT_CODES = {
     0: "every planned partition is complete (or was skipped as complete)",
-    1: "partitions failed, or the run itself failed",
+    1: "partitions failed, or the run itself failed; `audit`: the table drifted from the ledger",
     2: "usage: bad input, unknown pipeline, bad settings; nothing was written",
     3: "the night window closed: partitions remain PENDING for the next run",
     4: "partitions were left to another live run, or waiting for it timed out",

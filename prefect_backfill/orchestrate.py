@@ -33,6 +33,7 @@ from prefect_backfill.canary import CanaryDecision, Decision, local_gate
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.diff import diff_markdown, run_diffs
+from prefect_backfill.drift import is_target_drift, target_drift
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
 from prefect_backfill.events import emit_run_finished
@@ -44,6 +45,7 @@ from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_d
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
 from prefect_backfill.settings import get_settings
+from prefect_backfill.tables import TableSnapshot
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["run_prepared"]
@@ -127,8 +129,10 @@ def _serve_cached(
     prepared: PreparedRun, the_plan: Plan, cache: PartitionCache, target_id: str, run_id: str, out: _Outcome
 ) -> Plan:
     """Step 1: due partitions whose cache record proves them complete (same fingerprint, same source
-    files, same target table, and the target still has them) are recorded COMPLETE (cached) and not
-    run. This is what resumes a run whose ledger was lost. Never for ``reprocess=all``."""
+    files, same target table, and the target still holds what the record says was written: the
+    partition, its rows, its files) are recorded COMPLETE (cached) and not run. This is what resumes a
+    run whose ledger was lost. Never for ``reprocess=all``, never for a partition due because its
+    target drifted (a record cannot repair data another writer changed)."""
     target = prepared.target
     if prepared.request.reprocess is Reprocess.ALL or target is None or not target.exists:
         return the_plan
@@ -138,9 +142,11 @@ def _serve_cached(
         digest = prepared.source.digest(partition.key) if prepared.source is not None else None
         if not target.has(partition.key) and target.known:
             continue  # a record cannot stand in for data that is gone (an allowed-empty partition reruns)
+        if is_target_drift(the_plan.why.get(partition.key, "")):
+            continue
         key = cache_key(pipeline.name, partition.key, pipeline.fingerprint, target_id, digest)
         record = cache.get(key)
-        if record is not None:
+        if record is not None and _still_written(record, target):
             served.append(record)
     if not served:
         return the_plan
@@ -164,6 +170,7 @@ def _serve_cached(
                 source_digest=r.source_digest,
                 target_id=r.target_id,
                 cached=True,
+                target_digest=getattr(r, "target_digest", None),
             )
             for r in served
         ]
@@ -171,6 +178,19 @@ def _serve_cached(
     out.cached.extend(r.partition for r in served)
     out.rows_written += sum(r.rows_out for r in served)
     return leave_out(the_plan, {r.partition: "complete (cache record)" for r in served})
+
+
+def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
+    """Whether ``target`` still holds what ``record`` says was written (records of older releases carry
+    no target digest: then only the partition's rows are compared)."""
+    drift = target_drift(
+        record.partition,
+        target,
+        rows=record.rows_out,
+        digest=getattr(record, "target_digest", None),
+        target_id=None,  # the record's key holds the target's id already
+    )
+    return drift is None
 
 
 def _claim_and_run(

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from prefect_backfill.drift import target_drift
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
 from prefect_backfill.tables import TableSnapshot
@@ -79,6 +80,7 @@ class PartitionState:
     table_version: int | None = None
     replaced_version: int | None = None
     check_name: str | None = None
+    target_digest: str | None = None  # the partition's target files right after the COMPLETE commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +138,13 @@ def _drift(key: str, state: PartitionState, source: TableSnapshot | None, target
     """Why a partition the ledger records as complete is not complete any more, or None.
 
     The ledger says what was written; the tables' logs say what is there now. A partition is complete
-    only if both agree: the target is the same table and still has the partition, and the source
-    partition holds the same files the result was computed from."""
-    if target is not None and target.known:
-        if not target.exists:
-            return "target table missing"
-        if state.target_id and target.table_id != state.target_id:
-            return "target table recreated since it was written"
-        if not target.has(key) and (state.rows_out or 0) > 0:
-            return "partition missing from the target"
+    only if both agree: the target still holds what was written (:func:`~prefect_backfill.drift.target_drift`:
+    same table, the partition present, its rows and files as recorded), and the source partition holds
+    the same files the result was computed from."""
+    if target is not None:
+        drift = target_drift(key, target, rows=state.rows_out, digest=state.target_digest, target_id=state.target_id)
+        if drift is not None:
+            return drift.reason
     if source is not None and source.known:
         if state.source_digest is None:
             return "source content not recorded (written by an older release)"

@@ -33,6 +33,9 @@ class PartitionResult:
     run_id: str
     source_digest: str | None = None
     target_id: str | None = None
+    # The partition's target files right after the commit (None: unknown). Records written by older
+    # releases unpickle without it: read it with getattr(record, "target_digest", None).
+    target_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,7 @@ class _Chunk:
                     replaced_version=None if outcome.table_version is None else outcome.table_version - 1,
                     rows_before=outcome.rows_before.get(key),
                     diff=outcome.diffs.get(key),
+                    target_digest=outcome.target_digests.get(key),
                 )
             )
         self.ledger.record(events, wait=False)
@@ -217,6 +218,7 @@ class _Chunk:
                 run_id=self.run_id,
                 source_digest=self.digests.get(e.partition),
                 target_id=self.target_id,
+                target_digest=e.target_digest,
             )
             for e in events
         ]

@@ -32,13 +32,16 @@ class TableInfo:
 
 @dataclass(frozen=True, slots=True)
 class ChunkOutcome:
-    """What one chunk overwrite did: the Delta version it committed, rows in/out per partition, and
-    per partition its before/after diff (JSON, :class:`prefect_backfill.diff.PartitionDiff`) when made."""
+    """What one chunk overwrite did: the Delta version it committed, rows in/out per partition, per
+    partition its before/after diff (JSON, :class:`prefect_backfill.diff.PartitionDiff`) when made, and the
+    digest of each partition's target files as of that commit (absent: unknown; ``backfill audit``
+    compares it with the table later to see another writer's changes)."""
 
     table_version: int | None
     rows: Mapping[str, tuple[int, int]]
     diffs: Mapping[str, str] = field(default_factory=dict)
     rows_before: Mapping[str, int] = field(default_factory=dict)
+    target_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 class Engine(Protocol):

@@ -14,6 +14,7 @@ Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -43,11 +44,14 @@ from prefect_backfill.tables import TableSnapshot, partition_key, read_snapshot
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "SparkDeltaEngine",
     "chunk_condition",
     "chunk_predicate",
     "chunk_span",
+    "committed_digests",
     "find_commit",
     "job_properties",
     "job_tag",
@@ -374,11 +378,13 @@ class SparkDeltaEngine:
                 for key in properties:
                     sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
+        version = self._commit_version(pipeline, commit_tag)
         return ChunkOutcome(
-            table_version=self._commit_version(pipeline, commit_tag),
+            table_version=version,
             rows=counts,
             diffs={k: d.to_json() for k, d in diffs.items()},
             rows_before={k: d.rows_before for k, d in diffs.items()},
+            target_digests=committed_digests(pipeline, keys, version),
         )
 
     # -- checks and diff (before the commit) ----------------------------------------------------
@@ -587,6 +593,21 @@ class SparkDeltaEngine:
 def _number(value: Any) -> float | None:
     """A sum as a JSON-friendly number (Spark returns Decimal for decimal columns)."""
     return None if value is None else float(value)
+
+
+def committed_digests(pipeline: Pipeline, keys: Sequence[str], version: int | None) -> dict[str, str]:
+    """The digest of each of ``keys``' target files as of our commit ``version`` (what ``backfill audit``
+    later compares with the table to see another writer's changes): one delta-rs log read per chunk, at
+    that version, so a commit of another chunk meanwhile changes nothing. Path targets with a known
+    version only; best effort: the chunk is committed already, and an unknown digest means "cannot tell"."""
+    if version is None or not pipeline.target.is_path:
+        return {}
+    try:
+        snapshot = read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain, version)
+    except Exception as exc:
+        logger.warning("target digests of %s at version %s not read (%s): drift cannot be told", keys, version, exc)
+        return {}
+    return {key: digest for key in keys if (digest := snapshot.digest(key)) is not None}
 
 
 def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:

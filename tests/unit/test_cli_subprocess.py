@@ -65,7 +65,7 @@ RANGE = ("run", "demo_orders", "--start", "2024-01-01", "--end", "2024-01-02")
         ),
         (
             (),
-            "error: missing command: use one of pipelines, plan, run, status, diff, setup, spark-connect, demo "
+            "error: missing command: use one of pipelines, plan, run, status, diff, audit, setup, spark-connect, demo "
             "(see backfill --help)",
         ),
         (("run",), "error: missing argument PIPELINE (see backfill run --help)"),
@@ -77,8 +77,8 @@ RANGE = ("run", "demo_orders", "--start", "2024-01-01", "--end", "2024-01-02")
         ),
         (
             ("nope",),
-            "error: no such command 'nope': use one of pipelines, plan, run, status, diff, setup, spark-connect, demo "
-            "(see backfill --help)",
+            "error: no such command 'nope': use one of pipelines, plan, run, status, diff, audit, setup, "
+            "spark-connect, demo (see backfill --help)",
         ),
         (("rn", "demo_orders"), "error: no such command 'rn'. Did you mean 'run'? (see backfill --help)"),
         ((*RANGE, "extra"), "error: got unexpected extra argument(s) (extra) (see backfill run --help)"),

@@ -2,10 +2,12 @@
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from prefect_backfill.cli import main
 from prefect_backfill.ledger import Ledger, LedgerEvent
@@ -24,6 +26,9 @@ def mixed(tmp_path: Path) -> Pipeline:
     p = register(
         Pipeline("status_demo", str(tmp_path / "b"), str(tmp_path / "silver" / "t"), "d", keep, "2"), replace=True
     )
+    # The target holds the days the ledger says were written (status compares them: see test_audit.py).
+    days = [date(2024, 1, d) for d in range(1, 11)]
+    write_deltalake(str(tmp_path / "silver" / "t"), pa.table({"id": list(range(10)), "d": days}), partition_by=["d"])
     ledger = Ledger(tmp_path / "silver" / "_backfill_progress")
     t0 = datetime(2024, 7, 1, tzinfo=UTC)
     events = []

@@ -1,0 +1,103 @@
+"""Does the target still hold what was recorded for a partition? One pure comparison, shared by
+planning (a drifted partition is due again), the cache (a record is never served over drifted data),
+``backfill audit`` and ``backfill status``, so they can never disagree.
+
+What was recorded (by the ledger's COMPLETE event, or a cache record): the rows written, the target's
+table id, and the digest of the partition's files right after our commit. What is there now: the
+target's snapshot from its Delta log (no data read). Drift, in the order it is told apart:
+
+- the target table is gone, or was recreated (another table id);
+- the partition is **missing** (no files) although rows were written;
+- the partition is **empty** (files, but no live rows: deletion vectors deleted them all);
+- its live **rows** (the log's ``numRecords`` minus deleted rows) differ from the rows written;
+- it was **rewritten** by another writer: same rows, but not the files our commit wrote.
+
+An unknown recorded value (a ledger from an older release has no digest; a file without statistics
+has no row count) means "cannot tell", never drift: an upgrade must not make every partition due.
+A compaction of the target (OPTIMIZE) changes files without changing data: it shows as rewritten, and
+the partition runs again: wasteful, never wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from prefect_backfill.tables import TableSnapshot
+
+__all__ = ["Drift", "DriftKind", "is_target_drift", "target_drift"]
+
+
+class DriftKind(enum.StrEnum):
+    TARGET_MISSING = "target_missing"
+    TARGET_RECREATED = "target_recreated"
+    MISSING = "missing"
+    EMPTY = "empty"
+    ROWS = "rows"
+    REWRITTEN = "rewritten"
+
+
+#: The plan's reason for each kind (the part before " (", which the plan counts by).
+REASONS = {
+    DriftKind.TARGET_MISSING: "target table missing",
+    DriftKind.TARGET_RECREATED: "target table recreated since it was written",
+    DriftKind.MISSING: "partition missing from the target",
+    DriftKind.EMPTY: "partition emptied in the target",
+    DriftKind.ROWS: "row count in the target differs from the ledger",
+    DriftKind.REWRITTEN: "partition rewritten by another writer",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """How one partition's target differs from what was recorded."""
+
+    kind: DriftKind
+    expected_rows: int | None
+    found_rows: int | None
+    expected_digest: str | None
+    found_digest: str | None
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        """The plan's reason: the kind's reason, with the detail in parentheses when there is one."""
+        head = REASONS[self.kind]
+        return f"{head} ({self.detail})" if self.detail else head
+
+
+def is_target_drift(reason: str) -> bool:
+    """Whether a plan reason says the target drifted (as opposed to never run, failed, stale, …)."""
+    return reason.split(" (")[0] in REASONS.values()
+
+
+def target_drift(
+    key: str,
+    target: TableSnapshot,
+    *,
+    rows: int | None,
+    digest: str | None,
+    target_id: str | None,
+) -> Drift | None:
+    """How partition ``key`` of ``target`` differs from what was recorded for it (``rows`` written, the
+    files' ``digest`` right after the commit, the ``target_id`` written to), or None if it does not or
+    it cannot be told (an unknown snapshot, unknown recorded values)."""
+    if not target.known:
+        return None
+    if not target.exists:
+        return Drift(DriftKind.TARGET_MISSING, rows, None, digest, None, "")
+    if target_id and target.table_id != target_id:
+        return Drift(DriftKind.TARGET_RECREATED, rows, None, digest, None, "")
+    files = target.partitions.get(key)
+    if files is None:
+        if (rows or 0) > 0:
+            return Drift(DriftKind.MISSING, rows, 0, digest, "", "")
+        return None  # written empty (allowed), still empty
+    found = files.num_records
+    if found is not None and rows is not None and found != rows:
+        kind = DriftKind.EMPTY if found == 0 else DriftKind.ROWS
+        return Drift(kind, rows, found, digest, files.digest, f"{found:,} rows, the ledger says {rows:,}")
+    if digest is not None and files.digest != digest:
+        same = f"the same {found:,} rows" if found is not None else "rows unknown"
+        return Drift(DriftKind.REWRITTEN, rows, found, digest, files.digest, f"{same}, not the files it wrote")
+    return None
