@@ -433,3 +433,18 @@ def test_the_flow_takes_the_plan_the_cli_made_once(pipeline: Pipeline, monkeypat
     assert prepare(again) is not made and len(reads) == 2  # only the flow takes it
     assert prepare(again, take_handed_over=True) is made and len(reads) == 2
     assert prepare(again, take_handed_over=True) is not made and len(reads) == 3  # taken once only
+
+
+def test_a_canary_nobody_can_answer_is_refused_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a terminal, the embedded server: the run would write its canaries and then wait for nobody."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    planned: list[BackfillRequest] = []
+    monkeypatch.setattr(prefect_backfill.request, "prepare", lambda request, settings=None: planned.append(request))
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        code = run_cli(["run", "orders", "--start", "2024-01-01", "--end", "2024-01-09", "--canary", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--approve" in err and "PREFECT_API_URL" in err
+    assert not planned  # refused before planning: nothing read, nothing written
