@@ -633,6 +633,7 @@ def diff(
         str | None, typer.Option("--run", help="Run id (or its first 8+ characters); default: the latest run.")
     ] = None,
     as_json: AsJson = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Partitions shown before the total.")] = 10_000,
 ) -> None:
     """What a run changed: per partition it overwrote, rows and column sums before and after, and keys
     added, removed and changed when the pipeline declares a key. Reads only the ledger."""
@@ -671,7 +672,7 @@ def diff(
             )
         )
         return
-    head, rows = table_rows(diffs, limit=10_000)
+    head, rows = table_rows(diffs, limit=limit)
     table = Table(*head, title=f"{pipeline}: what run {chosen} changed (before → after)")
     for row in rows[:-1]:
         table.add_row(*row)
@@ -842,17 +843,41 @@ def spark_connect(
 def demo(
     rows_per_day: Annotated[int, typer.Option("--rows-per-day", min=1)] = 2_000,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
-    regenerate: Annotated[bool, typer.Option("--regenerate", help="Rewrite the bronze table.")] = False,
+    regenerate: Annotated[
+        bool, typer.Option("--regenerate", help="Rewrite the bronze table and silver's version 1.")
+    ] = False,
 ) -> None:
-    """Create the demo bronze table (once) and backfill demo_orders over 2024-01-01 … 2024-06-30."""
+    """Create the demo bronze table and the silver table version 1 wrote (once each), then backfill
+    demo_orders version 2 over 2024-01-01 … 2024-06-30: three canaries first, then the rest, and the diff."""
     from prefect_backfill import demo as demo_module
     from prefect_backfill.engine.delta import SparkDeltaEngine
     from prefect_backfill.pipeline import TableRef
 
-    if regenerate or not SparkDeltaEngine.instance().describe(TableRef(demo_module.bronze_path())).exists:
+    engine = SparkDeltaEngine.instance()
+    if regenerate or not engine.describe(TableRef(demo_module.bronze_path())).exists:
         rows = demo_module.generate_orders(demo_module.bronze_path(), rows_per_day=rows_per_day)
         console.print(f"wrote {rows:,} bronze orders to {demo_module.bronze_path()}", highlight=False)
-    run("demo_orders", demo_module.DEMO_START, demo_module.DEMO_END, max_concurrency=max_concurrency)
+    if regenerate or not engine.describe(TableRef(demo_module.silver_path())).exists:
+        rows = demo_module.write_version_one(demo_module.bronze_path(), demo_module.silver_path())
+        console.print(
+            f"wrote {rows:,} silver orders with version 1 (the bug: amount_usd = amount) to "
+            f"{demo_module.silver_path()}",
+            highlight=False,
+        )
+    # Three canaries (first, middle, last day) go first and their diff is shown; --approve: the demo
+    # runs unattended (`backfill run demo_orders … --canary 3` without it asks on a terminal).
+    try:
+        run(
+            "demo_orders",
+            demo_module.DEMO_START,
+            demo_module.DEMO_END,
+            max_concurrency=max_concurrency,
+            canary=3,
+            approve=True,
+        )
+    finally:
+        with contextlib.suppress(BackfillError):
+            diff("demo_orders", limit=6)
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prefect_backfill.checks import Expect, NotNull, RowRatio, Unique
 from prefect_backfill.partitions import Grain
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.registry import register
@@ -19,7 +20,16 @@ from prefect_backfill.settings import get_settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["DEMO_END", "DEMO_START", "bronze_path", "generate_orders", "silver_path", "to_silver_orders"]
+__all__ = [
+    "DEMO_END",
+    "DEMO_START",
+    "bronze_path",
+    "generate_orders",
+    "silver_path",
+    "to_silver_orders",
+    "to_silver_orders_v1",
+    "write_version_one",
+]
 
 DEMO_START = "2024-01-01"
 DEMO_END = "2024-06-30"
@@ -48,6 +58,23 @@ def to_silver_orders(orders: DataFrame) -> DataFrame:
         "amount",
         F.round(F.col("amount") * F.lit(1.1), 2).alias("amount_usd"),
     )
+
+
+def to_silver_orders_v1(orders: DataFrame) -> DataFrame:
+    """Version 1, the bug: amount_usd = amount (factor 1.0). What the daily job wrote before the fix."""
+    from pyspark.sql import functions as F
+
+    return to_silver_orders(orders).withColumn("amount_usd", F.col("amount"))
+
+
+def write_version_one(source: str, target: str) -> int:
+    """The silver table as the buggy daily job left it: version 1 over the whole bronze table, one job.
+    The demo then backfills version 2 over it, so its canary diff shows the fix (amount_usd +10 %)."""
+    from prefect_backfill.engine.spark import get_spark
+
+    silver = to_silver_orders_v1(get_spark().read.format("delta").load(source))
+    silver.write.format("delta").mode("overwrite").partitionBy("order_date").save(target)
+    return int(silver.count())
 
 
 def generate_orders(
@@ -94,5 +121,8 @@ demo_orders = register(
         version="2",
         grain=Grain.DAY,
         description="bronze orders -> silver orders with amount_usd = amount * 1.1",
+        # Checked on every partition before it replaces the old rows (no extra pass but one distinct count).
+        checks=(NotNull("order_id"), Unique("order_id"), Expect("amount_usd >= 0"), RowRatio(1.0, 1.0)),
+        key=("order_id",),  # the diff counts orders added, removed and changed per day
     )
 )

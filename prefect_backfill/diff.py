@@ -113,12 +113,18 @@ def _add(a: float | None, b: float | None) -> float | None:
 def _num(value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+    whole = round(value)
+    if abs(value - whole) <= 1e-9 * max(1.0, abs(value)):  # a sum of cents in floating point: 1,001,710.0000001
+        return f"{whole:,}"
+    return f"{value:,.2f}"
 
 
 def _pct(before: float | None, after: float | None) -> str:
+    """`` (+10.0%)``; nothing when unchanged (floating point noise of a sum included)."""
     change = _change(before, after)
-    return "" if change is None else f" ({change:+.1%})"
+    if change is None or abs(change) < 5e-4:
+        return ""
+    return f" ({change:+.1%})"
 
 
 def table_rows(diffs: Sequence[PartitionDiff], limit: int = 60) -> tuple[list[str], list[list[str]]]:
@@ -136,7 +142,7 @@ def table_rows(diffs: Sequence[PartitionDiff], limit: int = 60) -> tuple[list[st
             cells.append(f"{_num(before)} → {_num(after)}{_pct(before, after)}")
         if keyed:
             k = d.keys
-            cells += [str(k.added), str(k.removed), str(k.changed)] if k is not None else ["", "", ""]
+            cells += [f"{k.added:,}", f"{k.removed:,}", f"{k.changed:,}"] if k is not None else ["", "", ""]
         return cells
 
     rows = [row(d) for d in diffs[:limit]]

@@ -81,9 +81,11 @@ def test_diffs_round_trip_total_and_print() -> None:
     assert (total.rows_before, total.rows_after, total.sums["amount_usd"]) == (40, 80, (100.0, 160.0))
     assert total.keys == KeyChanges(40, 0, 39)
     text = diff_markdown("t", [a, b])
-    assert "| 2024-01-01 | 40 → 40 (+0.0%) | 100 → 110 (+10.0%) | 0 | 0 | 39 |" in text
+    assert "| 2024-01-01 | 40 → 40 | 100 → 110 (+10.0%) | 0 | 0 | 39 |" in text
     assert "| 2024-01-02 | 0 → 40 | – → 50 | 40 | 0 | 0 |" in text  # no percentage from nothing
     assert a.as_dict()["sums"]["amount_usd"]["change"] == pytest.approx(0.1)
+    noisy = PartitionDiff("k", 2, 2, {"amount": (1_001_710.0, 1_001_710.0000001)}, KeyChanges(0, 0, 363_984))
+    assert "| k | 2 → 2 | 1,001,710 → 1,001,710 | 0 | 0 | 363,984 |" in diff_markdown("t", [noisy])
     assert numeric_columns([("d", "date"), ("n", "bigint"), ("x", "decimal(10,2)"), ("s", "string")], ["d"]) == (
         "n",
         "x",
