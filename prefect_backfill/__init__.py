@@ -4,6 +4,7 @@ Core package: planning (pure), the progress ledger, the engine (Spark + Delta), 
 settings and the CLI. Flows live in ``flows/``, tasks in ``tasks/``.
 """
 
+from prefect_backfill.checks import Custom, Expect, NotNull, RowRatio, Unique
 from prefect_backfill.errors import BackfillError
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
@@ -12,13 +13,18 @@ from prefect_backfill.registry import get_pipeline, register
 
 __all__ = [
     "BackfillError",
+    "Custom",
+    "Expect",
     "Grain",
+    "NotNull",
     "Partition",
     "Pipeline",
     "Plan",
     "Reprocess",
+    "RowRatio",
     "Status",
     "TableRef",
+    "Unique",
     "get_pipeline",
     "register",
 ]
