@@ -26,6 +26,7 @@ class Cell(enum.Enum):
     FAILED = ("❌", "failed")
     RUNNING = ("⏳", "running")
     PENDING = ("🕓", "pending")
+    UNDONE = ("⏪", "undone")
     STALE = ("🟨", "stale (older version)")
     MISSING = ("⬜", "never run")
     COMPLETE = ("✅", "complete")
@@ -51,7 +52,7 @@ def cell_of(state: PartitionState | None, fingerprint: str) -> Cell:
         Status.FAILED: Cell.FAILED,
         Status.RUNNING: Cell.RUNNING,
         Status.PENDING: Cell.PENDING,
-        Status.UNDONE: Cell.MISSING,
+        Status.UNDONE: Cell.UNDONE,
     }[state.status]
 
 

@@ -60,6 +60,7 @@ SCHEMA = pa.schema(
         ("rows_before", pa.int64()),  # the partition's rows in the target before the commit
         ("diff", pa.string()),  # JSON: the before/after diff of the partition (prefect_backfill.diff)
         ("check_name", pa.string()),  # the pre-commit check a FAILED partition did not pass
+        ("undone_run", pa.string()),  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo)
     ]
 )
 
@@ -117,6 +118,7 @@ class LedgerEvent:
     rows_before: int | None = None
     diff: str | None = None
     check_name: str | None = None
+    undone_run: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(LedgerEvent))
@@ -152,6 +154,7 @@ def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState
             table_version=row.get("table_version"),  # type: ignore[arg-type]
             replaced_version=row.get("replaced_version"),  # type: ignore[arg-type]
             check_name=row.get("check_name"),  # type: ignore[arg-type]
+            undone_run=row.get("undone_run"),  # type: ignore[arg-type]
         )
         for key, (_, row) in best.items()
     }

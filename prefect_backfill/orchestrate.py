@@ -36,7 +36,7 @@ from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent
-from prefect_backfill.planning import Plan, Reprocess, Status, held_keys, leave_out
+from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
@@ -128,6 +128,8 @@ def _serve_cached(
     pipeline = prepared.pipeline
     served: list[PartitionResult] = []
     for partition in the_plan.to_run:
+        if the_plan.why.get(partition.key) == UNDONE:
+            continue  # restored by `backfill undo` to older content: the record describes what was undone
         digest = prepared.source.digest(partition.key) if prepared.source is not None else None
         if not target.has(partition.key) and target.known:
             continue  # a record cannot stand in for data that is gone (an allowed-empty partition reruns)
