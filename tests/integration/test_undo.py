@@ -43,8 +43,8 @@ def wrong_factor(orders: DataFrame) -> DataFrame:
 
 
 def rows(spark: Any, path: str) -> list[tuple[Any, ...]]:
-    df = spark.read.format("delta").load(path).select("order_id", "order_date", "customer_id", "amount", "amount_usd")
-    return sorted(tuple(r) for r in df.collect())
+    df = spark.read.format("delta").load(path)
+    return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())  # every column, every row
 
 
 def version(path: str) -> int:
@@ -81,9 +81,9 @@ def test_undo_of_a_wrong_version_restores_the_rows_exactly_refuses_what_changed_
     assert err.count("\n") == 1 and "refused 1 (2024-03-05: changed after the run's commit" in err
     undo_version = version(lake.target)
     assert undo_version == touched_by + 1  # one commit for the 9 partitions of 3 chunks
-    expected_now = [r for r in before if str(r[1]) != "2024-03-05"]
-    assert [r for r in rows(spark, lake.target) if str(r[1]) != "2024-03-05"] == expected_now
-    assert {r[2] for r in rows(spark, lake.target) if str(r[1]) == "2024-03-05"} == {-1}  # left as it was
+    expected_now = [r for r in before if str(r[3]) != "2024-03-05"]
+    assert [r for r in rows(spark, lake.target) if str(r[3]) != "2024-03-05"] == expected_now
+    assert {r[2] for r in rows(spark, lake.target) if str(r[3]) == "2024-03-05"} == {-1}  # left as it was
 
     undone = events(lake, wrong.name, Status.UNDONE)
     assert sorted(e["partition"] for e in undone) == [d for d in DAYS if d != "2024-03-05"]
@@ -137,11 +137,10 @@ def test_a_vacuumed_version_is_refused_and_the_flow_ends_failed(lake: Lake, spar
     backfill(pipeline=good.name, start="2024-01-01", end="2024-01-02", retries=0)
     wrong = lake.make(wrong_factor, version="2")
     run_id = backfill(pipeline=wrong.name, start="2024-01-01", end="2024-01-02", retries=0)["run_id"]
-    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    try:
-        spark.sql(f"VACUUM delta.`{lake.target}` RETAIN 0 HOURS")
-    finally:
-        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    # VACUUM with retention 0 and the retention check off (delta-rs's: the same file deletions as Spark's
+    # VACUUM, in milliseconds instead of ~40 s of Spark jobs on this machine).
+    deleted = DeltaTable(lake.target).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    assert len(deleted) == 2  # the two files the wrong run replaced
     at = version(lake.target)
     after_wrong = rows(spark, lake.target)
 
