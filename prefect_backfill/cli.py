@@ -415,6 +415,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{summary['rows_written']:,} rows written in {summary['duration_s']:.1f}s",
         highlight=False,
     )
+    if summary.get("completed") and summary.get("run_id"):  # what wrote something can be undone: say how
+        run_id = str(summary["run_id"])
+        _say(f"run {run_id}: undo it with `backfill undo {summary['pipeline']} --run {run_id[:8]}`")
 
 
 @app.command()

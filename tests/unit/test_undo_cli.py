@@ -72,3 +72,21 @@ def test_without_a_terminal_it_asks_for_yes_and_writes_nothing(
     assert run_cli(["undo", "orders", "--run", "run-1234", "--json"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pass --yes" in err and stand_in.carried_out == 0
+
+
+def test_a_run_that_wrote_something_says_how_to_undo_it(capsys: pytest.CaptureFixture[str]) -> None:
+    summary: dict[str, Any] = {
+        "pipeline": "orders",
+        "run_id": "0b1c2d3e-aaaa-bbbb",
+        "completed": ["2024-01-01"],
+        "cached": [],
+        "skipped": 0,
+        "failed": [],
+        "total": 1,
+        "rows_written": 40,
+        "duration_s": 1.0,
+    }
+    cli._print_summary(summary)
+    assert "run 0b1c2d3e-aaaa-bbbb: undo it with `backfill undo orders --run 0b1c2d3e`" in capsys.readouterr().out
+    cli._print_summary({**summary, "completed": []})
+    assert "undo it" not in capsys.readouterr().out
