@@ -129,14 +129,35 @@ class UndoPlan:
             f"undo of run {self.run_id} of {self.pipeline}: {len(self.restores)} to restore, "
             f"{len(self.refused)} refused"
         ]
-        for r in self.restores:
-            rows = f", {r.rows:,} rows" if r.rows is not None else ""
-            removed = " (did not exist then: removed)" if r.rows == 0 else ""
-            lines.append(f"  restore {r.partition} to version {r.version}{rows}{removed}")
-            if r.overridden:
-                lines.append(f"    forced: {r.overridden}")
+        for run in self._runs():
+            first, last = run[0], run[-1]
+            counted = [r.rows for r in run]
+            rows = f", {sum(n for n in counted if n is not None):,} rows" if None not in counted else ""
+            removed = " (did not exist then: removed)" if first.rows == 0 else ""
+            span = first.partition if len(run) == 1 else f"{first.partition} … {last.partition} ({len(run)} partitions)"
+            lines.append(f"  restore {span} to version {first.version}{rows}{removed}")
+            if first.overridden:
+                lines.append(f"    forced: {first.overridden}")
         lines.extend(f"  refuse  {r.partition}: {r.reason}" for r in self.refused)
         return "\n".join(lines)
+
+    def _runs(self) -> list[list[Restore]]:
+        """Restores in runs of neighbours (no refused partition between them) alike in version and kind,
+        so six months restored to two versions print as a few lines."""
+        order = sorted([(r.partition, r) for r in self.restores] + [(r.partition, None) for r in self.refused])
+        runs: list[list[Restore]] = []
+        previous: Restore | None = None
+        for _, r in order:
+            if r is not None and previous is not None and runs and _alike(previous, r):
+                runs[-1].append(r)
+            elif r is not None:
+                runs.append([r])
+            previous = r
+        return runs
+
+
+def _alike(a: Restore, b: Restore) -> bool:
+    return a.version == b.version and (a.rows == 0) == (b.rows == 0) and not a.overridden and not b.overridden
 
 
 def resolve_run(given: str, runs: Mapping[str, datetime], pipeline: str) -> str:

@@ -111,6 +111,7 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
     assert {r.partition for r in the_plan.refused if r.forceable} == {"2024-01-03", "2024-01-07"}
     assert the_plan.groups == {4: ("2024-01-01", "2024-01-02")}
     text = str(the_plan)
+    assert "restore 2024-01-01 to version 4, 40 rows\n" in text
     assert "restore 2024-01-02 to version 4, 0 rows (did not exist then: removed)" in text
     assert "refuse  2024-01-04: the files of version 4" in text
 
@@ -149,3 +150,17 @@ def test_a_commit_that_cannot_be_read_any_more_counts_as_possibly_touched() -> N
     the_plan = plan_undo("p", RUN, {"2024-01-01": write("2024-01-01")}, {}, {"2024-01-01": LogFacts(None, "d")}, {})
     assert the_plan.refused[0].forceable
     assert "can no longer be read, so later changes cannot be ruled out" in the_plan.refused[0].reason
+
+
+def test_the_printed_plan_folds_neighbours_restored_alike_into_one_line() -> None:
+    keys = [f"2024-01-{d:02d}" for d in range(1, 11)]
+    writes = {k: write(k, commit=5 if k < "2024-01-06" else 7, before=4 if k < "2024-01-06" else 6) for k in keys}
+    facts = {k: LogFacts("d", "d" if k != "2024-01-08" else "x", rows_at_restore=10) for k in keys}
+    text = str(plan_undo("p", RUN, writes, {}, facts, {}))
+    assert text.splitlines()[1:] == [
+        "  restore 2024-01-01 … 2024-01-05 (5 partitions) to version 4, 50 rows",
+        "  restore 2024-01-06 … 2024-01-07 (2 partitions) to version 6, 20 rows",
+        "  restore 2024-01-09 … 2024-01-10 (2 partitions) to version 6, 20 rows",
+        "  refuse  2024-01-08: changed after the run's commit (version 7): restoring would discard that; "
+        "--force restores it anyway",
+    ]
