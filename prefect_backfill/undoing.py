@@ -197,9 +197,13 @@ def carry_out(
     engine: Engine | None = None,
     cache: PartitionCache | None = None,
 ) -> UndoOutcome:
-    """Restore what ``prepared.plan`` restores, in one commit; record an UNDONE event per partition and
-    void the cache records of what was undone. If the target changed since the plan was made and the
-    plan would now differ, nothing is written (run the undo again to see the new plan)."""
+    """Void the cache records of what is undone, restore what ``prepared.plan`` restores in one commit,
+    then record an UNDONE event per partition. If the target changed since the plan was made and the
+    plan would now differ, nothing is written (run the undo again to see the new plan).
+
+    The restore and the ledger are two tables: if the ledger cannot be written after the commit, the
+    error says so (exit 1) and the ledger still calls those partitions COMPLETE for the undone run; a
+    second undo then refuses them as changed by the undo's own commit (named by its version)."""
     undo_id = undo_id or str(uuid.uuid4())
     the_plan, spec = prepared.plan, prepared.pipeline
     if not the_plan.restores:
@@ -216,6 +220,16 @@ def carry_out(
                 f"the target {spec.target} changed since the undo was planned (version {prepared.target_version} "
                 f"→ {latest}) and the plan would differ: nothing was written; run the undo again to see the new plan"
             )
+    # Cache records first: voiding one that is still right costs a recompute; a record left standing for
+    # restored content would bring the undone rows back on a run without the ledger.
+    cache = cache or PartitionCache.from_settings(get_settings())
+    voided = 0
+    for r in the_plan.restores:
+        w = prepared.writes[r.partition]
+        if w.target_id is None:
+            continue
+        key = cache_key(spec.name, r.partition, w.fingerprint, w.target_id, w.source_digest)
+        voided += cache.invalidate(key, f"undone by undo {undo_id} of run {the_plan.run_id}")
     versions = {parse_partition_key(r.partition, spec.grain): r.version for r in the_plan.restores}
     version = engine.restore(spec, versions, commit_tag(undo_id, spec.name, the_plan.run_id))
     now = datetime.now(UTC)
@@ -241,14 +255,6 @@ def carry_out(
             for r in the_plan.restores
         ]
     )
-    cache = cache or PartitionCache.from_settings(get_settings())
-    voided = 0
-    for r in the_plan.restores:
-        w = prepared.writes[r.partition]
-        if w.target_id is None:
-            continue
-        key = cache_key(spec.name, r.partition, w.fingerprint, w.target_id, w.source_digest)
-        voided += cache.invalidate(key, f"undone by undo {undo_id} of run {the_plan.run_id}")
     return UndoOutcome(undo_id, tuple(r.partition for r in the_plan.restores), version, voided)
 
 
