@@ -92,6 +92,20 @@ class PartitionCache:
             return None
         return value if isinstance(value, PartitionResult) else None
 
+    def invalidate(self, key: str, why: str) -> bool:
+        """Make the record under ``key`` unservable, by writing a tombstone (``why``, a string) over it:
+        :meth:`get` serves only a :class:`PartitionResult`. A tombstone rather than a deletion, because
+        Prefect's result storage (a folder or any storage block) can write but not delete. The next
+        completed run of the partition writes a real record over it. False if it could not be written."""
+        try:
+            if not self.store.exists(key):
+                return True
+            self.store.write(why, key=key)
+        except Exception as exc:
+            logger.warning("cache record %s not invalidated (%s)", key, exc)
+            return False
+        return True
+
     def put(self, result: PartitionResult) -> None:
         """Write the record of a completed partition (best effort: a lost record costs a recompute)."""
         assert result.target_id is not None

@@ -27,6 +27,7 @@ class Cell(enum.Enum):
     DRIFTED = ("🟥", "drifted (the table differs from the ledger)")
     RUNNING = ("⏳", "running")
     PENDING = ("🕓", "pending")
+    UNDONE = ("⏪", "undone")
     STALE = ("🟨", "stale (older version)")
     MISSING = ("⬜", "never run")
     COMPLETE = ("✅", "complete")
@@ -56,7 +57,7 @@ def cell_of(state: PartitionState | None, fingerprint: str, drifted: bool = Fals
         Status.FAILED: Cell.FAILED,
         Status.RUNNING: Cell.RUNNING,
         Status.PENDING: Cell.PENDING,
-        Status.UNDONE: Cell.MISSING,
+        Status.UNDONE: Cell.UNDONE,
     }[state.status]
 
 

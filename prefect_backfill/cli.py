@@ -494,6 +494,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{summary['rows_written']:,} rows written in {summary['duration_s']:.1f}s",
         highlight=False,
     )
+    if summary.get("completed") and summary.get("run_id"):  # what wrote something can be undone: say how
+        run_id = str(summary["run_id"])
+        _say(f"run {run_id}: undo it with `backfill undo {summary['pipeline']} --run {run_id[:8]}`")
 
 
 @app.command()
@@ -531,6 +534,7 @@ def status(
                         "never_run": 0,
                         "failed": [],
                         "stale": [],
+                        "undone": [],
                         "eta_seconds": None,
                         "recorded": False,
                         "live_runs": [],
@@ -552,6 +556,7 @@ def status(
     failed = sorted((k, s.error or "") for k, s in states.items() if s.status is Status.FAILED)
     checks = {k: s.check_name for k, s in states.items() if s.status is Status.FAILED and s.check_name}
     stale = sorted(k for k, s in states.items() if s.status is Status.COMPLETE and s.fingerprint != spec.fingerprint)
+    undone = sorted((k, s.undone_run or "") for k, s in states.items() if s.status is Status.UNDONE)
     # "Running" only for a run whose lease is live: a killed run's claims are interrupted, not running.
     live = LeaseTable(lease_location(ledger_path)).live_runs(pipeline)
     open_claims = {k: s for k, s in states.items() if s.status in (Status.PENDING, Status.RUNNING)}
@@ -572,6 +577,7 @@ def status(
                     "never_run": len(partitions) - len(states),
                     "failed": [{"partition": k, "error": e, "check": checks.get(k)} for k, e in failed],
                     "stale": stale,
+                    "undone": [{"partition": k, "undone_run": r} for k, r in undone],
                     "eta_seconds": eta.seconds if eta else None,
                     "recorded": recorded,
                     "live_runs": [
@@ -624,6 +630,99 @@ def status(
         shown = ", ".join(stale[:10]) + (" …" if len(stale) > 10 else "")
         console.print(f"[yellow]STALE[/] (written by an older version): {shown}", highlight=False, soft_wrap=True)
         console.print(f"  reprocess them with: backfill run {pipeline} --start {stale[0]} --end {stale[-1]}")
+    if undone:
+        keys = [k for k, _ in undone]
+        runs = sorted({r[:8] for _, r in undone if r})
+        shown = ", ".join(keys[:10]) + (" …" if len(keys) > 10 else "")
+        console.print(
+            f"[magenta]UNDONE[/] (restored to their content before run {', '.join(runs)}): {shown}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(f"  the next run reprocesses them: backfill run {pipeline} --start {keys[0]} --end {keys[-1]}")
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+@app.command(epilog=_exit_codes_help())
+def undo(
+    pipeline: str,
+    run_id: Annotated[
+        str, typer.Option("--run", help="The run to undo: its id, or 8+ first characters of it (see backfill status).")
+    ],
+    partitions: Annotated[
+        str | None, typer.Option("--partitions", help="Only these partition keys of the run (comma-separated).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="Only the run's partitions from here (inclusive).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--end", help="… to here (inclusive).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also restore partitions a later commit changed (discarding that change).")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask for confirmation (needed without a terminal).")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Restore the partitions a run wrote to their content before it (Delta time travel + replaceWhere, one
+    commit), partition by partition. Refuses, with the reason, a partition a later commit changed (unless
+    --force), one whose old files were vacuumed, and one the run did not write; exits 1 if it refused any.
+    The next `backfill run` reprocesses the undone partitions."""
+    from prefect_backfill.undoing import carry_out, prepare_undo, raise_if_refused
+
+    prepared = prepare_undo(pipeline, run_id, partitions=_keys(partitions), start=start, end=end, force=force)
+    the_plan = prepared.plan
+    if not as_json:
+        console.print(Text(str(the_plan)), soft_wrap=True, highlight=False)
+    if the_plan.restores and not yes:
+        if as_json or not _stdin_is_terminal():
+            from prefect_backfill.errors import InvalidRequestError
+
+            raise InvalidRequestError(
+                "no terminal to confirm the undo in: pass --yes to restore without a prompt (nothing was written)"
+            )
+        if not typer.confirm(f"Restore {len(the_plan.restores)} partition(s) of {pipeline}?", default=False):
+            _say("nothing was written", style="yellow")
+            raise typer.Exit(1)
+    outcome = carry_out(prepared)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "pipeline": the_plan.pipeline,
+                    "run_id": the_plan.run_id,
+                    "undo_id": outcome.undo_id,
+                    "table_version": outcome.table_version,
+                    "restored": [
+                        {
+                            "partition": r.partition,
+                            "version": r.version,
+                            "undoes_version": r.undoes_version,
+                            "rows": r.rows,
+                            "forced": r.overridden,
+                        }
+                        for r in the_plan.restores
+                    ],
+                    "refused": [
+                        {"partition": r.partition, "reason": r.reason, "forceable": r.forceable}
+                        for r in the_plan.refused
+                    ],
+                },
+                indent=2,
+            )
+        )
+    elif outcome.restored:
+        keys = outcome.restored
+        _say(
+            f"restored {len(keys)} partition(s) of {pipeline} in one commit (version {outcome.table_version}), "
+            f"recorded as UNDONE; the next `backfill run {pipeline} --start {keys[0]} --end {keys[-1]}` "
+            "reprocesses them",
+            style="green",
+        )
+    raise_if_refused(prepared, outcome)
 
 
 @app.command()

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: What the ``backfill`` CLI exits with. Scripts and schedulers can rely on these.
 EXIT_CODES = {
     0: "every planned partition is complete (or was skipped as complete)",
-    1: "partitions failed, or the run itself failed; `audit`: the table drifted from the ledger",
+    1: "partitions failed, or the run itself failed; audit: the table drifted; undo: partitions refused",
     2: "usage: bad input, unknown pipeline, bad settings; nothing was written",
     3: "the night window closed: partitions remain PENDING for the next run",
     4: "partitions were left to another live run, or waiting for it timed out",
@@ -44,6 +44,7 @@ __all__ = [
     "SourceNotFoundError",
     "TargetLayoutError",
     "TransformError",
+    "UndoRefusedError",
     "UnknownPipelineError",
 ]
 
@@ -202,3 +203,22 @@ class ChunkFailedError(PartitionError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (Dask) and into result storage
         return (type(self), (self.result,))
+
+
+class UndoRefusedError(BackfillError):
+    """An undo left partitions as they were (touched later, vacuumed, not written by the run); the others
+    were restored. Carries the refused keys and their reasons."""
+
+    def __init__(self, pipeline: str, run_id: str, refused: Sequence[tuple[str, str]], restored: int) -> None:
+        self.pipeline, self.run_id, self.restored = pipeline, run_id, restored
+        self.refused = tuple(key for key, _ in refused)
+        self.reasons = dict(refused)
+        shown = "; ".join(f"{key}: {reason}" for key, reason in refused[:10])
+        more = f"; … and {len(refused) - 10} more" if len(refused) > 10 else ""
+        super().__init__(
+            f"undo of run {run_id} of {pipeline} restored {restored} partition(s) and refused {len(refused)} "
+            f"({shown}{more})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pipeline, self.run_id, list(self.reasons.items()), self.restored))

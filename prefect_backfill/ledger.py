@@ -61,6 +61,7 @@ SCHEMA = pa.schema(
         ("diff", pa.string()),  # JSON: the before/after diff of the partition (prefect_backfill.diff)
         ("check_name", pa.string()),  # the pre-commit check a FAILED partition did not pass
         ("target_digest", pa.string()),  # COMPLETE: digest of the partition's target files after the commit
+        ("undone_run", pa.string()),  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo)
     ]
 )
 
@@ -119,6 +120,7 @@ class LedgerEvent:
     diff: str | None = None
     check_name: str | None = None
     target_digest: str | None = None
+    undone_run: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(LedgerEvent))
@@ -155,6 +157,7 @@ def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState
             replaced_version=row.get("replaced_version"),  # type: ignore[arg-type]
             check_name=row.get("check_name"),  # type: ignore[arg-type]
             target_digest=row.get("target_digest"),  # type: ignore[arg-type]
+            undone_run=row.get("undone_run"),  # type: ignore[arg-type]
         )
         for key, (_, row) in best.items()
     }

@@ -40,7 +40,7 @@ from prefect_backfill.events import emit_run_finished
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
 from prefect_backfill.partitions import Partition
-from prefect_backfill.planning import Plan, Reprocess, Status, held_keys, leave_out
+from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
@@ -139,6 +139,8 @@ def _serve_cached(
     pipeline = prepared.pipeline
     served: list[PartitionResult] = []
     for partition in the_plan.to_run:
+        if the_plan.why.get(partition.key) == UNDONE:
+            continue  # restored by `backfill undo` to older content: the record describes what was undone
         digest = prepared.source.digest(partition.key) if prepared.source is not None else None
         if not target.has(partition.key) and target.known:
             continue  # a record cannot stand in for data that is gone (an allowed-empty partition reruns)

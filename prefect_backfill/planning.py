@@ -18,6 +18,7 @@ from prefect_backfill.partitions import Partition
 from prefect_backfill.tables import TableSnapshot
 
 __all__ = [
+    "UNDONE",
     "PartitionState",
     "Plan",
     "Reprocess",
@@ -81,6 +82,7 @@ class PartitionState:
     replaced_version: int | None = None
     check_name: str | None = None
     target_digest: str | None = None  # the partition's target files right after the COMPLETE commit
+    undone_run: str | None = None  # UNDONE: the run whose writes were undone
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ def _count(reasons: Iterable[str]) -> list[tuple[str, int]]:
 
 
 NEVER_RUN = "never run"
+UNDONE = "undone"  # why an undone partition is due; never served from a cache record (orchestrate)
 
 
 def _drift(key: str, state: PartitionState, source: TableSnapshot | None, target: TableSnapshot | None) -> str | None:
@@ -178,7 +181,7 @@ def _decide(
     if state.status is Status.COMPLETE:
         return True, f"stale: written by version {state.version}"
     if state.status is Status.UNDONE:
-        return True, "undone"
+        return True, UNDONE
     return True, state.status.value.lower() if state.status is Status.FAILED else "interrupted"
 
 

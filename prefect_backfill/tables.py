@@ -30,16 +30,26 @@ from prefect_backfill.partitions import Grain, Partition
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["PartitionFiles", "TableSnapshot", "partition_key", "read_snapshot"]
+__all__ = [
+    "PartitionFiles",
+    "TableSnapshot",
+    "commits_touching",
+    "file_location",
+    "files_missing",
+    "partition_key",
+    "read_snapshot",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionFiles:
-    """One partition's data files: a digest of their identity, their bytes and rows (from the log)."""
+    """One partition's data files: a digest of their identity, their bytes and rows (from the log), and
+    where they are (``paths``: absolute paths or URIs, so an undo can check they still exist)."""
 
     digest: str
     size_bytes: int
     num_records: int | None
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class TableSnapshot:
     version: int | None = None
     partitions: Mapping[str, PartitionFiles] = field(default_factory=dict)
     known: bool = True
+    location: str | None = None  # where delta-rs read the log (a catalog table's storage location)
 
     @classmethod
     def unknown(cls) -> TableSnapshot:
@@ -79,6 +90,15 @@ def partition_key(value: object, grain: Grain) -> str | None:
     return Partition(moment, grain).key
 
 
+def file_location(table_location: str, path: str) -> str:
+    """Where the data file ``path`` of an add action (as the log holds it: URL-encoded, usually relative
+    to the table) lives: an absolute local path or a URI."""
+    decoded = unquote(path)
+    if "://" in decoded or decoded.startswith("/"):
+        return decoded
+    return f"{table_location.rstrip('/')}/{decoded}"
+
+
 def read_snapshot(location: str, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
     """Partitions of the Delta table at ``location`` by partition key of ``grain`` (one log read), as of
     ``version`` (default: the latest).
@@ -94,14 +114,15 @@ def read_snapshot(location: str, column: str, grain: Grain, version: int | None 
     try:
         table = DeltaTable(location, version=version)
     except TableNotFoundError:
-        return TableSnapshot(exists=False)
+        return TableSnapshot(exists=False, location=location)
     metadata = table.metadata()
     actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
     values = actions.get(f"partition.{column}")
     if values is None:  # not partitioned by that column: no per-partition answer
-        return TableSnapshot(True, str(metadata.id), table.version(), {}, known=False)
+        return TableSnapshot(True, str(metadata.id), table.version(), {}, known=False, location=location)
     deleted = _deleted_rows(table)
     files: dict[str, list[str]] = defaultdict(list)
+    paths: dict[str, list[str]] = defaultdict(list)
     sizes: dict[str, int] = defaultdict(int)
     rows: dict[str, int | None] = {}
     for i, value in enumerate(values):
@@ -112,15 +133,21 @@ def read_snapshot(location: str, column: str, grain: Grain, version: int | None 
         path = str(actions["path"][i])
         gone = deleted.get(_file_name(path), 0) if deleted else 0
         files[key].append(f"{path}:{size}:{gone}")
+        paths[key].append(file_location(location, path))
         sizes[key] += size
         count = actions.get("num_records", [None] * len(values))[i]
         previous = rows.get(key, 0)
         rows[key] = None if count is None or previous is None else previous + int(count) - gone
     partitions = {
-        key: PartitionFiles(hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16], sizes[key], rows[key])
+        key: PartitionFiles(
+            hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16],
+            sizes[key],
+            rows[key],
+            tuple(sorted(paths[key])),
+        )
         for key, names in files.items()
     }
-    return TableSnapshot(True, str(metadata.id), table.version(), partitions)
+    return TableSnapshot(True, str(metadata.id), table.version(), partitions, location=location)
 
 
 def _deleted_rows(table: DeltaTable) -> dict[str, int]:
@@ -137,3 +164,68 @@ def _deleted_rows(table: DeltaTable) -> dict[str, int]:
 
 def _file_name(path: str) -> str:
     return unquote(path).rsplit("/", 1)[-1]
+
+
+def _log_value(text: str | None) -> date | datetime | None:
+    """A partition value as the Delta log writes it (``2024-01-03``, ``2024-01-03 05:00:00[.000000]``)."""
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def commits_touching(
+    location: str, column: str, grain: Grain, after: int, until: int, limit: int = 2_000
+) -> list[tuple[int, str, frozenset[str]]]:
+    """The commits ``after`` < version <= ``until`` of a *local* table that added or removed files, as
+    (version, operation, partition keys touched), oldest first: read from the commit files themselves.
+    Only to *name* what changed a partition; whether it changed is decided by comparing digests (see
+    :mod:`prefect_backfill.undo`). Empty for remote tables, and past ``limit`` commits."""
+    import json
+    from pathlib import Path
+
+    local = location.removeprefix("file://")
+    if "://" in local:
+        return []
+    log = Path(local) / "_delta_log"
+    out = []
+    for version in range(after + 1, min(until, after + limit) + 1):
+        try:
+            lines = (log / f"{version:020d}.json").read_text().splitlines()
+        except OSError:  # cleaned up after the log retention (a checkpoint stands for it)
+            continue
+        operation, keys = "?", set()
+        for line in lines:
+            action = json.loads(line)
+            if "commitInfo" in action:
+                operation = str(action["commitInfo"].get("operation", "?"))
+            for kind in ("add", "remove"):
+                if kind in action:
+                    value = _log_value((action[kind].get("partitionValues") or {}).get(column))
+                    key = partition_key(value, grain) if value is not None else None
+                    if key is not None:
+                        keys.add(key)
+        if keys:
+            out.append((version, operation, frozenset(keys)))
+    return out
+
+
+def files_missing(paths: tuple[str, ...]) -> int:
+    """How many of ``paths`` (from :attr:`PartitionFiles.paths`) no longer exist in storage: a VACUUM
+    deletes the files of old versions while the log still lists them."""
+    import os
+
+    missing = 0
+    remote = [p for p in paths if "://" in p.removeprefix("file://")]
+    for path in paths:
+        if path not in remote and not os.path.exists(path.removeprefix("file://")):
+            missing += 1
+    if remote:
+        from pyarrow import fs
+
+        filesystem, _ = fs.FileSystem.from_uri(remote[0])
+        infos = filesystem.get_file_info([fs.FileSystem.from_uri(p)[1] for p in remote])
+        missing += sum(1 for info in infos if info.type == fs.FileType.NotFound)
+    return missing

@@ -49,9 +49,10 @@ class Engine(Protocol):
         """Existence, identity and partitioning of a table (cheap: no data read)."""
         ...
 
-    def snapshot(self, table: TableRef, column: str, grain: Grain) -> TableSnapshot:
+    def snapshot(self, table: TableRef, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
         """The table's partitions (by key of ``grain``) with their files' digest, bytes and rows, read
-        from its log (cheap: no data read); ``TableSnapshot.unknown()`` where the log cannot be read."""
+        from its log (cheap: no data read), as of ``version`` (default: the latest);
+        ``TableSnapshot.unknown()`` where the log cannot be read."""
         ...
 
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
@@ -74,6 +75,12 @@ class Engine(Protocol):
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
         """Stop the work of a chunk in flight (from another thread); nothing of it is committed."""
+        ...
+
+    def restore(self, pipeline: Pipeline, versions: Mapping[Partition, int], commit_tag: str) -> int | None:
+        """Put each target partition back to its content at its version (time travel), all of them in one
+        Delta commit tagged ``commit_tag``; a partition that did not exist at its version is removed.
+        Returns the version committed (None where it cannot be found cheaply: catalog tables)."""
         ...
 
 

@@ -169,19 +169,19 @@ class SparkDeltaEngine:
             detail = DeltaTable.forName(spark, table.location).detail().collect()[0]
         return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]))
 
-    def snapshot(self, table: TableRef, column: str, grain: Grain) -> TableSnapshot:
+    def snapshot(self, table: TableRef, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
         """Path tables: delta-rs reads the log (no JVM). Catalog tables: their storage location from
         Spark, then the same; a location delta-rs cannot open gives an unknown snapshot (the ledger
         alone then decides, as before)."""
         if table.is_path:
-            return read_snapshot(table.location, column, grain)
+            return read_snapshot(table.location, column, grain, version)
         info = self.describe(table)
         if not info.exists:
             return TableSnapshot(exists=False)
         spark = self.spark
         location = str(spark.sql(f"DESCRIBE DETAIL {_quote_name(table.location)}").collect()[0]["location"])
         try:
-            return read_snapshot(location, column, grain)
+            return read_snapshot(location, column, grain, version)
         except Exception:
             return TableSnapshot.unknown()
 
@@ -568,6 +568,13 @@ class SparkDeltaEngine:
             spark.interruptTag(tag)
         else:
             spark.sparkContext.cancelJobsWithTag(tag)
+
+    def restore(self, pipeline: Pipeline, versions: Mapping[Partition, int], commit_tag: str) -> int | None:
+        """See :mod:`prefect_backfill.engine.restore` (time travel + replaceWhere, one commit)."""
+        from prefect_backfill.engine.restore import restore_partitions
+
+        restore_partitions(self.spark, pipeline, versions, commit_tag)
+        return self._commit_version(pipeline, commit_tag)
 
     def _commit_version(self, pipeline: Pipeline, commit_tag: str) -> int | None:
         """The Delta version our commit created, found by its userMetadata (other partitions commit

@@ -352,6 +352,7 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
         "never_run": 0,
         "failed": [],
         "stale": [],
+        "undone": [],
         "eta_seconds": None,
         "recorded": False,
         "live_runs": [],

@@ -34,6 +34,11 @@ def test_cells_distinguish_stale_from_complete() -> None:
     assert cell_of(st("d", Status.COMPLETE, "1:old"), FP) is Cell.STALE
     assert cell_of(None, FP) is Cell.MISSING
     assert cell_of(st("d", Status.RUNNING), FP) is Cell.RUNNING
+    assert cell_of(st("d", Status.UNDONE), FP) is Cell.UNDONE  # a cell of its own, not "never run"
+    grid = build_grid(
+        partitions_between("2024-01-01", "2024-01-02", Grain.DAY), {"2024-01-01": st("d", Status.UNDONE)}, FP
+    )
+    assert "1 ⏪" in render_markdown(grid, "t") and "⏪ undone: 1" in render_markdown(grid, "t")
 
 
 def test_day_calendar_has_a_grid_per_month_with_marks_legend_and_totals() -> None:
