@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     for name, values in seconds.items():
         median = statistics.median(values)
-        print(f"| {name} | {median:.2f} | {median / bare:.2f}× |")
+        print(f"| {name} | {median:.2f} | {median / bare:.2f}× |", flush=True)
     return 0
 
 

@@ -41,6 +41,7 @@ def _markdown(the_plan: UndoPlan, outcome: UndoOutcome) -> str:
         for r in the_plan.restores
     ]
     lines += [f"| {r.partition} | refused | {r.reason.replace('|', '/')} |" for r in the_plan.refused]
+    lines += [f"| {r.partition} | nothing to undo | {r.reason.replace('|', '/')} |" for r in the_plan.nothing_to_undo]
     return "\n".join(lines)
 
 

@@ -710,6 +710,7 @@ def undo(
                         {"partition": r.partition, "reason": r.reason, "forceable": r.forceable}
                         for r in the_plan.refused
                     ],
+                    "not_written": [{"partition": r.partition, "reason": r.reason} for r in the_plan.nothing_to_undo],
                 },
                 indent=2,
             )

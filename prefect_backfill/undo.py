@@ -115,6 +115,9 @@ class UndoPlan:
     restores: tuple[Restore, ...]
     refused: tuple[Refusal, ...]
     force: bool = False
+    #: Partitions of the run it did not write (cached, FAILED, interrupted), when the whole run is undone:
+    #: nothing to restore, and not a refusal (their rows are already what they were before the run).
+    nothing_to_undo: tuple[Refusal, ...] = ()
 
     @property
     def groups(self) -> dict[int, tuple[str, ...]]:
@@ -128,6 +131,7 @@ class UndoPlan:
         lines = [
             f"undo of run {self.run_id} of {self.pipeline}: {len(self.restores)} to restore, "
             f"{len(self.refused)} refused"
+            + (f", {len(self.nothing_to_undo)} not written by the run" if self.nothing_to_undo else "")
         ]
         for run in self._runs():
             first, last = run[0], run[-1]
@@ -139,6 +143,7 @@ class UndoPlan:
             if first.overridden:
                 lines.append(f"    forced: {first.overridden}")
         lines.extend(f"  refuse  {r.partition}: {r.reason}" for r in self.refused)
+        lines.extend(f"  skip    {r.partition}: {r.reason}" for r in self.nothing_to_undo)
         return "\n".join(lines)
 
     def _runs(self) -> list[list[Restore]]:
@@ -276,10 +281,13 @@ def plan_undo(
     keys = sorted(set(writes) | set(not_written)) if asked is None else sorted(set(asked))
     restores: list[Restore] = []
     refused: list[Refusal] = []
+    skipped: list[Refusal] = []
     for key in keys:
         write = writes.get(key)
         if write is None:
-            refused.append(Refusal(key, not_written.get(key, "the run did not write it: it never claimed it")))
+            why = Refusal(key, not_written.get(key, "the run did not write it: it never claimed it"))
+            # Named by the caller: say it cannot be done. Part of "the whole run": nothing to do for it.
+            (refused if asked is not None else skipped).append(why)
             continue
         state = current.get(key)
         if state is not None and state.status is Status.UNDONE and state.undone_run == run_id:
@@ -317,4 +325,4 @@ def plan_undo(
             )
             continue
         restores.append(Restore(key, write.restore_version, write.commit_version, fact.rows_at_restore, touched))
-    return UndoPlan(pipeline, run_id, tuple(restores), tuple(refused), force)
+    return UndoPlan(pipeline, run_id, tuple(restores), tuple(refused), force, tuple(skipped))

@@ -65,7 +65,7 @@ RANGE = ("run", "demo_orders", "--start", "2024-01-01", "--end", "2024-01-02")
         ),
         (
             (),
-            "error: missing command: use one of pipelines, plan, run, status, diff, audit, undo, setup, "
+            "error: missing command: use one of pipelines, plan, run, status, undo, diff, audit, setup, "
             "spark-connect, demo (see backfill --help)",
         ),
         (("run",), "error: missing argument PIPELINE (see backfill run --help)"),
@@ -77,7 +77,7 @@ RANGE = ("run", "demo_orders", "--start", "2024-01-01", "--end", "2024-01-02")
         ),
         (
             ("nope",),
-            "error: no such command 'nope': use one of pipelines, plan, run, status, diff, audit, undo, setup, "
+            "error: no such command 'nope': use one of pipelines, plan, run, status, undo, diff, audit, setup, "
             "spark-connect, demo (see backfill --help)",
         ),
         (("rn", "demo_orders"), "error: no such command 'rn'. Did you mean 'run'? (see backfill --help)"),

@@ -107,7 +107,21 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
     assert "version 4 (before the run) is no longer in the table's log" in reasons["2024-01-05"]
     assert "target table was recreated" in reasons["2024-01-06"]
     assert "the ledger: rewritten by run later-run at version 9" in reasons["2024-01-07"]
-    assert reasons["2024-01-09"] == "the run did not write it: it FAILED (x)"
+    # the whole run asked: a partition it did not write is nothing to undo, not a refusal (exit 0 possible)
+    assert "2024-01-09" not in reasons
+    assert [(r.partition, r.reason) for r in the_plan.nothing_to_undo] == [
+        ("2024-01-09", "the run did not write it: it FAILED (x)")
+    ]
+    named = plan_undo(
+        "p",
+        RUN,
+        writes,
+        {"2024-01-09": "the run did not write it: it FAILED (x)"},
+        facts,
+        current,
+        asked=["2024-01-09"],
+    )
+    assert [r.reason for r in named.refused] == ["the run did not write it: it FAILED (x)"]  # named: refused
     assert {r.partition for r in the_plan.refused if r.forceable} == {"2024-01-03", "2024-01-07"}
     assert the_plan.groups == {4: ("2024-01-01", "2024-01-02")}
     text = str(the_plan)
