@@ -158,6 +158,9 @@ class CrashLake:
                 "CRASH_SILVER": self.silver,
                 "CRASH_SLEEP_S": str(self.sleep_s),
                 "COLUMNS": "240",  # Rich wraps log lines at 80 columns when not on a terminal
+                # Kilobyte test days: without this the whole range is one chunk (the 32 MiB minimum share),
+                # and the kill points inside a second chunk and its ledger commits would never come.
+                "BACKFILL_CHUNK_MIN_SHARE_MB": "0",
             }
         )
         if self.control:

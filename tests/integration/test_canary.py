@@ -67,8 +67,9 @@ def test_approved_canaries_let_the_rest_run(lake: Lake, spark: Any) -> None:
     assert finished[0] == "2024-01-04"  # the canary was written before anything else
 
 
-def _answer_when_paused(approve: bool, note: str, answered: list[Any]) -> threading.Thread:
-    """What an operator does in the UI: find the paused run, submit the form (resume with run input)."""
+def _answer_when_paused(pipeline: str, approve: bool, note: str, answered: list[Any]) -> threading.Thread:
+    """What an operator does in the UI: find the paused run (of this pipeline: runs are named after it),
+    submit the form (resume with run input)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
@@ -83,9 +84,10 @@ def _answer_when_paused(approve: bool, note: str, answered: list[Any]) -> thread
                         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
                     )
                 )
-                if paused:
-                    resume_flow_run(paused[0].id, run_input={"approve": approve, "note": note})
-                    answered.append(paused[0].id)
+                mine = [r for r in paused if r.name.startswith(f"{pipeline}-")]
+                if mine:
+                    resume_flow_run(mine[0].id, run_input={"approve": approve, "note": note})
+                    answered.append(mine[0].id)
                     return
                 time.sleep(0.5)
 
@@ -101,7 +103,7 @@ def test_the_approval_form_on_the_paused_flow_run_decides(
     monkeypatch.setenv("BACKFILL_CANARY_POLL_SECONDS", "1")
     pipeline = lake.make(to_silver_orders)
     answered: list[Any] = []
-    thread = _answer_when_paused(approve, "" if approve else "factor is off", answered)
+    thread = _answer_when_paused(pipeline.name, approve, "" if approve else "factor is off", answered)
     if approve:
         summary = backfill(pipeline=pipeline.name, start=BRONZE_START, end="2024-01-03", canary=1, retries=0)
         assert summary["ok"] and len(summary["completed"]) == 3
@@ -116,6 +118,16 @@ def test_the_approval_form_on_the_paused_flow_run_decides(
 def test_no_answer_in_time_stops_the_run(lake: Lake, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKFILL_CANARY_POLL_SECONDS", "1")
     pipeline = lake.make(lambda df: to_silver_orders(df).withColumn("amount_usd", F.col("amount")))
+    state = backfill(
+        pipeline=pipeline.name,
+        start=BRONZE_START,
+        end="2024-01-02",
+        canary=1,
+        canary_timeout_s=3,
+        retries=0,
+        return_state=True,
+    )
+    assert state.is_failed()  # the server took the run from Paused to Failed: nothing left paused
     with pytest.raises(CanaryStoppedError, match="no answer within the timeout"):
-        backfill(pipeline=pipeline.name, start=BRONZE_START, end="2024-01-02", canary=1, canary_timeout_s=3, retries=0)
+        state.result()
     assert len(complete(lake, pipeline.name)) == 1
