@@ -294,6 +294,16 @@ def run(
             from prefect_backfill.canary import install_local_gate
 
             install_local_gate(None)
+    if gated and state.is_failed() and "never resumed" in (state.message or ""):
+        # Prefect fails a paused run whose pause timed out itself, before the flow's own CanaryStoppedError
+        # can become the run's state: say it the way the flow would have, with its exit code.
+        from prefect_backfill.errors import CanaryStoppedError
+
+        raise CanaryStoppedError(
+            f"stopped at the canary gate, no answer within {request.canary_timeout_s} s: the canaries are written "
+            f"(`backfill diff {pipeline}` shows them, `backfill undo` restores them); the rest was not started; "
+            f"the same command runs new canaries: {prepared.resume_command}"
+        )
     # raises BackfillFailedError (one line, exit 1) if partitions failed
     summary = cast(dict[str, Any], state.result())
     _print_summary(summary)

@@ -127,7 +127,7 @@ def test_no_answer_in_time_stops_the_run(lake: Lake, spark: Any, monkeypatch: py
         retries=0,
         return_state=True,
     )
-    assert state.is_failed()  # the server took the run from Paused to Failed: nothing left paused
-    with pytest.raises(CanaryStoppedError, match="no answer within the timeout"):
-        state.result()
+    # Prefect itself fails a run whose pause timed out ("never resumed"): nothing is left paused, and the
+    # CLI turns that state into the gate's own message and exit code (see prefect_backfill.cli.run).
+    assert state.is_failed() and "never resumed" in (state.message or "")
     assert len(complete(lake, pipeline.name)) == 1

@@ -449,3 +449,25 @@ def test_a_canary_nobody_can_answer_is_refused_before_anything_runs(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--approve" in err and "PREFECT_API_URL" in err
     assert not planned  # refused before planning: nothing read, nothing written
+
+
+def test_a_gate_nobody_answered_in_time_exits_5_with_the_gates_own_line(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prefect fails a run whose pause timed out ("never resumed") before the flow's CanaryStoppedError
+    can be its state: the CLI still says what happened, with the gate's exit code."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class TimedOut(FakeState):
+        def is_failed(self) -> bool:
+            return True
+
+        def result(self) -> dict[str, Any]:
+            raise AssertionError("a failed state's result is not read")
+
+    timed_out = TimedOut({}, name="Failed", message="The flow was failed and never resumed.")
+    monkeypatch.setattr(flows.backfill, "backfill", lambda **params: timed_out)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # a server to answer in
+        code = run_cli([*ARGS, "--canary", "1", "--canary-timeout", "60"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(err) == 1 and "no answer within 60 s" in err[0] and "--canary 1" in err[0]
