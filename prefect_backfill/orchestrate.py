@@ -225,7 +225,8 @@ def _claim_and_run(
         canaries = prepared.canaries(mine.to_run)
         if canaries:
             if not _canaries_pass(prepared, canaries, chunk_task, cache, target_id, run_id, slots, lost, out):
-                out.not_started.extend(p.key for p in mine.to_run if p not in set(canaries))
+                written_first = set(canaries)
+                out.not_started.extend(p.key for p in mine.to_run if p not in written_first)
                 return
             mine = leave_out(mine, {p.key: "canary (written first)" for p in canaries})
         chunks = prepared.chunks(mine.to_run, slots)
@@ -284,8 +285,9 @@ def _canaries_pass(
     sizes = prepared.source.partitions if prepared.source is not None else {}
     chunks = [Chunk((p,), sizes[p.key].size_bytes if p.key in sizes else 0) for p in canaries]
     _collect(prepared, chunks, _submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost), out)
-    failed = [k for k, _ in out.failed if k in set(keys)]
-    if failed or any(k in set(keys) for k in out.not_started):
+    first = set(keys)
+    failed = [k for k, _ in out.failed if k in first]
+    if failed or any(k in first for k in out.not_started):
         out.gate = f"canary partition(s) did not complete ({', '.join(failed) or 'window closed'})"
         return False
     events = prepared.ledger.events(pipeline.name).to_pylist()

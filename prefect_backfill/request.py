@@ -189,7 +189,8 @@ class PreparedRun:
         explicit = tuple(parse_partition_key(k, self.pipeline.grain).key for k in self.request.canary_partitions)
         if not explicit and not self.request.canary:
             return []
-        return pick_canaries(to_run, self.request.canary, [k for k in explicit if k in {p.key for p in to_run}])
+        due = {p.key for p in to_run}
+        return pick_canaries(to_run, self.request.canary, [k for k in explicit if k in due])
 
     def source_rows(self, keys: Sequence[str]) -> list[int | None]:
         """Rows per source partition from the plan's read of the log (None where the log has no
