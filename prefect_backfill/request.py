@@ -44,12 +44,12 @@ class BackfillRequest(BaseModel):
     reprocess: Reprocess = Reprocess.MISSING
     max_concurrency: int = Field(2, ge=1)
     retries: int = Field(2, ge=0, le=20)
-    retry_delay_seconds: float = Field(5.0, ge=0)
+    retry_delay_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
     exclude: tuple[str, ...] = ()
     newest_first: bool = False
     # Execution granularity: chunks of consecutive partitions, one Spark job and one Delta commit each,
     # up to chunk_mb of source data and chunk_partitions partitions (1: one partition per job).
-    chunk_mb: float = Field(256.0, gt=0)
+    chunk_mb: float = Field(256.0, gt=0, allow_inf_nan=False)
     chunk_partitions: int = Field(400, ge=1, le=10_000)
     yes: bool = False
     window_end: str | None = None
