@@ -60,7 +60,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
         "BACKFILL_RESULT_STORAGE_PATH": str(data / "results"),
         "BACKFILL_CANARY_POLL_SECONDS": "1",
     }
-    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", "--zombie-after", "0", env=env)  # pools
+    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", env=env)  # pools
     cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
     ledger = Ledger(data / "lake" / "silver" / "_backfill_progress")
     worker = start_worker(prefect_server, env, tmp_path / "worker.log")

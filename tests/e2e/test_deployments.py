@@ -52,6 +52,37 @@ def wait_final(server: Server, flow_run_id: str, timeout: float = 420) -> dict[s
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
+def assert_deployments_read_back(server: Server) -> None:
+    """Every deployment of prefect.yaml, read back from the server, holds what the file says: a key Prefect
+    drops without a word (job variables outside ``work_pool:`` were, and runs were Crashed after 90 s) fails here."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for spec in config["deployments"]:
+        flow = spec["entrypoint"].rsplit(":", 1)[1]
+        name = f"{flow}/{spec['name']}"
+        got = httpx.get(f"{server.api_url}/deployments/name/{name}").json()
+        assert "job_variables" not in spec, f"{name}: job_variables belong under work_pool: (Prefect ignores them here)"
+        pool = spec["work_pool"]
+        assert got["work_pool_name"] == pool["name"] and got["work_queue_name"] == pool["work_queue_name"], name
+        assert got["job_variables"] == pool.get("job_variables", {}), name
+        env = got["job_variables"].get("env", {})
+        assert int(env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", 180)) <= 30, f"{name}: heartbeats slower than 30 s"
+        assert {k: got["parameters"].get(k) for k in spec.get("parameters", {})} == spec.get("parameters", {}), name
+        assert sorted(got["tags"]) == sorted(spec.get("tags", [])), name
+        crons = [(s["schedule"].get("cron"), s["schedule"].get("timezone"), s["active"]) for s in got["schedules"]]
+        wanted = [(s["cron"], s.get("timezone"), s.get("active", True)) for s in spec.get("schedules") or []]
+        assert crons == wanted, name
+        limit = spec.get("concurrency_limit")
+        if limit:
+            assert (got.get("global_concurrency_limit") or {}).get("limit") == limit["limit"], name
+            options = got.get("concurrency_options") or {}
+            assert options.get("collision_strategy") == limit["collision_strategy"], name
+    assert "BACKFILL_TASK_RUNNER" in httpx.get(f"{server.api_url}/deployments/name/backfill/demo-orders-dask").json()[
+        "job_variables"
+    ].get("env", {}), "demo-orders-dask lost its Dask settings"
+
+
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:
     from prefect_backfill.demo import generate_orders
@@ -67,14 +98,15 @@ def test_deploy_from_prefect_yaml_and_run_with_parameters(prefect_server: Server
         "BACKFILL_RESULT_STORAGE_PATH": str(lake / "results"),
         "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo",
     }
-    # No zombie automation here: on a loaded 2-core machine a heartbeat can be late; the kill test covers it.
-    setup = [str(BIN / "python"), "-m", "deployments.setup", "--cap", "3", "--zombie-after", "0"]
+    # The automations at their defaults, as `make deployments` installs them.
+    setup = [str(BIN / "python"), "-m", "deployments.setup", "--cap", "3"]
     first = cli(prefect_server, *setup, env=env)
     # "created" when this test is the first to set up the session's server, "exists" after another one did
     assert re.search(r"pool backfill \((created|exists)\), queue backfill priority 10", first.stdout), first.stdout
     again = cli(prefect_server, *setup, env=env)
     assert "pool backfill (exists)" in again.stdout and "limit backfill-demo-orders = 3" in again.stdout
     cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
+    assert_deployments_read_back(prefect_server)
 
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "backfill", "--type", "process"],
@@ -170,7 +202,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
         "BACKFILL_RESULT_STORAGE_PATH": str(data / "results"),
         "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo",
     }
-    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", "--zombie-after", "240", env=env)
+    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", env=env)
     cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
     ledger = Ledger(data / "lake" / "silver" / "_backfill_progress")
     # Chunks of two days, so that the kill lands between commits of one run.
@@ -212,3 +244,50 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
     assert target.count() == expected.count() == 8 * 30
     assert target.select(F.countDistinct("order_id")).first()[0] == 240  # no row lost or duplicated
     assert target.exceptAll(expected).count() == 0 and expected.exceptAll(target).count() == 0
+
+
+def test_a_night_long_deployed_run_outlives_the_zombie_window(prefect_server: Server, tmp_path: Path) -> None:
+    """The README's set-up exactly (`deployments.setup` at its defaults: no heartbeat for 90 s -> Crashed, then
+    `prefect deploy --all`), and a deployed run lasting more than two of those windows: it must be Completed with
+    every partition COMPLETE, never Crashed. Before job variables sat under ``work_pool:``, runs got Prefect's
+    180 s heartbeat and were Crashed after ~100 s while still working."""
+    from tests.e2e.crash_harness import CrashLake, write_bronze
+    from tests.e2e.crash_pipelines import NAME
+
+    lake = CrashLake(tmp_path, days=6)
+    write_bronze(lake, salt=1, rows_per_day=10)
+    env = {
+        "BACKFILL_DATA_DIR": str(tmp_path / "data"),
+        "BACKFILL_RESULT_STORAGE_PATH": str(tmp_path / "results"),
+        "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo,tests.e2e.crash_pipelines",
+        "PYTHONPATH": str(ROOT),
+        "CRASH_BRONZE": lake.bronze,
+        "CRASH_SILVER": lake.silver,
+        "CRASH_SLEEP_S": "31",  # 6 partitions one after the other: ~190 s, more than two 90 s windows
+    }
+    assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in {**prefect_server.env, **env}  # only prefect.yaml sets it
+    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", env=env)
+    cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
+    params = {
+        "pipeline": NAME,
+        "start": lake.keys[0],
+        "end": lake.keys[-1],
+        "window_end": None,
+        "max_concurrency": 1,
+        "retries": 0,
+        "chunk_partitions": 1,
+        "reprocess": "all",
+    }
+    worker = start_worker(prefect_server, env, tmp_path / "worker.log")
+    try:
+        flow_run_id = trigger(prefect_server, env, params)
+        run = wait_final(prefect_server, flow_run_id, timeout=600)
+    finally:
+        stop_group(worker)
+    log = (tmp_path / "worker.log").read_text()[-3000:]
+    states = httpx.get(f"{prefect_server.api_url}/flow_run_states/", params={"flow_run_id": flow_run_id}).json()
+    assert "CRASHED" not in {s["type"] for s in states}, (states, log)
+    assert run["state_type"] == "COMPLETED", log
+    assert run["total_run_time"] > 180, run["total_run_time"]  # it did outlive two windows
+    current = Ledger(lake.ledger_path).current(NAME)
+    assert {k: s.status for k, s in current.items()} == dict.fromkeys(lake.keys, Status.COMPLETE)

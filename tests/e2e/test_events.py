@@ -56,7 +56,7 @@ def test_a_failed_check_reaches_the_server_and_pauses_the_backfill_deployment(
         "BACKFILL_RESULT_STORAGE_PATH": str(data / "results"),
         "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo,tests.e2e.event_pipelines",
     }
-    setup = cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", "--zombie-after", "0", env=env)
+    setup = cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", env=env)
     assert "pause a backfill deployment when a partition fails a check" in setup.stdout
     cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
     assert deployment(prefect_server)["paused"] is False
