@@ -74,8 +74,10 @@ SERVER_API := PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_POR
 
 # A real Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT)); leases on disk so concurrency slots
 # cannot leak across a restart.
+# The UI calls the API it is told of (default :4200): tell it this server's own port.
 server: $(VENV)/.installed
 	PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
+	  PREFECT_UI_API_URL=$${PREFECT_UI_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # Pools, queues and limits (idempotent), then every deployment of prefect.yaml.
