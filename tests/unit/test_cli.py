@@ -471,3 +471,20 @@ def test_a_gate_nobody_answered_in_time_exits_5_with_the_gates_own_line(
         code = run_cli([*ARGS, "--canary", "1", "--canary-timeout", "60"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 5 and len(err) == 1 and "no answer within 60 s" in err[0] and "--canary 1" in err[0]
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--chunk-mb", "inf"), ("--retry-delay", "inf"), ("--chunk-mb", "nan")])
+def test_non_finite_floats_are_refused_before_anything_runs(
+    flag: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--chunk-mb inf` used to pass, record PENDING claims and then fail with OverflowError."""
+    import prefect_backfill.request as request
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("planned a request with a non-finite float")
+
+    monkeypatch.setattr(request, "prepare", never)
+    code = run_cli(["run", "cli_outcomes", "--start", "2024-01-01", "--end", "2024-01-02", flag, value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "finite" in err or "not in the range" in err, err
