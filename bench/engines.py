@@ -51,7 +51,7 @@ class SleepEngine:
             Path(touch, str(os.getpid())).touch()
         return ChunkOutcome(table_version=None, rows={p.key: (1, 1) for p in partitions})
 
-    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
+    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         return None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.client.schemas.objects import State
-from prefect.states import Completed
+from prefect.states import Cancelled, Completed
 
 from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError
 from prefect_backfill.orchestrate import run_prepared
@@ -113,6 +113,14 @@ def backfill(
     )
     prepared = prepare(request, take_handed_over=True)  # the plan the CLI printed, when it started us
     summary = run_prepared(prepared, backfill_chunk, started)
+    if summary.stopped is not None:
+        # Ctrl-C, or the worker cancelling this flow run: ended on purpose, resumable, not a crash.
+        done = len(summary.completed) + len(summary.cached)
+        return Cancelled(
+            message=f"stopped by {summary.stopped}: {done} partition(s) complete, {len(summary.not_started)} left "
+            f"PENDING, {len(summary.failed)} failed; the same command resumes: {prepared.resume_command}",
+            data=summary.to_dict(),
+        )
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
     if summary.gate is not None:

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import logging
+import signal
 import statistics
 import sys
 import threading
@@ -20,6 +21,7 @@ import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
@@ -50,7 +52,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
-_options: dict[str, bool] = {"verbose": False, "interrupt_reported": False}
+_options: dict[str, bool] = {"verbose": False, "interrupt_reported": False, "terminated": False}
 
 
 @app.callback()
@@ -230,7 +232,11 @@ def run(
 ) -> None:
     """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run.
 
-    Ctrl-C stops taking partitions, says how far the run got and prints the command that resumes."""
+    Ctrl-C (or SIGTERM) stops taking partitions and cancels the running Spark jobs (their partitions stay
+    PENDING), says how far the run got and prints the command that resumes; exit 130 (143), within 20 s.
+    A second Ctrl-C exits at once. Nothing is ever half-written: each chunk is one Delta commit."""
+    from prefect_backfill import stopping
+    from prefect_backfill.embedded import detach_embedded_server
     from prefect_backfill.request import BackfillRequest, hand_over, prepare
 
     request = BackfillRequest.build(
@@ -265,18 +271,22 @@ def run(
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
     prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
-    hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
-    _warm_up(prepared)
-    from flows.backfill import backfill
-
     since = datetime.now(UTC)
     ask_here = gated and console.is_terminal
-    if ask_here:
-        from prefect_backfill.canary import install_local_gate
-
-        install_local_gate(_ask_at_the_gate)
+    stopping.set_last_words(lambda _: _report_interrupt(prepared, since))  # before a forced exit
     try:
+        detach_embedded_server()  # Ctrl-C is for this process: the server must see the run end
+        hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
+        _warm_up(prepared)
+        from flows.backfill import backfill
+
+        if ask_here:
+            from prefect_backfill.canary import install_local_gate
+
+            install_local_gate(_ask_at_the_gate)
         with (
+            # From here on a signal stops the run in order, whatever the flow is doing (see stopping).
+            stopping.stop_on_signals(lambda _: _cancel_running(prepared)),
             _quiet_cancelled_jobs(),
             _LedgerProgress(prepared)
             if console.is_terminal and prepared.plan.to_run and not ask_here
@@ -285,15 +295,22 @@ def run(
             # The flow's parameters are the request's fields, by name (one source of truth).
             state = backfill(**request.model_dump(mode="json"), return_state=True)
         hand_over(None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a signal before the flow took over its signals, or after
         hand_over(None)
         _report_interrupt(prepared, since)
-        raise typer.Exit(130) from None
+        raise typer.Exit(_interrupt_code()) from None
     finally:
+        stopping.set_last_words(None)
         if ask_here:
             from prefect_backfill.canary import install_local_gate
 
             install_local_gate(None)
+    if state.is_cancelled():
+        stopped = state.result(raise_on_failure=False)
+        if isinstance(stopped, dict) and stopped.get("stopped"):  # the flow stopped on Ctrl-C / SIGTERM
+            _print_summary(stopped)
+            _report_interrupt(prepared, since)
+            raise typer.Exit(128 + signal.Signals[stopped["stopped"]].value)
     if gated and state.is_failed() and "never resumed" in (state.message or ""):
         # Prefect fails a paused run whose pause timed out itself, before the flow's own CanaryStoppedError
         # can become the run's state: say it the way the flow would have, with its exit code.
@@ -310,6 +327,13 @@ def run(
     code = _outcome(prepared, state, summary)
     if code:
         raise typer.Exit(code)
+
+
+def _cancel_running(prepared: PreparedRun) -> None:
+    """On a stop signal: cancel the pipeline's Spark jobs in this process (none if Spark has not started)."""
+    from prefect_backfill.engine import get_engine
+
+    get_engine().cancel(prepared.pipeline)
 
 
 def _prefect_server() -> bool:
@@ -392,14 +416,20 @@ def _report_interrupt(prepared: PreparedRun, since: datetime) -> None:
 
 
 class _CancelledJobFilter(logging.Filter):
-    """Drops, from the terminal only, a task's failure log whose error is a Spark job cancelled by
-    Ctrl-C: pyspark's own SIGINT handler cancels every running job, and Prefect would print each
-    cancelled partition's Java trace (~100 lines) above the one line that says what happened. The
-    Prefect API still receives the record; the ledger records the partition as not complete."""
+    """Drops, from the terminal only, what a stop makes Spark say above the one line that tells what
+    happened: a task's failure log whose error is a Spark job cancelled on purpose (Prefect would print
+    each cancelled partition's Java trace, ~100 lines), and, once a signal asked the run to stop, py4j's
+    tracebacks of a JVM gone with the signal (SIGTERM reaches the whole process group). The Prefect API
+    still receives the task's record; the ledger records the partition as not complete."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from prefect_backfill import stopping
+
         error = record.exc_info[1] if record.exc_info else None
-        return not (error is not None and _CANCELLED_BY_CTRL_C in str(error))
+        if error is not None and _CANCELLED_BY_CTRL_C in str(error):
+            return False
+        from_py4j = Path(record.pathname).parent.name == "py4j"
+        return not (from_py4j and stopping.requested() is not None)
 
 
 _CANCELLED_BY_CTRL_C = "cancelled as part of cancellation of all jobs"
@@ -1098,11 +1128,12 @@ def run_cli(args: Sequence[str] | None = None) -> int:
     other_click_errors = _exception_classes("ClickException")
     exits = _exception_classes("Exit")
     aborts = _exception_classes("Abort")
-    _options.update(verbose=False, interrupt_reported=False)
+    _options.update(verbose=False, interrupt_reported=False, terminated=False)
     try:
-        # standalone_mode=False: exceptions come here instead of click's multi-line usage blocks and
-        # tracebacks; typer then *returns* an exit code (130 after Ctrl-C) instead of raising it.
-        result = app(args=argv, prog_name="backfill", standalone_mode=False)
+        with _sigterm_interrupts():
+            # standalone_mode=False: exceptions come here instead of click's multi-line usage blocks and
+            # tracebacks; typer then *returns* an exit code (130 after Ctrl-C) instead of raising it.
+            result = app(args=argv, prog_name="backfill", standalone_mode=False)
     except BackfillError as exc:
         _error(str(exc), exc)
         return exc.exit_code
@@ -1119,16 +1150,43 @@ def run_cli(args: Sequence[str] | None = None) -> int:
         _error("aborted", exc)
         return 1
     except KeyboardInterrupt:
-        result = 130
+        result = _interrupt_code()
     except Exception as exc:
         first = _first_line(str(exc))
         what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         _error(what if _options["verbose"] else f"{what} (run with --verbose for the traceback)", exc)
         return 1
     code = result if isinstance(result, int) and not isinstance(result, bool) else 0
-    if code == 130 and not _options["interrupt_reported"]:
+    if code == 130:  # typer's code for any KeyboardInterrupt, SIGTERM's included
+        code = _interrupt_code()
+    if code in (130, 143) and not _options["interrupt_reported"]:
         err_console.print("interrupted")
     return code
+
+
+def _interrupt_code() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (128 + the signal's number, the shell's convention)."""
+    return 128 + (signal.SIGTERM if _options["terminated"] else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a worker cancelling, ``kill``) unwinds a command like Ctrl-C does, instead of killing the
+    process with no word: one line, exit 143. A running backfill takes both signals over while its flow
+    runs (:mod:`prefect_backfill.stopping`) and stops in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        _options["terminated"] = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

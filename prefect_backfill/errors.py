@@ -20,7 +20,8 @@ EXIT_CODES = {
     3: "the night window closed: partitions remain PENDING for the next run",
     4: "partitions were left to another live run, or waiting for it timed out",
     5: "stopped at the canary gate (rejected, or no answer in time): canaries written, the rest PENDING",
-    130: "interrupted (Ctrl-C): partitions remain; the printed command resumes",
+    130: "interrupted (Ctrl-C): running chunks cancelled, partitions remain PENDING; the printed command resumes",
+    143: "terminated (SIGTERM, e.g. a worker cancelling the flow run): as 130",
 }
 
 __all__ = [

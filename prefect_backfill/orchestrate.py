@@ -14,6 +14,7 @@ same loop bounds a thread pool or a Dask cluster.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from prefect_backfill import window
+from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache, cache_key
 from prefect_backfill.canary import CanaryDecision, Decision, local_gate
 from prefect_backfill.chunking import Chunk
@@ -65,12 +66,19 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
 
     out = _Outcome()
     if the_plan.to_run:
-        target = get_engine().ensure_target(pipeline)
-        target_id = target.table_id or pipeline.target.location
-        cache = PartitionCache.from_settings(get_settings())
-        the_plan = _serve_cached(prepared, the_plan, cache, target_id, run_id, out)
-        if the_plan.to_run:
-            the_plan = _claim_and_run(prepared, the_plan, chunk_task, cache, target_id, run_id, out)
+        # Ctrl-C or a worker's SIGTERM: no new chunk, the Spark work in flight cancelled (see stopping).
+        with stopping.stop_on_signals(lambda _: get_engine().cancel(pipeline)):
+            if stopping.requested() is not None:  # stopped before it began (while Prefect started the flow)
+                out.not_started.extend(p.key for p in the_plan.to_run)
+            else:
+                target = get_engine().ensure_target(pipeline)
+                target_id = target.table_id or pipeline.target.location
+                cache = PartitionCache.from_settings(get_settings())
+                the_plan = _serve_cached(prepared, the_plan, cache, target_id, run_id, out)
+                if the_plan.to_run:
+                    the_plan = _claim_and_run(prepared, the_plan, chunk_task, cache, target_id, run_id, out)
+            stop = stopping.requested()
+            out.stopped = stop.name if stop is not None else None
 
     held = held_keys(the_plan)
     summary = BackfillSummary(
@@ -92,6 +100,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         duration_s=time.perf_counter() - started,
         bookkeeping_s=tuple(out.bookkeeping),
         gate=out.gate,
+        stopped=out.stopped,
     )
     logger.info("%s", summary)
     emit_run_finished(summary)
@@ -123,6 +132,7 @@ class _Outcome:
     bookkeeping: list[float] = field(default_factory=list)
     rows_written: int = 0
     gate: str | None = None  # why the run stopped at the canary gate (None: it did not)
+    stopped: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
 
 
 def _serve_cached(
@@ -246,23 +256,35 @@ def _claim_and_run(
         return the_plan
     leases = LeaseTable(lease_location(ledger.path))
     with RunLease(leases, run_id, pipeline.name) as lease:
-        got = claim(
-            leases,
-            lease,
-            the_plan,
-            current=lambda: ledger.current(pipeline.name),
-            record_claims=record_claims,
-            wanted=request.max_concurrency,
-            cap=pipeline_cap(pipeline.name, settings.pipeline_cap),
-            timeout=settings.wait_timeout,
-            planned_at=prepared.planned_at,
-            say=logger.warning,
-        )
+        try:
+            got = claim(
+                leases,
+                lease,
+                the_plan,
+                current=lambda: ledger.current(pipeline.name),
+                record_claims=record_claims,
+                wanted=request.max_concurrency,
+                cap=pipeline_cap(pipeline.name, settings.pipeline_cap),
+                timeout=settings.wait_timeout,
+                planned_at=prepared.planned_at,
+                say=logger.warning,
+                sleep=_pause_unless_stopped,
+            )
+        except stopping.Interrupted:  # stopped while waiting for a slot: nothing was claimed
+            out.not_started.extend(p.key for p in the_plan.to_run)
+            return the_plan
         if got.slots and got.slots < request.max_concurrency:
             logger.info("the pipeline's shared cap allows %d partitions in flight for this run", got.slots)
         if got.plan.to_run:
             execute(got.plan, got.slots, lambda: lease.lost)
     return got.plan
+
+
+def _pause_unless_stopped(seconds: float) -> None:
+    """The claim's wait between tries, cut short by a stop signal, which ends the wait."""
+    stopping.pause(seconds)
+    if stopping.requested() is not None:
+        raise stopping.Interrupted
 
 
 def _canaries_pass(
@@ -287,6 +309,8 @@ def _canaries_pass(
     _collect(prepared, chunks, _submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost), out)
     first = set(keys)
     failed = [k for k, _ in out.failed if k in first]
+    if stopping.requested() is not None:
+        return False  # a stop signal: said as such by the summary, not as the gate's verdict
     if failed or any(k in first for k in out.not_started):
         out.gate = f"canary partition(s) did not complete ({', '.join(failed) or 'window closed'})"
         return False
@@ -296,19 +320,24 @@ def _canaries_pass(
     create_markdown_artifact(
         text, key=artifact_key(pipeline.name, "canary"), description=f"{pipeline.name}: canary diff"
     )
-    if request.approve:
-        decision = Decision(True, "--approve")
-    elif (ask := local_gate()) is not None:
-        decision = ask(text)
-    else:
-        decision = _pause_for_approval(request.canary_timeout_s, len(keys))
+    try:
+        with stopping.interruptible():  # Ctrl-C at the prompt, SIGTERM while paused: the run stops here
+            if request.approve:
+                decision = Decision(True, "--approve")
+            elif (ask := local_gate()) is not None:
+                decision = ask(text)
+            else:
+                decision = _pause_for_approval(request.canary_timeout_s, len(keys))
+    except stopping.Interrupted:
+        stop = stopping.requested()
+        decision = Decision(False, stop.said if stop is not None else "a signal")
     logger.info(
         "canary gate: %s by %s%s",
         "approved" if decision.approved else "stopped",
         decision.by,
         f" ({decision.note})" if decision.note else "",
     )
-    if not decision.approved:
+    if not decision.approved and stopping.requested() is None:  # a stop is said as a stop, not a rejection
         how = "no answer within the timeout" if decision.by == "timeout" else f"rejected ({decision.by})"
         out.gate = how + (f": {decision.note}" if decision.note else "")
     return decision.approved
@@ -386,12 +415,12 @@ def _submit(
     watchdog = _HardStop(hard_stop, lambda: [s.chunk for s in list(in_flight.values())], prepared, logger)
     try:
         for index, chunk in enumerate(chunks):
-            if lost() or fits(chunk) == 0:
+            if lost() or stopping.requested() or fits(chunk) == 0:
                 submitted.append(_Submitted(chunk, None, tuple(chunk.keys)))
                 continue
             slots.acquire()
             n = fits(chunk)  # the window may have come closer while we waited
-            if lost() or n == 0:
+            if lost() or stopping.requested() or n == 0:
                 slots.release()
                 submitted.append(_Submitted(chunk, None, tuple(chunk.keys)))
                 continue
@@ -464,28 +493,35 @@ def _failed_in(future: PrefectFuture[Any], size: int) -> int:
 
 
 class _HardStop:
-    """At the window's hard stop (its end plus ``BACKFILL_WINDOW_GRACE``), cancel the Spark work of the
-    chunks still in flight: their commit has not happened, so their partitions go back to PENDING."""
+    """Cancel the Spark work of the chunks in flight at the window's hard stop (its end plus
+    ``BACKFILL_WINDOW_GRACE``), or on a stop signal (again every half second while chunks run: a chunk
+    that started its job just after a cancel is cancelled by the next). Their commit has not happened,
+    so their partitions go back to PENDING."""
 
     def __init__(
         self, at: datetime | None, running: Callable[[], list[Chunk]], prepared: PreparedRun, logger: Any
     ) -> None:
         self.at, self.running, self.prepared, self.logger = at, running, prepared, logger
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if at is not None:
-            self._thread = threading.Thread(target=self._watch, name="backfill-hard-stop", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._watch, name="backfill-hard-stop", daemon=True)
+        self._thread.start()
 
     def _watch(self) -> None:
-        assert self.at is not None
+        told = False
         while not self._stop.wait(0.5):
-            if window.clock() >= self.at:
+            if self.at is not None and window.clock() >= self.at:
                 engine = get_engine()
                 for chunk in self.running():
                     self.logger.warning("window hard stop: cancelling chunk %s", chunk.span)
                     engine.cancel(self.prepared.pipeline, chunk.partitions)
                 return
+            if (stop := stopping.requested()) is not None and (running := self.running()):
+                if not told:
+                    spans = ", ".join(c.span for c in running)
+                    self.logger.warning("%s: cancelling the chunk(s) in flight: %s", stop.said, spans)
+                    told = True
+                with contextlib.suppress(Exception):  # the JVM may be gone (SIGTERM reaches it too)
+                    get_engine().cancel(self.prepared.pipeline)
 
     def stop(self) -> None:
         self._stop.set()

@@ -66,11 +66,13 @@ class BackfillSummary:
     duration_s: float = 0.0
     bookkeeping_s: tuple[float, ...] = field(default=(), repr=False)
     gate: str | None = None  # why the run stopped at the canary gate
+    stopped: str | None = None  # the signal (SIGINT, SIGTERM) that stopped the run, if one did
 
     @property
     def ok(self) -> bool:
-        """Everything planned is complete: nothing failed, nothing left to a window, a gate or another run."""
-        return not self.failed and not self.not_started and not self.held and self.gate is None
+        """Everything planned is complete: nothing failed, nothing left to a window, a gate, a signal or
+        another run."""
+        return not self.failed and not self.not_started and not self.held and self.gate is None and self.stopped is None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -86,6 +88,7 @@ class BackfillSummary:
             + (f", {len(self.not_started)} not started" if self.not_started else "")
             + (f", {len(self.held)} left to another live run" if self.held else "")
             + f" of {self.total}; {self.rows_written:,} rows written in {self.duration_s:.1f}s"
+            + (f"; stopped by {self.stopped}" if self.stopped else "")
         ]
         lines.extend(f"  FAILED {key}: {error}" for key, error in self.failed[:20])
         if len(self.failed) > 20:

@@ -27,7 +27,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from prefect_backfill import window
+from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache
 from prefect_backfill.chunking import split_runs
 from prefect_backfill.engine import Engine, get_engine
@@ -96,7 +96,7 @@ class _Chunk:
     delay: float
     deadline: datetime | None
     hard_stop: datetime | None = None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = stopping.pause  # a retry's backoff ends at a stop signal
     source_rows: dict[str, int] = field(default_factory=dict)  # from the plan's read of the log (may be partial)
     completed: list[PartitionResult] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -118,10 +118,12 @@ class _Chunk:
         )
 
     def closed(self) -> bool:
-        return self.deadline is not None and window.clock() >= self.deadline
+        """Start nothing more: the window closed, or a signal asked the run to stop."""
+        return stopping.requested() is not None or (self.deadline is not None and window.clock() >= self.deadline)
 
     def stopped(self) -> bool:
-        return self.hard_stop is not None and window.clock() >= self.hard_stop
+        """What fails now was cancelled on purpose: the window's hard stop, or a stop signal."""
+        return stopping.requested() is not None or (self.hard_stop is not None and window.clock() >= self.hard_stop)
 
     def run(self, keys: Sequence[str], retries: int) -> None:
         """Process ``keys`` (consecutive partitions) as one chunk, splitting on failure."""
@@ -147,11 +149,13 @@ class _Chunk:
                     self._bisect(keys)
                 return
             except Exception as exc:
+                # The window's hard stop, a stop signal (whose SIGTERM may have taken the JVM down with
+                # it), a cancel in the Spark UI: nothing was committed; never retried.
+                if self.stopped() or _cancelled(exc):
+                    self._back_to_pending(keys, attempt)
+                    return
                 if _engine_down(exc):  # splitting or retrying against a dead JVM only multiplies failures
                     self._fail(keys, exc, attempt, started)
-                    return
-                if self.stopped() or _cancelled(exc):  # the window's hard stop, Ctrl-C, a cancel in the
-                    self._back_to_pending(keys, attempt)  # Spark UI: nothing was committed; never retried
                     return
                 if attempt <= retries:
                     self.sleep(backoff_delay(self.delay, attempt))

@@ -73,8 +73,9 @@ class Engine(Protocol):
         the source rows per partition as the plan read them from the log (saves reading it again)."""
         ...
 
-    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
-        """Stop the work of a chunk in flight (from another thread); nothing of it is committed."""
+    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
+        """Stop the work of a chunk in flight (from another thread); nothing of it is committed.
+        ``partitions`` None: all of ``pipeline``'s work in this process (a stop signal)."""
         ...
 
     def restore(self, pipeline: Pipeline, versions: Mapping[Partition, int], commit_tag: str) -> int | None:

@@ -14,9 +14,10 @@ Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,7 +25,7 @@ from prefect_backfill import checks as checking
 from prefect_backfill.chunking import split_runs
 from prefect_backfill.diff import KeyChanges, PartitionDiff, numeric_columns
 from prefect_backfill.engine import ChunkOutcome, TableInfo
-from prefect_backfill.engine.spark import get_spark, is_remote
+from prefect_backfill.engine.spark import get_spark, is_remote, started_spark
 from prefect_backfill.errors import (
     CheckFailedError,
     EmptyOutputError,
@@ -104,10 +105,11 @@ def chunk_span(keys: Sequence[str]) -> str:
     return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
 
 
-def job_tag(pipeline: str, span: str) -> str:
-    """The tag of one chunk's Spark work (see :meth:`SparkDeltaEngine.cancel`).
+def job_tag(pipeline: str, span: str | None = None) -> str:
+    """The tag of one chunk's Spark work, or (``span`` None) of all the pipeline's work in this process
+    (see :meth:`SparkDeltaEngine.cancel`); every chunk's jobs carry both.
     Spark forbids commas in tags; pipeline names and partition keys have none, but be sure."""
-    return f"backfill:{pipeline}:{span}".replace(",", "_")
+    return (f"backfill:{pipeline}" if span is None else f"backfill:{pipeline}:{span}").replace(",", "_")
 
 
 def job_properties(pipeline: str, span: str, pool: str) -> dict[str, str]:
@@ -311,13 +313,15 @@ class SparkDeltaEngine:
         # shared application can give other work priority; Connect has no local properties.
         sc = None if is_remote(spark) else spark.sparkContext
         span = chunk_span(keys)
-        tag = job_tag(pipeline.name, span)
+        tags = (job_tag(pipeline.name, span), job_tag(pipeline.name))
         properties = job_properties(pipeline.name, span, self._pool)
         try:
-            if sc is None:
-                spark.addTag(tag)
-            else:
-                sc.addJobTag(tag)
+            for tag in tags:
+                if sc is None:
+                    spark.addTag(tag)
+                else:
+                    sc.addJobTag(tag)
+            if sc is not None:
                 for key, value in properties.items():
                     sc.setLocalProperty(key, value)
             source = self._read(pipeline.source).where(chunk_condition(column, parts))
@@ -369,14 +373,18 @@ class SparkDeltaEngine:
                 diffs = self._diff(pipeline, output, parts, summed, rows_out, values) if pipeline.diff else {}
                 self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
             finally:
-                output.unpersist()
+                with _tidying("unpersist the chunk's output"):
+                    output.unpersist()
         finally:  # the thread goes back to the pool: leave no tag or job property behind
-            if sc is None:
-                spark.removeTag(tag)  # a no-op if it was never added
-            else:
-                sc.removeJobTag(tag)
-                for key in properties:
-                    sc.setLocalProperty(key, None)  # type: ignore[arg-type]
+            with _tidying("clear the chunk's job tags"):
+                for tag in tags:
+                    if sc is None:
+                        spark.removeTag(tag)  # a no-op if it was never added
+                    else:
+                        sc.removeJobTag(tag)
+                if sc is not None:
+                    for key in properties:
+                        sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
         version = self._commit_version(pipeline, commit_tag)
         return ChunkOutcome(
@@ -555,15 +563,18 @@ class SparkDeltaEngine:
                 ) from None
             raise
 
-    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition]) -> None:
+    def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         """Cancel the Spark work of one chunk in flight, from any thread (a task timeout or a closed
         window does not stop the Spark jobs a thread started). The write is one Delta commit: a chunk
         cancelled before it commits leaves the target as it was.
 
         Classic Spark: ``SparkContext.cancelJobsWithTag`` (``SparkSession.interruptTag`` from another
         thread cancelled nothing in pyspark 4.2 classic); Connect: ``SparkSession.interruptTag``."""
-        spark = self.spark
-        tag = job_tag(pipeline.name, chunk_span([p.key for p in sorted(partitions)]))
+        spark = started_spark()
+        if spark is None:  # nothing can be running yet
+            return
+        span = None if partitions is None else chunk_span([p.key for p in sorted(partitions)])
+        tag = job_tag(pipeline.name, span)
         if is_remote(spark):
             spark.interruptTag(tag)
         else:
@@ -595,6 +606,16 @@ class SparkDeltaEngine:
             if entry.get("userMetadata") == commit_tag:
                 return int(entry["version"])
         return None
+
+
+@contextlib.contextmanager
+def _tidying(what: str) -> Iterator[None]:
+    """Clean-up after a chunk's work never fails it: a failure here means the JVM is gone, and raised from
+    a ``finally`` it would hide the chunk's own error, or turn a commit that landed into a failure."""
+    try:
+        yield
+    except Exception as exc:
+        logger.debug("could not %s: %s", what, exc)
 
 
 def _number(value: Any) -> float | None:

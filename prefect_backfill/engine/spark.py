@@ -12,7 +12,9 @@ this process and no jars sent; the server must already have Delta on its classpa
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -199,6 +201,11 @@ def connect_server_command(settings: BackfillSettings, port: int, host: str = "1
     return [*command, "spark-internal"]
 
 
+def started_spark() -> SparkSession | None:
+    """The process's Spark session if it has started, without starting it (cancelling needs no JVM)."""
+    return _session
+
+
 def get_spark() -> SparkSession:
     """The process's Spark session; the first call starts it (and fetches the jars if needed)."""
     global _session
@@ -229,9 +236,18 @@ def _start(settings: BackfillSettings) -> SparkSession:
 
     if home := java_home():
         os.environ["JAVA_HOME"] = home
+    # Python workers (UDFs) must run this interpreter, with this environment's packages (pyarrow): a
+    # SparkContext started in-process reads PYSPARK_PYTHON, not spark.pyspark.python (only spark-submit
+    # does), and falls back to whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
+    # pyspark takes SIGINT over when its context starts in the main thread (its handler cancels every job
+    # and raises KeyboardInterrupt wherever the main thread is). Signals belong to the run here: it
+    # stops in order (prefect_backfill.stopping). Keep whatever handler was in place.
+    main = threading.current_thread() is threading.main_thread()
+    interrupt = signal.getsignal(signal.SIGINT) if main else None
     try:
         spark = builder.getOrCreate()
     except PySparkRuntimeError as exc:
@@ -239,8 +255,25 @@ def _start(settings: BackfillSettings) -> SparkSession:
             f"Spark did not start ({exc.getCondition()}): check JAVA_HOME (JDK 17 or 21) and that "
             f"{DELTA_PACKAGE} can be fetched from Maven Central into {settings.ivy_dir} (run `make setup`)"
         ) from exc
+    if main and interrupt is not None:
+        signal.signal(signal.SIGINT, interrupt)
     spark.sparkContext.setLogLevel("ERROR")
+    _quiet_when_the_jvm_goes(spark)
     return spark
+
+
+def _quiet_when_the_jvm_goes(spark: SparkSession) -> None:
+    """When the JVM goes (SIGTERM to the process group: a worker cancelling the run), pyspark's
+    accumulator server prints a 20-line ``EOFError`` traceback from its own thread, above the one line
+    that says what happened; the chunks already report a lost driver. To the debug log instead."""
+    server = getattr(spark.sparkContext, "_accumulatorServer", None)
+    if server is None:
+        return
+
+    def handle_error(request: object, client_address: object) -> None:
+        logging.getLogger(__name__).debug("pyspark's accumulator server lost the JVM", exc_info=True)
+
+    server.handle_error = handle_error
 
 
 def _connect(settings: BackfillSettings, probe_timeout: float = 5.0) -> SparkSession:

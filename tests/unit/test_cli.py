@@ -135,8 +135,14 @@ class FakeState:
     def __init__(self, summary: dict[str, Any], name: str = "Completed", message: str | None = None) -> None:
         self.summary, self.name, self.message = summary, name, message
 
-    def result(self) -> dict[str, Any]:
+    def result(self, raise_on_failure: bool = True) -> dict[str, Any]:
         return self.summary
+
+    def is_cancelled(self) -> bool:
+        return self.name == "Cancelled"
+
+    def is_failed(self) -> bool:
+        return False
 
 
 def summary(**kw: Any) -> dict[str, Any]:
@@ -181,6 +187,16 @@ RESUME = "backfill run cli_outcomes --start 2024-01-01 --end 2024-01-03 --chunk-
             FakeState(summary(held=["2024-01-02"], not_started=["2024-01-03"]), name="WindowClosed", message="w"),
             4,
             f"1 partition(s) were left to another live run: rerun when it ends ({RESUME})",
+        ),
+        (  # stopped by a signal: the flow ends Cancelled with its summary; the signal gives the code
+            FakeState(summary(stopped="SIGINT", not_started=["2024-01-02", "2024-01-03"]), name="Cancelled"),
+            130,
+            f"interrupted: 0 of 3 planned partitions complete, 3 left; resume with: {RESUME}",
+        ),
+        (
+            FakeState(summary(stopped="SIGTERM", not_started=["2024-01-03"]), name="Cancelled"),
+            143,
+            f"interrupted: 0 of 3 planned partitions complete, 3 left; resume with: {RESUME}",
         ),
     ],
 )

@@ -182,8 +182,28 @@ def test_cancel_uses_the_chunks_tag_the_session_kind_can_cancel(monkeypatch: pyt
     chunk = [Partition(datetime(2024, 1, d), Grain.DAY) for d in (4, 3, 5)]
     classic, remote = mock.MagicMock(spec=SparkSession), mock.MagicMock(spec=RemoteSparkSession)
     for session in (classic, remote):
-        monkeypatch.setattr("prefect_backfill.engine.delta.get_spark", lambda s=session: s)
+        monkeypatch.setattr("prefect_backfill.engine.delta.started_spark", lambda s=session: s)
         SparkDeltaEngine().cancel(pipeline, chunk)
-    classic.sparkContext.cancelJobsWithTag.assert_called_once_with("backfill:demo_orders:2024-01-03..2024-01-05")
+        SparkDeltaEngine().cancel(pipeline)  # a stop signal: all the pipeline's work in this process
+    assert [c.args for c in classic.sparkContext.cancelJobsWithTag.call_args_list] == [
+        ("backfill:demo_orders:2024-01-03..2024-01-05",),
+        ("backfill:demo_orders",),
+    ]
     classic.interruptTag.assert_not_called()  # from another thread it cancels nothing on classic
-    remote.interruptTag.assert_called_once_with("backfill:demo_orders:2024-01-03..2024-01-05")
+    assert [c.args for c in remote.interruptTag.call_args_list] == [
+        ("backfill:demo_orders:2024-01-03..2024-01-05",),
+        ("backfill:demo_orders",),
+    ]
+
+
+def test_cancel_before_spark_started_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while the JVM is still starting must not start one to cancel nothing."""
+    from prefect_backfill.demo import to_silver_orders
+    from prefect_backfill.pipeline import Pipeline, TableRef
+
+    pipeline = Pipeline(
+        "demo_orders", TableRef("/lake/bronze"), TableRef("/lake/silver"), "order_date", to_silver_orders, "1"
+    )
+    monkeypatch.setattr("prefect_backfill.engine.delta.started_spark", lambda: None)
+    monkeypatch.setattr("prefect_backfill.engine.delta.get_spark", mock.Mock(side_effect=AssertionError("started")))
+    SparkDeltaEngine().cancel(pipeline)
