@@ -561,7 +561,24 @@ class SparkDeltaEngine:
                     f"the transform wrote rows outside partition {pipeline.partition_column}={span}; nothing "
                     "was committed: make the transform keep each row's partition value"
                 ) from None
-            raise
+            # The driver can die (or the call fail) after the commit landed: then the partitions ARE written,
+            # and the ledger must say so. The commit's own evidence decides: our tag in the Delta log.
+            landed = self._landed(pipeline, commit_tag)
+            if landed is None:
+                raise
+            logger.warning(
+                "the write of %s raised after its commit landed (version %d): recorded as written (%s)",
+                span,
+                landed,
+                type(exc).__name__,
+            )
+
+    def _landed(self, pipeline: Pipeline, commit_tag: str) -> int | None:
+        """The version of our commit if it is in the target's log (path targets: delta-rs, no JVM), else None."""
+        try:
+            return self._commit_version(pipeline, commit_tag)
+        except Exception:  # no table, an unreadable log: no evidence of a commit
+            return None
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         """Cancel the Spark work of one chunk in flight, from any thread (a task timeout or a closed

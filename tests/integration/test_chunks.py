@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,3 +143,36 @@ def test_the_windows_hard_stop_cancels_a_running_chunk_and_leaves_it_pending(
     current = Ledger(lake.ledger).current(p.name)
     assert {s.status for s in current.values()} == {Status.PENDING}
     assert write_commits(lake.target) == []  # nothing of the chunk was committed
+
+
+def test_a_commit_that_landed_is_complete_even_if_the_driver_dies_right_after(
+    lake: Lake, spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write call and every clean-up after it raise as when the JVM dies just after the commit: the
+    commit's own evidence (our tag in the Delta log) decides, so the partitions are COMPLETE with that
+    version, not FAILED with "the Spark driver is gone" over rows that are in the table."""
+    from py4j.protocol import Py4JNetworkError
+    from pyspark.sql.readwriter import DataFrameWriter
+
+    p = lake.make(to_silver_orders)
+    real_save = DataFrameWriter.save
+
+    def save_then_die(self: DataFrameWriter, *args: Any, **kwargs: Any) -> None:
+        created = Path(lake.target, "_delta_log").exists()  # not the empty table's creation
+        real_save(self, *args, **kwargs)
+        if created:
+            raise Py4JNetworkError("Answer from Java side is empty")
+
+    def gone(*args: Any, **kwargs: Any) -> None:
+        raise Py4JNetworkError("Error while sending or receiving")
+
+    monkeypatch.setattr(DataFrameWriter, "save", save_then_die)
+    monkeypatch.setattr(DataFrame, "unpersist", gone)
+    summary = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-03", max_concurrency=1, retries=0)
+    assert sorted(summary["completed"]) == ["2024-01-01", "2024-01-02", "2024-01-03"], summary
+    assert summary["failed"] == []
+    current = Ledger(lake.ledger).current(p.name)
+    commits = write_commits(lake.target)
+    assert {s.status for s in current.values()} == {Status.COMPLETE}
+    assert {s.table_version for s in current.values()} == {c["version"] for c in commits}  # the commit's version
+    assert len(rows(spark, lake.target)) == 3 * 40
