@@ -48,8 +48,28 @@ def register(pipeline: Pipeline, *, replace: bool = False) -> Pipeline:
                 f"pipeline {pipeline.name!r} is registered twice with different definitions "
                 f"({'; '.join(differ)}): rename one of them, or pass replace=True if the second is meant"
             )
+    if not replace:
+        _refuse_a_second_writer(pipeline)
     _pipelines[pipeline.name] = pipeline
     return pipeline
+
+
+def _refuse_a_second_writer(pipeline: Pipeline) -> None:
+    """One target, one definition: a second pipeline writing the same target table with another
+    definition would replace the first one's partitions (and each ledger would call its own COMPLETE).
+    Under another name the same definition is allowed (an alias); the runs then share the target's claims."""
+    new = _identity(pipeline)
+    for other in _pipelines.values():
+        if other.name == pipeline.name or str(other.target) != str(pipeline.target):
+            continue
+        old = _identity(other)
+        differ = [f"{what} {old[what]} vs {new[what]}" for what in old if old[what] != new[what]]
+        if differ:
+            raise PipelineDefinitionError(
+                f"pipelines {other.name!r} and {pipeline.name!r} both write {pipeline.target} with different "
+                f"definitions ({'; '.join(differ)}): one target table has one definition; give one of them its "
+                "own target (or register it with replace=True if both are meant)"
+            )
 
 
 def _load_modules() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_backfill.errors import ConfigurationError
+from prefect_backfill.errors import ConfigurationError, UnknownPipelineError
 from prefect_backfill.registry import all_pipelines, get_pipeline
 
 
@@ -108,3 +108,28 @@ def test_a_second_registration_must_agree_on_source_target_column_and_grain() ->
         assert get_pipeline("twice").source.location == "/lake/a"  # the first one stands
     register(Pipeline("twice", "/lake/a", "/lake/c", "d", keep, "1"), replace=True)
     assert get_pipeline("twice").target.location == "/lake/c"
+
+
+def test_two_pipelines_on_one_target_must_be_the_same_definition() -> None:
+    """One target, one writer: a second name on the same table with another transform would replace the
+    first one's partitions while each ledger calls its own COMPLETE."""
+    from prefect_backfill.errors import PipelineDefinitionError
+    from prefect_backfill.pipeline import Pipeline
+    from prefect_backfill.registry import register
+
+    def keep(df):  # type: ignore[no-untyped-def]
+        return df
+
+    def double(df):  # type: ignore[no-untyped-def]
+        return df
+
+    register(Pipeline("writer_a", "/lake/src", "/lake/shared", "d", keep, "1"), replace=True)
+    register(Pipeline("writer_alias", "/lake/src", "/lake/shared", "d", keep, "1"))  # an alias: the same definition
+    with pytest.raises(PipelineDefinitionError) as refused:
+        register(Pipeline("writer_b", "/lake/src", "/lake/shared", "d", double, "2"))
+    message = str(refused.value)
+    assert message.startswith("pipelines 'writer_a' and 'writer_b' both write /lake/shared with different definitions")
+    assert "version 1:" in message and "\n" not in message
+    with pytest.raises(UnknownPipelineError):
+        get_pipeline("writer_b")  # nothing registered
+    register(Pipeline("writer_b", "/lake/src", "/lake/shared", "d", double, "2"), replace=True)  # meant: allowed
