@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled, Completed
 
-from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError
+from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError, RunStoppedError
 from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.request import BackfillRequest, prepare
 from prefect_backfill.runners import task_runner
@@ -116,11 +117,12 @@ def backfill(
     if summary.stopped is not None:
         # Ctrl-C, or the worker cancelling this flow run: ended on purpose, resumable, not a crash.
         done = len(summary.completed) + len(summary.cached)
-        return Cancelled(
-            message=f"stopped by {summary.stopped}: {done} partition(s) complete, {len(summary.not_started)} left "
-            f"PENDING, {len(summary.failed)} failed; the same command resumes: {prepared.resume_command}",
-            data=summary.to_dict(),
+        message = (
+            f"stopped by {summary.stopped}: {done} partition(s) complete, {len(summary.not_started)} left PENDING, "
+            f"{len(summary.failed)} failed; the same command resumes: {prepared.resume_command}"
         )
+        stopped = RunStoppedError(message, summary.to_dict(), 128 + signal.Signals[summary.stopped].value)
+        return Cancelled(message=message, data=stopped)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
     if summary.gate is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "PipelineDefinitionError",
     "RangeTooLargeError",
     "RowsOutsidePartitionError",
+    "RunStoppedError",
     "SourceNotFoundError",
     "TargetLayoutError",
     "TransformError",
@@ -191,6 +192,20 @@ class BackfillFailedError(BackfillError):
         super().__init__(
             f"{len(failures)} partition(s) of {pipeline} failed ({shown}{more}). Resume with: {resume_command}"
         )
+
+
+class RunStoppedError(BackfillError):
+    """A signal stopped the run (Ctrl-C, a worker cancelling its flow run): the flow run ends Cancelled
+    with this as its data. Nothing failed: the partitions not written stay PENDING and the same command
+    resumes. Carries the run's summary (what was done) and the signal's exit code (130, 143)."""
+
+    def __init__(self, message: str, summary: Mapping[str, Any], exit_code: int) -> None:
+        self.summary = dict(summary)
+        self.exit_code = exit_code
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.summary, self.exit_code))
 
 
 class ChunkFailedError(PartitionError):

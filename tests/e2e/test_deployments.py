@@ -291,3 +291,64 @@ def test_a_night_long_deployed_run_outlives_the_zombie_window(prefect_server: Se
     assert run["total_run_time"] > 180, run["total_run_time"]  # it did outlive two windows
     current = Ledger(lake.ledger_path).current(NAME)
     assert {k: s.status for k, s in current.items()} == dict.fromkeys(lake.keys, Status.COMPLETE)
+
+
+def test_cancelling_a_deployed_run_stops_it_promptly_and_resumably(prefect_server: Server, tmp_path: Path) -> None:
+    """`prefect flow-run cancel` on a running deployed backfill: the worker sends SIGTERM to the flow run's
+    process group (the JVM too). The run must end Cancelled within the stop bound, leave no partition
+    RUNNING and no commit the ledger does not know, and the next run must finish the range."""
+    from prefect_backfill.stopping import STOP_GRACE_S
+    from tests.e2e.crash_harness import CrashLake, write_bronze
+    from tests.e2e.crash_pipelines import NAME
+
+    lake = CrashLake(tmp_path, days=6)
+    write_bronze(lake, salt=2, rows_per_day=10)
+    env = {
+        "BACKFILL_DATA_DIR": str(tmp_path / "data"),
+        "BACKFILL_RESULT_STORAGE_PATH": str(tmp_path / "results"),
+        "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo,tests.e2e.crash_pipelines",
+        "PYTHONPATH": str(ROOT),
+        "CRASH_BRONZE": lake.bronze,
+        "CRASH_SILVER": lake.silver,
+        "CRASH_SLEEP_S": "3",
+    }
+    cli(prefect_server, str(BIN / "python"), "-m", "deployments.setup", env=env)
+    cli(prefect_server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", env=env)
+    params = {
+        "pipeline": NAME,
+        "start": lake.keys[0],
+        "end": lake.keys[-1],
+        "window_end": None,
+        "max_concurrency": 1,
+        "retries": 0,
+        "chunk_partitions": 1,
+    }
+    ledger = Ledger(lake.ledger_path)
+    worker = start_worker(prefect_server, env, tmp_path / "worker.log")
+    try:
+        flow_run_id = trigger(prefect_server, env, params)
+        deadline = time.monotonic() + 300
+        while sum(s.status is Status.COMPLETE for s in ledger.current(NAME).values()) < 1:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.5)
+        cancelled_at = time.monotonic()
+        cli(prefect_server, str(BIN / "prefect"), "flow-run", "cancel", flow_run_id, env=env)
+        run = wait_final(prefect_server, flow_run_id, timeout=120)
+        took = time.monotonic() - cancelled_at
+        log = (tmp_path / "worker.log").read_text()[-4000:]
+        assert run["state_type"] == "CANCELLED", log
+        assert took < STOP_GRACE_S + 15, f"{took:.0f} s from cancel to Cancelled\n{log}"
+        stopped = ledger.current(NAME)
+        assert Status.RUNNING not in {s.status for s in stopped.values()}, stopped
+        done = {k for k, s in stopped.items() if s.status is Status.COMPLETE}
+        assert 1 <= len(done) < len(lake.keys), stopped
+        commits = [c for c in DeltaTable(lake.silver).history() if "predicate" in (c.get("operationParameters") or {})]
+        assert len(commits) == len(done)  # every commit is a COMPLETE partition, none unrecorded
+
+        second = trigger(prefect_server, env, params)
+        again = wait_final(prefect_server, second, timeout=420)
+        assert again["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        stop_group(worker)
+    current = ledger.current(NAME)
+    assert {k: s.status for k, s in current.items()} == dict.fromkeys(lake.keys, Status.COMPLETE)

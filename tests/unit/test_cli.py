@@ -25,6 +25,7 @@ from prefect_backfill.errors import (
     CoordinationTimeoutError,
     InvalidRequestError,
     LedgerError,
+    RunStoppedError,
     UnknownPipelineError,
 )
 from prefect_backfill.ledger import Ledger, LedgerEvent
@@ -132,14 +133,14 @@ def pipeline(tmp_path: Path) -> Pipeline:
 
 
 class FakeState:
-    def __init__(self, summary: dict[str, Any], name: str = "Completed", message: str | None = None) -> None:
+    def __init__(self, summary: Any, name: str = "Completed", message: str | None = None) -> None:
         self.summary, self.name, self.message = summary, name, message
 
-    def result(self, raise_on_failure: bool = True) -> dict[str, Any]:
+    def result(self, raise_on_failure: bool = True) -> Any:
         return self.summary
 
     def is_cancelled(self) -> bool:
-        return self.name == "Cancelled"
+        return isinstance(self.summary, RunStoppedError)
 
     def is_failed(self) -> bool:
         return False
@@ -189,12 +190,12 @@ RESUME = "backfill run cli_outcomes --start 2024-01-01 --end 2024-01-03 --chunk-
             f"1 partition(s) were left to another live run: rerun when it ends ({RESUME})",
         ),
         (  # stopped by a signal: the flow ends Cancelled with its summary; the signal gives the code
-            FakeState(summary(stopped="SIGINT", not_started=["2024-01-02", "2024-01-03"]), name="Cancelled"),
+            FakeState(RunStoppedError("stopped", summary(stopped="SIGINT", not_started=["2024-01-02"]), 130)),
             130,
             f"interrupted: 0 of 3 planned partitions complete, 3 left; resume with: {RESUME}",
         ),
         (
-            FakeState(summary(stopped="SIGTERM", not_started=["2024-01-03"]), name="Cancelled"),
+            FakeState(RunStoppedError("stopped", summary(stopped="SIGTERM", not_started=["2024-01-03"]), 143)),
             143,
             f"interrupted: 0 of 3 planned partitions complete, 3 left; resume with: {RESUME}",
         ),
