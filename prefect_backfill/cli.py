@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from prefect_backfill.errors import EXIT_CODES, BackfillError
+from prefect_backfill.limits import MAX_CANARY, MAX_CHUNK_PARTITIONS, MAX_RETRIES
 from prefect_backfill.planning import Status
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
-_options: dict[str, bool] = {"verbose": False, "interrupt_reported": False, "terminated": False}
+_options: dict[str, bool] = {"verbose": False, "interrupt_reported": False, "terminated": False, "json": False}
 
 
 @app.callback()
@@ -85,10 +86,17 @@ def _keys(text: str | None) -> tuple[str, ...]:
 @app.command()
 def pipelines() -> None:
     """List registered pipelines."""
+    from prefect_backfill.errors import ConfigurationError
     from prefect_backfill.registry import all_pipelines
 
+    registered = all_pipelines()
+    if not registered:  # an empty table with exit 0 would read as "configured, and empty"
+        raise ConfigurationError(
+            "no pipelines are registered: set BACKFILL_PIPELINE_MODULES=your.module (or pipeline_modules under "
+            "[tool.prefect-backfill] in pyproject.toml) to modules that call prefect_backfill.register"
+        )
     table = Table("name", "grain", "version", "source", "target", "partition column")
-    for p in all_pipelines():
+    for p in registered:
         table.add_row(p.name, p.grain.value, p.fingerprint, str(p.source), str(p.target), p.partition_column)
     console.print(table)
 
@@ -105,7 +113,9 @@ def plan(
     yes: Annotated[bool, typer.Option("--yes")] = False,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="For the estimate.")] = 2,
     chunk_mb: Annotated[float, typer.Option("--chunk-mb", min=0.001, help="As for run.")] = 256.0,
-    chunk_partitions: Annotated[int, typer.Option("--chunk-partitions", min=1, help="As for run.")] = 400,
+    chunk_partitions: Annotated[
+        int, typer.Option("--chunk-partitions", min=1, max=MAX_CHUNK_PARTITIONS, help="As for run.")
+    ] = 400,
     as_json: AsJson = False,
 ) -> None:
     """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
@@ -194,7 +204,9 @@ def run(
     partitions: Partitions = None,
     reprocess: ReprocessOpt = "missing",
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
-    retries: Annotated[int, typer.Option("--retries", min=0)] = 2,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, max=MAX_RETRIES, help="Retries per partition for transient errors.")
+    ] = 2,
     retry_delay: Annotated[
         float,
         typer.Option("--retry-delay", min=0, help="Seconds before a partition's first retry; doubles each retry."),
@@ -207,7 +219,12 @@ def run(
     ] = 256.0,
     chunk_partitions: Annotated[
         int,
-        typer.Option("--chunk-partitions", min=1, help="Partitions per chunk at most (1: one partition per job)."),
+        typer.Option(
+            "--chunk-partitions",
+            min=1,
+            max=MAX_CHUNK_PARTITIONS,
+            help="Partitions per chunk at most (1: one partition per job).",
+        ),
     ] = 400,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm a range above the safety cap.")] = False,
     window_end: Annotated[
@@ -217,7 +234,10 @@ def run(
     canary: Annotated[
         int,
         typer.Option(
-            "--canary", min=0, max=100, help="Write N partitions first (first, middle, last…), show their diff, ask."
+            "--canary",
+            min=0,
+            max=MAX_CANARY,
+            help="Write N partitions first (first, middle, last…), show their diff, ask.",
         ),
     ] = 0,
     canary_partitions: Annotated[
@@ -306,11 +326,13 @@ def run(
 
             install_local_gate(None)
     if state.is_cancelled():
+        from prefect_backfill.errors import RunStoppedError
+
         stopped = state.result(raise_on_failure=False)
-        if isinstance(stopped, dict) and stopped.get("stopped"):  # the flow stopped on Ctrl-C / SIGTERM
-            _print_summary(stopped)
+        if isinstance(stopped, RunStoppedError):  # the flow stopped on Ctrl-C / SIGTERM, in order
+            _print_summary(stopped.summary)
             _report_interrupt(prepared, since)
-            raise typer.Exit(128 + signal.Signals[stopped["stopped"]].value)
+            raise typer.Exit(stopped.exit_code)
     if gated and state.is_failed() and "never resumed" in (state.message or ""):
         # Prefect fails a paused run whose pause timed out itself, before the flow's own CanaryStoppedError
         # can become the run's state: say it the way the flow would have, with its exit code.
@@ -559,6 +581,9 @@ def status(
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)
+    for value in (start, end):  # a bad bound is a usage error even when nothing is recorded yet
+        if value is not None:
+            parse_partition_key(value, spec.grain)
     ledger_path = ledger_location(spec, get_settings())
     states, history = Ledger(ledger_path).read(pipeline)
     recorded = bool(states)
@@ -1113,10 +1138,16 @@ def _usage_message(exc: Any, args: Sequence[str]) -> str:
     return f"{what} (see {path} --help)"
 
 
-def _error(message: str, exc: BaseException | None = None) -> None:
-    """Print ``error: message`` as one line on stderr; with --verbose, the traceback before it."""
+def _error(message: str, exc: BaseException | None = None, code: int = 1) -> None:
+    """Print ``error: message`` as one line on stderr; with --verbose, the traceback before it. Under
+    ``--json`` the error is JSON on stdout instead (``{"error": …, "kind": …, "exit_code": …}``), so
+    that a script reading the output gets JSON whatever happened."""
     if exc is not None and _options["verbose"]:
         traceback.print_exception(exc, file=sys.stderr)
+    if _options["json"]:
+        kind = type(exc).__name__ if isinstance(exc, BackfillError) else "UsageError" if code == 2 else "Error"
+        print(json.dumps({"error": message, "kind": kind, "exit_code": code}))
+        return
     err_console.print(Text.assemble(("error:", "red"), " ", message))
 
 
@@ -1128,22 +1159,24 @@ def run_cli(args: Sequence[str] | None = None) -> int:
     other_click_errors = _exception_classes("ClickException")
     exits = _exception_classes("Exit")
     aborts = _exception_classes("Abort")
-    _options.update(verbose=False, interrupt_reported=False, terminated=False)
+    _options.update(verbose=False, interrupt_reported=False, terminated=False, json="--json" in argv)
     try:
         with _sigterm_interrupts():
             # standalone_mode=False: exceptions come here instead of click's multi-line usage blocks and
             # tracebacks; typer then *returns* an exit code (130 after Ctrl-C) instead of raising it.
             result = app(args=argv, prog_name="backfill", standalone_mode=False)
     except BackfillError as exc:
-        _error(str(exc), exc)
+        _error(str(exc), exc, exc.exit_code)
         return exc.exit_code
     except usage_errors as exc:
-        _error(_usage_message(exc, argv))  # no traceback even with --verbose: it is the input
-        return int(getattr(exc, "exit_code", 2) or 2)
+        code = int(getattr(exc, "exit_code", 2) or 2)
+        _error(_usage_message(exc, argv), code=code)  # no traceback even with --verbose: it is the input
+        return code
     except other_click_errors as exc:
         text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        _error(_lower_first(_first_line(text)), exc)
-        return int(getattr(exc, "exit_code", 1) or 1)
+        code = int(getattr(exc, "exit_code", 1) or 1)
+        _error(_lower_first(_first_line(text)), exc, code)
+        return code
     except exits as exc:
         result = getattr(exc, "exit_code", 0)
     except aborts as exc:

@@ -21,6 +21,7 @@ from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError, SourceNotFoundError
 from prefect_backfill.leases import LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger
+from prefect_backfill.limits import MAX_CANARY, MAX_CHUNK_PARTITIONS, MAX_RETRIES
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Plan, Reprocess, plan, without_held
@@ -30,6 +31,29 @@ from prefect_backfill.tables import TableSnapshot
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["BackfillRequest", "PreparedRun", "ledger_location", "prepare"]
+
+
+#: The `backfill run` flag of each request field: the resume command, and errors named as the user typed them.
+FLAGS = {
+    "start": "--start",
+    "end": "--end",
+    "partitions": "--partitions",
+    "reprocess": "--reprocess",
+    "max_concurrency": "--max-concurrency",
+    "retries": "--retries",
+    "retry_delay_seconds": "--retry-delay",
+    "exclude": "--exclude",
+    "newest_first": "--newest-first",
+    "chunk_mb": "--chunk-mb",
+    "chunk_partitions": "--chunk-partitions",
+    "yes": "--yes",
+    "window_end": "--window-end",
+    "timezone": "--timezone",
+    "canary": "--canary",
+    "canary_partitions": "--canary-partitions",
+    "approve": "--approve",
+    "canary_timeout_s": "--canary-timeout",
+}
 
 
 class BackfillRequest(BaseModel):
@@ -43,20 +67,20 @@ class BackfillRequest(BaseModel):
     partitions: tuple[str, ...] = ()
     reprocess: Reprocess = Reprocess.MISSING
     max_concurrency: int = Field(2, ge=1)
-    retries: int = Field(2, ge=0, le=20)
+    retries: int = Field(2, ge=0, le=MAX_RETRIES)
     retry_delay_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
     exclude: tuple[str, ...] = ()
     newest_first: bool = False
     # Execution granularity: chunks of consecutive partitions, one Spark job and one Delta commit each,
     # up to chunk_mb of source data and chunk_partitions partitions (1: one partition per job).
     chunk_mb: float = Field(256.0, gt=0, allow_inf_nan=False)
-    chunk_partitions: int = Field(400, ge=1, le=10_000)
+    chunk_partitions: int = Field(400, ge=1, le=MAX_CHUNK_PARTITIONS)
     yes: bool = False
     window_end: str | None = None
     timezone: str = "UTC"
     # The canary gate (prefect_backfill.canary): run these partitions first, publish their diff, wait for
     # an approval (Prefect UI form, or the CLI's prompt) before the rest; approve=True does not wait.
-    canary: int = Field(0, ge=0, le=100)
+    canary: int = Field(0, ge=0, le=MAX_CANARY)
     canary_partitions: tuple[str, ...] = ()
     approve: bool = False
     canary_timeout_s: int = Field(3600, ge=1)
@@ -92,32 +116,12 @@ class BackfillRequest(BaseModel):
         """The ``backfill run`` arguments that make exactly this request: the pipeline, then a flag for
         every field that differs from its default, in field order (so the text is stable). The CLI
         parses them back into an equal request (tested); a field without a flag here is a bug."""
-        flags = {
-            "start": "--start",
-            "end": "--end",
-            "partitions": "--partitions",
-            "reprocess": "--reprocess",
-            "max_concurrency": "--max-concurrency",
-            "retries": "--retries",
-            "retry_delay_seconds": "--retry-delay",
-            "exclude": "--exclude",
-            "newest_first": "--newest-first",
-            "chunk_mb": "--chunk-mb",
-            "chunk_partitions": "--chunk-partitions",
-            "yes": "--yes",
-            "window_end": "--window-end",
-            "timezone": "--timezone",
-            "canary": "--canary",
-            "canary_partitions": "--canary-partitions",
-            "approve": "--approve",
-            "canary_timeout_s": "--canary-timeout",
-        }
         args = [self.pipeline]
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
             if name == "pipeline" or value == info.default:
                 continue
-            flag = flags[name]  # KeyError: a new field needs its flag (and a `backfill run` option)
+            flag = FLAGS[name]  # KeyError: a new field needs its flag (and a `backfill run` option)
             if isinstance(value, bool):
                 args.append(flag)
             elif name in ("partitions", "canary_partitions"):
@@ -141,7 +145,9 @@ class BackfillRequest(BaseModel):
             where = ".".join(str(p) for p in first["loc"]) or "request"
             if isinstance(first.get("ctx", {}).get("error"), InvalidRequestError):
                 raise first["ctx"]["error"] from None
-            raise InvalidRequestError(f"{where}: {first['msg']}") from None
+            # Named both ways: the flag for the CLI, the parameter for a deployment run.
+            named = f"{FLAGS[where]} ({where})" if where in FLAGS else where
+            raise InvalidRequestError(f"{named}: {first['msg']}") from None
 
 
 def ledger_location(pipeline: Pipeline, settings: BackfillSettings) -> str:

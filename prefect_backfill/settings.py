@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     PyprojectTomlConfigSettingsSource,
     SettingsConfigDict,
 )
+
+from prefect_backfill.errors import ConfigurationError
 
 __all__ = ["BackfillSettings", "get_settings"]
 
@@ -116,7 +118,10 @@ class BackfillSettings(BaseSettings):
     @classmethod
     def _split_modules(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            modules = [part.strip() for part in value.split(",") if part.strip()]
+            if value.strip() and not modules:  # " , ": meant to name modules, names none
+                raise ValueError(f"{value!r} names no module: give comma-separated module names, e.g. my.pipelines")
+            return modules
         return value
 
     @classmethod
@@ -155,4 +160,12 @@ def get_settings() -> BackfillSettings:
 
 @functools.lru_cache(maxsize=32)
 def _settings_for(cwd: str, env: tuple[tuple[str, str], ...]) -> BackfillSettings:
-    return BackfillSettings()
+    try:
+        return BackfillSettings()
+    except ValidationError as exc:  # one line naming the variable, exit 2, like every usage error
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        raise ConfigurationError(
+            f"BACKFILL_{field.upper()} (or {field} under [tool.prefect-backfill]): {message}"
+        ) from None

@@ -39,10 +39,10 @@ RANGE = ("run", "demo_orders", "--start", "2024-01-01", "--end", "2024-01-02")
             (*RANGE, "--max-concurrency", "0"),
             "error: --max-concurrency: 0 is not in the range x>=1 (see backfill run --help)",
         ),
-        ((*RANGE, "--retries", "-1"), "error: --retries: -1 is not in the range x>=0 (see backfill run --help)"),
+        ((*RANGE, "--retries", "-1"), "error: --retries: -1 is not in the range 0<=x<=20 (see backfill run --help)"),
         (
             (*RANGE, "--chunk-partitions", "0"),
-            "error: --chunk-partitions: 0 is not in the range x>=1 (see backfill run --help)",
+            "error: --chunk-partitions: 0 is not in the range 1<=x<=10000 (see backfill run --help)",
         ),
         (
             (*RANGE, "--retry-delay", "-1"),
@@ -138,3 +138,52 @@ def test_a_pipeline_module_with_a_syntax_error_is_one_line_naming_it(tmp_path: P
     code, lines = backfill("--verbose", "pipelines", env=env)
     assert code == 2 and lines[-1] == expected
     assert "Traceback (most recent call last):" in lines and any("SyntaxError" in line for line in lines[:-1])
+
+
+def test_bad_settings_and_an_empty_registry_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    assert backfill("pipelines", env={"BACKFILL_PIPELINE_MODULES": " , "}) == (
+        2,
+        [
+            "error: BACKFILL_PIPELINE_MODULES (or pipeline_modules under [tool.prefect-backfill]): ' , ' names no "
+            "module: give comma-separated module names, e.g. my.pipelines"
+        ],
+    )
+    assert backfill("pipelines", env={"BACKFILL_WINDOW_GRACE": "soon"}) == (
+        2,
+        [
+            "error: BACKFILL_WINDOW_GRACE (or window_grace under [tool.prefect-backfill]): Input should be a valid "
+            "number, unable to parse string as a number"
+        ],
+    )
+    # Outside the project (no pyproject.toml naming the demo) and no setting: nothing is registered.
+    done = subprocess.run(
+        [BACKFILL, "pipelines"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "BACKFILL_PIPELINE_MODULES"} | {"COLUMNS": "80"},
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: no pipelines are registered: set BACKFILL_PIPELINE_MODULES=your.module")
+
+
+def test_json_commands_print_their_errors_as_json() -> None:
+    import json
+
+    code, lines = backfill("status", "demo_orders", "--start", "2024-13-01", "--json")
+    assert code == 2 and len(lines) == 1
+    assert json.loads(lines[0]) == {
+        "error": "partition '2024-13-01' is not a valid date: no such day in the calendar",
+        "kind": "InvalidRequestError",
+        "exit_code": 2,
+    }
+    code, lines = backfill("plan", "nope", "--start", "2024-01-01", "--end", "2024-01-02", "--json")
+    assert code == 2 and json.loads(lines[0])["kind"] == "UnknownPipelineError"
+    code, lines = backfill("status", "--json")
+    assert code == 2 and json.loads(lines[0]) == {
+        "error": "missing argument PIPELINE (see backfill status --help)",
+        "kind": "UsageError",
+        "exit_code": 2,
+    }

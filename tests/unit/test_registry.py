@@ -90,24 +90,24 @@ def test_a_second_registration_must_agree_on_source_target_column_and_grain() ->
     def keep(df):  # type: ignore[no-untyped-def]
         return df
 
-    first = register(Pipeline("twice", "/lake/a", "/lake/b", "d", keep, "1"), replace=True)
-    assert register(Pipeline("twice", "/lake/a", "/lake/b", "d", keep, "1")) is not first  # the same: fine
+    first = register(Pipeline("twice", "/lake/a", "/lake/twice-b", "d", keep, "1"), replace=True)
+    assert register(Pipeline("twice", "/lake/a", "/lake/twice-b", "d", keep, "1")) is not first  # the same: fine
     for changed, what in [
         ({"source": "/lake/other"}, "source /lake/a vs /lake/other"),
-        ({"target": "/lake/c"}, "target /lake/b vs /lake/c"),
+        ({"target": "/lake/twice-c"}, "target /lake/twice-b vs /lake/twice-c"),
         ({"partition_column": "e"}, "partition column d vs e"),
         ({"grain": "month"}, "grain day vs month"),
         ({"version": "2"}, "version 1:"),
     ]:
-        args = {"name": "twice", "source": "/lake/a", "target": "/lake/b", "partition_column": "d"}
+        args = {"name": "twice", "source": "/lake/a", "target": "/lake/twice-b", "partition_column": "d"}
         args |= {"transform": keep, "version": "1"} | changed
         with pytest.raises(PipelineDefinitionError) as refused:
             register(Pipeline(**args))  # type: ignore[arg-type]
         assert f"pipeline 'twice' is registered twice with different definitions ({what}" in str(refused.value)
         assert str(refused.value).endswith("rename one of them, or pass replace=True if the second is meant")
         assert get_pipeline("twice").source.location == "/lake/a"  # the first one stands
-    register(Pipeline("twice", "/lake/a", "/lake/c", "d", keep, "1"), replace=True)
-    assert get_pipeline("twice").target.location == "/lake/c"
+    register(Pipeline("twice", "/lake/a", "/lake/twice-c", "d", keep, "1"), replace=True)
+    assert get_pipeline("twice").target.location == "/lake/twice-c"
 
 
 def test_two_pipelines_on_one_target_must_be_the_same_definition() -> None:

@@ -22,9 +22,9 @@ from prefect_backfill.settings import BackfillSettings, get_settings
         ({"start": "2024-01-01", "end": "2024-01-02", "partitions": ("2024-01-01",)}, "not both"),
         (
             {"partitions": ("2024-01-01",), "chunk_partitions": 0},
-            "chunk_partitions: Input should be greater than or equal to 1",
+            "--chunk-partitions (chunk_partitions): Input should be greater than or equal to 1",
         ),
-        ({"partitions": ("2024-01-01",), "chunk_mb": 0}, "chunk_mb: Input should be greater than 0"),
+        ({"partitions": ("2024-01-01",), "chunk_mb": 0}, "--chunk-mb (chunk_mb): Input should be greater than 0"),
     ],
 )
 def test_request_shape_errors_are_one_line(params: dict[str, object], message: str) -> None:
