@@ -874,12 +874,7 @@ def audit(
     empty in the table, whose rows differ from the Delta log's statistics, or that another writer rewrote
     after our commit. Exits 0 when clean, 1 when the data drifted (the next plain `backfill run` repairs
     it). Reads the ledger and the target's log: no Spark for a path target. Writes nothing."""
-    try:
-        report = _audit_report(pipeline, start, end)
-    except BackfillError as exc:
-        if as_json:
-            print(json.dumps({"pipeline": pipeline, "error": str(exc)}, indent=2))
-        raise
+    report = _audit_report(pipeline, start, end)  # an error under --json: printed as JSON by run_cli
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -1140,14 +1135,13 @@ def _usage_message(exc: Any, args: Sequence[str]) -> str:
 
 def _error(message: str, exc: BaseException | None = None, code: int = 1) -> None:
     """Print ``error: message`` as one line on stderr; with --verbose, the traceback before it. Under
-    ``--json`` the error is JSON on stdout instead (``{"error": …, "kind": …, "exit_code": …}``), so
-    that a script reading the output gets JSON whatever happened."""
+    ``--json`` the error is also one JSON object on stdout (``{"error": …, "kind": …, "exit_code": …}``),
+    so that a script reading the output gets JSON whatever happened, and a person still reads the line."""
     if exc is not None and _options["verbose"]:
         traceback.print_exception(exc, file=sys.stderr)
     if _options["json"]:
         kind = type(exc).__name__ if isinstance(exc, BackfillError) else "UsageError" if code == 2 else "Error"
         print(json.dumps({"error": message, "kind": kind, "exit_code": code}))
-        return
     err_console.print(Text.assemble(("error:", "red"), " ", message))
 
 

@@ -31,6 +31,7 @@ from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache
 from prefect_backfill.chunking import split_runs
 from prefect_backfill.engine import Engine, get_engine
+from prefect_backfill.engine.failures import Failure, FailureKind, classify
 from prefect_backfill.errors import ChunkFailedError, PartitionValidationError
 from prefect_backfill.events import emit_partitions_completed, emit_partitions_failed
 from prefect_backfill.ledger import Ledger, LedgerEvent
@@ -47,27 +48,6 @@ def backoff_delay(base: float, attempt: int) -> float:
     """The wait before retry ``attempt`` (1-based): exponential, with up to 50 % jitter so that chunks
     failing together do not retry together. The one retry policy of the package."""
     return float(base * 2 ** (attempt - 1) * (1 + random.uniform(0, 0.5)))
-
-
-def _cancelled(exc: BaseException) -> bool:
-    """A Spark job cancelled on purpose (``SPARK_JOB_CANCELLED``; pyspark cancels running jobs on Ctrl-C)."""
-    text = str(exc)
-    return "SPARK_JOB_CANCELLED" in text or ("cancelled" in text.lower() and "job" in text.lower())
-
-
-def _engine_down(exc: BaseException) -> bool:
-    """The Spark driver itself is gone (its JVM died, e.g. out of memory): every further attempt fails
-    the same way, so the chunk fails at once, with that error, instead of being retried and bisected."""
-    text = f"{type(exc).__name__}: {exc}"
-    return any(
-        marker in text
-        for marker in (
-            "Py4JNetworkError",
-            "Connection refused",
-            "SparkContext was shut down",
-            "Answer from Java side is empty",
-        )
-    )
 
 
 def _pipeline(pipeline: str, fingerprint: str) -> Pipeline:
@@ -149,20 +129,26 @@ class _Chunk:
                     self._bisect(keys)
                 return
             except Exception as exc:
-                # The window's hard stop, a stop signal (whose SIGTERM may have taken the JVM down with
-                # it), a cancel in the Spark UI: nothing was committed; never retried.
-                if self.stopped() or _cancelled(exc):
+                # The window's hard stop or a stop signal (whose SIGTERM may have taken the JVM down with it):
+                # nothing was committed; never retried.
+                if self.stopped():
                     self._back_to_pending(keys, attempt)
                     return
-                if _engine_down(exc):  # splitting or retrying against a dead JVM only multiplies failures
-                    self._fail(keys, exc, attempt, started)
+                failure = classify(exc)
+                if failure.kind is FailureKind.CANCELLED:  # a cancel in the Spark UI, too
+                    self._back_to_pending(keys, attempt)
                     return
-                if attempt <= retries:
+                if failure.kind is FailureKind.ENGINE_DOWN:  # splitting or retrying a dead JVM multiplies failures
+                    self._fail(keys, exc, attempt, started, failure)
+                    return
+                if failure.retried and attempt <= retries:
                     self.sleep(backoff_delay(self.delay, attempt))
                     attempt += 1
                     continue
+                # Deterministic (the same input fails the same way: no retry), or out of retries: isolate
+                # the failing partitions by halves, the halves without retries.
                 if len(keys) == 1:
-                    self._fail(keys, exc, attempt, started)
+                    self._fail(keys, exc, attempt, started, failure)
                 else:
                     self._bisect(keys)
                 return
@@ -232,9 +218,11 @@ class _Chunk:
             for result in results:
                 self.cache.put(result)
 
-    def _fail(self, keys: Sequence[str], exc: BaseException, attempt: int, started: datetime) -> None:
-        error = one_line(exc)
-        if _engine_down(exc):
+    def _fail(
+        self, keys: Sequence[str], exc: BaseException, attempt: int, started: datetime, failure: Failure | None = None
+    ) -> None:
+        error = failure.cause if failure is not None else one_line(exc)
+        if failure is not None and failure.kind is FailureKind.ENGINE_DOWN:
             error = (
                 f"the Spark driver is gone ({error}); the run's other chunks fail the same way. If it ran out "
                 "of memory (its log says OutOfMemoryError), lower --chunk-mb or raise BACKFILL_SPARK_DRIVER_MEMORY, "

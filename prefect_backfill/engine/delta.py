@@ -325,7 +325,14 @@ class SparkDeltaEngine:
                 for key, value in properties.items():
                     sc.setLocalProperty(key, value)
             source = self._read(pipeline.source).where(chunk_condition(column, parts))
-            output = pipeline.transform(source)
+            try:
+                output = pipeline.transform(source)
+            except Exception as exc:  # raised on the driver while building the plan: the same every time
+                if type(exc).__module__.startswith(("py4j", "pyspark")):
+                    raise  # Spark's own (analysis errors, a lost JVM): classified as they are
+                raise TransformError(
+                    f"the transform of {pipeline.name} raised {type(exc).__name__}: {str(exc).strip()[:300]}"
+                ) from exc
             if column not in output.columns:
                 raise PartitionValidationError(
                     f"the transform of {pipeline.name} drops the partition column {column}: keep it",

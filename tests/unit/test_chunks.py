@@ -223,6 +223,13 @@ def test_chunk_predicates_are_typed_ranges_or_in_lists(parts: list[Partition], p
     assert date(2024, 1, 1) == DAYS[0].value
 
 
+class JobCancelled(RuntimeError):
+    """Like pyspark's captured error of a cancelled job: its condition says so."""
+
+    def getCondition(self) -> str:
+        return "SPARK_JOB_CANCELLED"
+
+
 def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Path) -> None:
     class Cancelled(FakeEngine):
         def process_chunk(
@@ -233,7 +240,7 @@ def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Pa
             rows_in: Mapping[str, int] | None = None,
         ) -> ChunkOutcome:
             self.jobs.append([p.key for p in partitions])
-            raise RuntimeError("[SPARK_JOB_CANCELLED] Job 7 cancelled part of cancelled job tags backfill:x")
+            raise JobCancelled("[SPARK_JOB_CANCELLED] Job 7 cancelled part of cancelled job tags backfill:x")
 
     engine = Cancelled(set())
     chunk = unit(tmp_path, engine)

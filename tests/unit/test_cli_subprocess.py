@@ -173,7 +173,7 @@ def test_json_commands_print_their_errors_as_json() -> None:
     import json
 
     code, lines = backfill("status", "demo_orders", "--start", "2024-13-01", "--json")
-    assert code == 2 and len(lines) == 1
+    assert code == 2 and len(lines) == 2 and lines[1].startswith("error: partition '2024-13-01'")  # stderr too
     assert json.loads(lines[0]) == {
         "error": "partition '2024-13-01' is not a valid date: no such day in the calendar",
         "kind": "InvalidRequestError",
