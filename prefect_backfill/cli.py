@@ -358,6 +358,28 @@ def _cancel_running(prepared: PreparedRun) -> None:
     get_engine().cancel(prepared.pipeline)
 
 
+def _undo_unless_stopped(prepared: Any, carry_out: Any) -> Any:
+    """Carry the undo out; Ctrl-C or SIGTERM meanwhile cancels its restore job before the commit (one
+    commit: all or nothing), says so and exits 130 / 143. A restore that committed first is recorded
+    as usual and reported as done: the signal came too late to stop it."""
+    from prefect_backfill import stopping
+
+    with stopping.stop_on_signals(lambda _: _cancel_running(prepared)):
+        try:
+            return carry_out(prepared)
+        except Exception:
+            stop = stopping.requested()
+            if stop is None:
+                raise
+    _options["interrupt_reported"] = True
+    _say(
+        f"interrupted ({stop.said}): the restore was cancelled before its commit, nothing was written; "
+        "run the same command again to undo",
+        style="yellow",
+    )
+    raise typer.Exit(stop.exit_code)
+
+
 def _prefect_server() -> bool:
     """Is this process talking to a Prefect server (PREFECT_API_URL), rather than starting the embedded one?"""
     from prefect.settings import get_current_settings
@@ -752,7 +774,7 @@ def undo(
         if not typer.confirm(f"Restore {len(the_plan.restores)} partition(s) of {pipeline}?", default=False):
             _say("nothing was written", style="yellow")
             raise typer.Exit(1)
-    outcome = carry_out(prepared)
+    outcome = _undo_unless_stopped(prepared, carry_out)
     if as_json:
         print(
             json.dumps(

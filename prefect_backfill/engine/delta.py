@@ -608,7 +608,21 @@ class SparkDeltaEngine:
         """See :mod:`prefect_backfill.engine.restore` (time travel + replaceWhere, one commit)."""
         from prefect_backfill.engine.restore import restore_partitions
 
-        restore_partitions(self.spark, pipeline, versions, commit_tag)
+        spark = self.spark
+        tag = job_tag(pipeline.name)  # cancel(pipeline) stops it before its commit (Ctrl-C on `backfill undo`)
+        remote = is_remote(spark)
+        if remote:
+            spark.addTag(tag)
+        else:
+            spark.sparkContext.addJobTag(tag)
+        try:
+            restore_partitions(spark, pipeline, versions, commit_tag)
+        finally:
+            with _tidying("clear the restore's job tag"):
+                if remote:
+                    spark.removeTag(tag)
+                else:
+                    spark.sparkContext.removeJobTag(tag)
         return self._commit_version(pipeline, commit_tag)
 
     def _commit_version(self, pipeline: Pipeline, commit_tag: str) -> int | None:

@@ -90,3 +90,30 @@ def test_a_run_that_wrote_something_says_how_to_undo_it(capsys: pytest.CaptureFi
     assert "run 0b1c2d3e-aaaa-bbbb: undo it with `backfill undo orders --run 0b1c2d3e`" in capsys.readouterr().out
     cli._print_summary({**summary, "completed": []})
     assert "undo it" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("signum", "code"), [(2, 130), (15, 143)])
+def test_a_signal_during_the_restore_cancels_it_and_says_nothing_was_written(
+    stand_in: Calls,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signum: int,
+    code: int,
+) -> None:
+    """Ctrl-C (or SIGTERM) while the restore's Spark job runs: the job is cancelled (its one commit never
+    happens) instead of the CLI dying while the JVM goes on to commit."""
+    import os
+    import threading
+
+    cancelled = threading.Event()
+    monkeypatch.setattr(cli, "_cancel_running", lambda prepared: cancelled.set())
+
+    def restore_until_cancelled(prepared: Any) -> UndoOutcome:
+        threading.Timer(0.2, os.kill, args=(os.getpid(), signum)).start()
+        assert cancelled.wait(10), "the signal did not cancel the restore"
+        raise RuntimeError("[SPARK_JOB_CANCELLED] the restore's job was cancelled")
+
+    monkeypatch.setattr(undoing, "carry_out", restore_until_cancelled)
+    assert run_cli(["undo", "orders", "--run", "run-1234", "--yes"]) == code
+    out = capsys.readouterr().out
+    assert "the restore was cancelled before its commit, nothing was written" in out
