@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.request import BackfillRequest, prepare
 from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
+from prefect_backfill.traces import trace_path
 from tasks.chunk import backfill_chunk
 
 __all__ = ["backfill"]
@@ -121,15 +121,27 @@ def backfill(
             f"stopped by {summary.stopped}: {done} partition(s) complete, {len(summary.not_started)} left PENDING, "
             f"{len(summary.failed)} failed; the same command resumes: {prepared.resume_command}"
         )
-        stopped = RunStoppedError(message, summary.to_dict(), 128 + signal.Signals[summary.stopped].value)
+        stopped = RunStoppedError(message, summary.to_dict(), summary.stop_code or 1)
         return Cancelled(message=message, data=stopped)
     if summary.failed:
-        raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
+        traces = trace_path(summary.run_id)
+        raise BackfillFailedError(
+            pipeline, summary.failed, prepared.resume_command, str(traces) if traces.exists() else None
+        )
     if summary.gate is not None:
         raise CanaryStoppedError(
             f"stopped at the canary gate, {summary.gate}: {len(summary.completed)} canary partition(s) written "
             f"(see `backfill diff {pipeline}`; `backfill undo {pipeline} --run {summary.run_id}` restores them), "
             f"{len(summary.not_started)} left PENDING; the same command runs new canaries: {prepared.resume_command}"
+        )
+    if summary.held:
+        # Not this run's to write (another live run holds them), but not done either: never a plain green
+        # Completed. A named state says so in the UI; the CLI exits 4.
+        return Completed(
+            name="PartlyHeld",
+            message=f"{len(summary.held)} partition(s) were left to another live run; rerun when it ends: "
+            f"{prepared.resume_command}",
+            data=summary.to_dict(),
         )
     if summary.not_started:
         # Not a failure: the night is over. A named Completed state says so in the UI.

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import statistics
 import sys
@@ -397,23 +398,53 @@ def _ask_at_the_gate(diff_text: str) -> Decision:
 
 
 def _warm_up(prepared: PreparedRun) -> None:
-    """Start Spark and create the target while Prefect's embedded server starts (~5 s each, measured
-    in docs/benchmarks.md): both are needed before the first chunk, and neither waits for the other.
-    Only where the chunks run in this process (thread runner, Spark engine); best effort: the flow's own
-    ``ensure_target`` raises whatever goes wrong here, at its usual place and with its usual message."""
+    """Before the flow starts: start Spark and check the pipeline's declarations against the target
+    (``ensure_target``: the transform on an empty input, its checks and key, the target's layout; it
+    creates the target if missing) while Prefect's embedded server starts (~5 s each, measured in
+    docs/benchmarks.md; neither waits for the other). A definition error is then one line with its exit
+    code, before any flow run exists, instead of a flow failure with Prefect's traceback above it.
+
+    Only where the chunks run in this process (thread runner, Spark engine). Errors that are not the
+    pipeline's (Spark failing in some other way) are left to the flow's own ``ensure_target``."""
     from prefect_backfill.settings import get_settings
 
     settings = get_settings()
     if not prepared.plan.to_run or settings.engine != "spark" or settings.task_runner != "thread":
         return
+    failed: list[BackfillError] = []
 
     def warm() -> None:
         from prefect_backfill.engine import get_engine
 
-        with contextlib.suppress(Exception):
+        try:
             get_engine().ensure_target(prepared.pipeline)
+        except BackfillError as exc:
+            failed.append(exc)
+        except Exception:  # the flow's own ensure_target raises it, at its usual place
+            pass
 
-    threading.Thread(target=warm, name="backfill-warm-up", daemon=True).start()
+    threads = [
+        threading.Thread(target=warm, name="backfill-warm-up", daemon=True),
+        threading.Thread(target=_start_embedded_server, name="backfill-server-start", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _start_embedded_server() -> None:
+    """Start Prefect's embedded server now (when no PREFECT_API_URL), so that it is up when the flow
+    starts; best effort: the flow starts it itself otherwise, and says why it could not."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    with contextlib.suppress(Exception):
+        SubprocessASGIServer().start()
 
 
 def _outcome(prepared: PreparedRun, state: State[Any], summary: dict[str, Any]) -> int:
@@ -1242,5 +1273,14 @@ def main() -> None:
     """Entry point (``backfill``): one-line errors for everything the user can get wrong, and the exit
     codes of :data:`~prefect_backfill.errors.EXIT_CODES`."""
     code = run_cli()
+    if code in (130, 143):
+        # Interrupted: what the run did is recorded and said. Leave at once, as a signal would: the
+        # interpreter's teardown could wait on a JVM still starting in a warm-up thread, or on Prefect's
+        # services, after the user asked to stop. The JVM and the embedded server end with this process.
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if code:
         sys.exit(code)

@@ -182,16 +182,23 @@ class BackfillFailedError(BackfillError):
     message that names each one, its error, and the exact command that resumes.
     """
 
-    def __init__(self, pipeline: str, failures: Sequence[tuple[str, str]], resume_command: str) -> None:
+    def __init__(
+        self, pipeline: str, failures: Sequence[tuple[str, str]], resume_command: str, traces: str | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.failed = tuple(key for key, _ in failures)
         self.errors = dict(failures)
         self.resume_command = resume_command
+        self.traces = traces
         shown = "; ".join(f"{key}: {error}" for key, error in failures[:20])
         more = f"; … and {len(failures) - 20} more" if len(failures) > 20 else ""
+        where = f" Full traces: {traces}" if traces else ""
         super().__init__(
-            f"{len(failures)} partition(s) of {pipeline} failed ({shown}{more}). Resume with: {resume_command}"
+            f"{len(failures)} partition(s) of {pipeline} failed ({shown}{more}). Resume with: {resume_command}{where}"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pipeline, tuple(self.errors.items()), self.resume_command, self.traces))
 
 
 class RunStoppedError(BackfillError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
@@ -45,6 +45,7 @@ from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
+from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.settings import get_settings
 from prefect_backfill.tables import TableSnapshot
 from prefect_backfill.window import resolve_deadline
@@ -67,7 +68,10 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
     out = _Outcome()
     if the_plan.to_run:
         # Ctrl-C or a worker's SIGTERM: no new chunk, the Spark work in flight cancelled (see stopping).
-        with stopping.stop_on_signals(lambda _: get_engine().cancel(pipeline)):
+        with (
+            stopping.stop_on_signals(lambda _: get_engine().cancel(pipeline)),
+            ServerSideEnd(str(flow_run.id) if flow_run.id else None, get_settings().state_poll_seconds),
+        ):
             if stopping.requested() is not None:  # stopped before it began (while Prefect started the flow)
                 out.not_started.extend(p.key for p in the_plan.to_run)
             else:
@@ -78,7 +82,8 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
                 if the_plan.to_run:
                     the_plan = _claim_and_run(prepared, the_plan, chunk_task, cache, target_id, run_id, out)
             stop = stopping.requested()
-            out.stopped = stop.name if stop is not None else None
+            if stop is not None:
+                out.stopped, out.stop_code = stop.name, stop.exit_code
 
     held = held_keys(the_plan)
     summary = BackfillSummary(
@@ -101,6 +106,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         bookkeeping_s=tuple(out.bookkeeping),
         gate=out.gate,
         stopped=out.stopped,
+        stop_code=out.stop_code,
     )
     logger.info("%s", summary)
     emit_run_finished(summary)
@@ -132,7 +138,8 @@ class _Outcome:
     bookkeeping: list[float] = field(default_factory=list)
     rows_written: int = 0
     gate: str | None = None  # why the run stopped at the canary gate (None: it did not)
-    stopped: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
+    stopped: str | None = None  # what stopped the run (SIGINT, SIGTERM, Crashed), if anything did
+    stop_code: int | None = None  # and the exit code it means
 
 
 def _serve_cached(
@@ -234,7 +241,8 @@ def _claim_and_run(
     def execute(mine: Plan, slots: int, lost: Callable[[], bool]) -> None:
         canaries = prepared.canaries(mine.to_run)
         if canaries:
-            if not _canaries_pass(prepared, canaries, chunk_task, cache, target_id, run_id, slots, lost, out):
+            total = len(mine.to_run)
+            if not _canaries_pass(prepared, canaries, total, chunk_task, cache, target_id, run_id, slots, lost, out):
                 written_first = set(canaries)
                 out.not_started.extend(p.key for p in mine.to_run if p not in written_first)
                 return
@@ -290,6 +298,7 @@ def _pause_unless_stopped(seconds: float) -> None:
 def _canaries_pass(
     prepared: PreparedRun,
     canaries: Sequence[Partition],
+    total: int,
     chunk_task: Any,
     cache: PartitionCache,
     target_id: str,
@@ -320,6 +329,12 @@ def _canaries_pass(
     create_markdown_artifact(
         text, key=artifact_key(pipeline.name, "canary"), description=f"{pipeline.name}: canary diff"
     )
+    if not request.approve:  # the progress artifact counts the whole range while it waits
+        create_progress_artifact(
+            100.0 * len(keys) / max(1, total),
+            key=artifact_key(pipeline.name, "progress"),
+            description=f"{pipeline.name}: {len(keys)} of {total} written, waiting for approval at the canary gate",
+        )
     try:
         with stopping.interruptible():  # Ctrl-C at the prompt, SIGTERM while paused: the run stops here
             if request.approve:

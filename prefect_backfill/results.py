@@ -66,7 +66,8 @@ class BackfillSummary:
     duration_s: float = 0.0
     bookkeeping_s: tuple[float, ...] = field(default=(), repr=False)
     gate: str | None = None  # why the run stopped at the canary gate
-    stopped: str | None = None  # the signal (SIGINT, SIGTERM) that stopped the run, if one did
+    stopped: str | None = None  # what stopped the run (SIGINT, SIGTERM, Crashed on the server), if anything did
+    stop_code: int | None = None  # the exit code that stop means (130, 143; 1 for a server-side end)
 
     @property
     def ok(self) -> bool:

@@ -76,6 +76,12 @@ class BackfillSettings(BaseSettings):
     canary_poll_seconds: float = Field(
         5.0, gt=0, description="How often a run paused at the canary gate checks for the answer from the UI."
     )
+    state_poll_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="How often a run on a Prefect server reads its own flow run's state: one that Prefect ended "
+        "(Crashed, Cancelled) stops taking chunks.",
+    )
     window_grace: float = Field(
         300.0,
         ge=0,

@@ -33,6 +33,7 @@ __all__ = [
     "StopRequest",
     "interruptible",
     "pause",
+    "request_stop",
     "requested",
     "set_last_words",
     "stop_on_signals",
@@ -46,24 +47,22 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StopRequest:
-    """A signal that asked the run to stop, and when."""
+    """What asked the run to stop (a signal, or Prefect ending the flow run), and when."""
 
-    signum: int
+    cause: str  # SIGINT, SIGTERM, or the flow run's state on the server (Crashed, Cancelled…)
+    exit_code: int  # what the CLI exits with: 128 + the signal's number; 1 for a server-side end
     at: datetime
+    said: str  # how messages name it: "Ctrl-C", "SIGTERM", "the flow run was marked Crashed"
+
+    @classmethod
+    def from_signal(cls, signum: int) -> StopRequest:
+        name = signal.Signals(signum).name
+        return cls(name, 128 + signum, datetime.now(UTC), "Ctrl-C" if signum == signal.SIGINT else name)
 
     @property
     def name(self) -> str:
-        """``SIGINT`` or ``SIGTERM``: how the summary and the flow run's state name the cause."""
-        return signal.Signals(self.signum).name
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention, 128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM."""
-        return 128 + self.signum
-
-    @property
-    def said(self) -> str:
-        return "Ctrl-C" if self.signum == signal.SIGINT else self.name
+        """How the summary records the cause (``SIGINT``, ``SIGTERM``, ``Crashed``)."""
+        return self.cause
 
 
 class Interrupted(BaseException):
@@ -80,6 +79,9 @@ class _Switch:
         self.interruptible = 0
         self.ended = threading.Event()
         self.handler: Callable[[int, FrameType | None], None] = signal.default_int_handler
+        self.on_stop: Callable[[StopRequest], None] = lambda _: None
+        self.grace_s = STOP_GRACE_S
+        self.lock = threading.Lock()
 
 
 _switch: _Switch | None = None
@@ -130,35 +132,29 @@ def stop_on_signals(on_stop: Callable[[StopRequest], None], grace_s: float = STO
 
     ``on_stop`` runs once, in its own thread, on the first signal (cancel the Spark work in flight).
     Only the main thread can take signals: anywhere else (a flow run in a worker thread) this installs
-    nothing and the signals keep their old meaning. Nested, the outermost scope keeps them: the CLI
-    takes them around the whole flow run (Prefect's own start and end included), the flow inside it."""
+    no handler and the signals keep their old meaning, but :func:`request_stop` still works. Nested, the
+    outermost scope keeps them: the CLI takes them around the whole flow run (Prefect's own start and end
+    included), the flow inside it."""
     global _switch
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    main = threading.current_thread() is threading.main_thread()
     if _switch is not None:  # an outer scope (the CLI around the flow) owns the signals: take them back
-        with _handled_by(_switch.handler):  # from whoever took them since (Prefect's engine, SIGTERM)
+        with _handled_by(_switch.handler) if main else contextlib.nullcontext():  # from Prefect's engine
             yield
         return
     switch = _Switch()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if switch.request is not None:  # the second signal: at once
-            _force(StopRequest(signum, datetime.now(UTC)), "a second signal")
-        request = StopRequest(signum, datetime.now(UTC))
-        switch.request = request
-        switch.event.set()
-        _log.warning("%s: stopping (no new chunks; running Spark jobs cancelled)", request.said)
-        threading.Thread(target=_quietly, args=(on_stop, request), name="backfill-stop", daemon=True).start()
-        grace = threading.Thread(target=_deadline, args=(switch, request, grace_s), name="stop-grace", daemon=True)
-        grace.start()
+            _force(StopRequest.from_signal(signum), "a second signal")
+        _request(switch, StopRequest.from_signal(signum))
         if switch.interruptible:
             raise Interrupted
 
     switch.handler = handle
+    switch.on_stop, switch.grace_s = on_stop, grace_s
     _switch = switch
     try:
-        with _handled_by(handle):
+        with _handled_by(handle) if main else contextlib.nullcontext():  # off the main thread: request_stop only
             yield
     finally:
         switch.ended.set()
@@ -176,6 +172,29 @@ def _handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[No
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def request_stop(cause: str, said: str, exit_code: int = 1) -> bool:
+    """Stop the run in this process as a signal would (from any thread): Prefect says the flow run is
+    over (Crashed by the zombie automation, cancelled in the UI), so writing on would be a run nobody
+    sees. False if no run is in progress here or a stop was requested already."""
+    switch = _switch
+    if switch is None or switch.request is not None:
+        return False
+    return _request(switch, StopRequest(cause, exit_code, datetime.now(UTC), said))
+
+
+def _request(switch: _Switch, request: StopRequest) -> bool:
+    with switch.lock:
+        if switch.request is not None:
+            return False
+        switch.request = request
+    switch.event.set()
+    _log.warning("%s: stopping (no new chunks; running Spark jobs cancelled)", request.said)
+    threading.Thread(target=_quietly, args=(switch.on_stop, request), name="backfill-stop", daemon=True).start()
+    grace = threading.Thread(target=_deadline, args=(switch, request, switch.grace_s), name="stop-grace", daemon=True)
+    grace.start()
+    return True
 
 
 def _quietly(on_stop: Callable[[StopRequest], None], request: StopRequest) -> None:

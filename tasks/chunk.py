@@ -40,6 +40,7 @@ from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.results import ChunkResult, PartitionResult, one_line
+from prefect_backfill.traces import record_trace
 
 __all__ = ["backfill_chunk", "backoff_delay"]
 
@@ -222,6 +223,8 @@ class _Chunk:
         self, keys: Sequence[str], exc: BaseException, attempt: int, started: datetime, failure: Failure | None = None
     ) -> None:
         error = failure.cause if failure is not None else one_line(exc)
+        if not isinstance(exc, PartitionValidationError):  # a check's failure is its own whole story
+            record_trace(self.run_id, keys, exc)
         if failure is not None and failure.kind is FailureKind.ENGINE_DOWN:
             error = (
                 f"the Spark driver is gone ({error}); the run's other chunks fail the same way. If it ran out "

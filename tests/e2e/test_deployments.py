@@ -293,20 +293,41 @@ def test_a_night_long_deployed_run_outlives_the_zombie_window(prefect_server: Se
     assert {k: s.status for k, s in current.items()} == dict.fromkeys(lake.keys, Status.COMPLETE)
 
 
-def test_cancelling_a_deployed_run_stops_it_promptly_and_resumably(prefect_server: Server, tmp_path: Path) -> None:
-    """`prefect flow-run cancel` on a running deployed backfill: the worker sends SIGTERM to the flow run's
-    process group (the JVM too). The run must end Cancelled within the stop bound, leave no partition
-    RUNNING and no commit the ledger does not know, and the next run must finish the range."""
+def _assert_stopped_in_order(ledger: Ledger, silver: str, keys: list[str], done_before: int) -> int:
+    """After a stop: no partition RUNNING, at least one more COMPLETE than before, not all, and every
+    commit in the table is a COMPLETE partition (none the ledger does not know). The COMPLETE count."""
+    from tests.e2e.crash_pipelines import NAME
+
+    stopped = ledger.current(NAME)
+    assert Status.RUNNING not in {s.status for s in stopped.values()}, stopped
+    done = {k for k, s in stopped.items() if s.status is Status.COMPLETE}
+    assert done_before < len(done) < len(keys), stopped
+    commits = [c for c in DeltaTable(silver).history() if "predicate" in (c.get("operationParameters") or {})]
+    assert len(commits) == len(done)
+    return len(done)
+
+
+def test_a_deployed_run_stops_in_order_when_cancelled_or_marked_crashed(prefect_server: Server, tmp_path: Path) -> None:
+    """Two ways Prefect ends a deployed run set up as the README says, and both must stop its work in order
+    (no partition RUNNING, no commit the ledger does not know) within the stop bound:
+
+    - `prefect flow-run cancel`: the worker sends SIGTERM to the flow run's process group (the JVM too); the
+      run ends Cancelled;
+    - the server marks the live run Crashed (what the zombie automation does after 90 s without heartbeats;
+      set directly here): "Crashed means stopped", the run notices within a poll and stops.
+
+    Then the next run takes the partitions over and finishes the range."""
     from prefect_backfill.stopping import STOP_GRACE_S
     from tests.e2e.crash_harness import CrashLake, write_bronze
     from tests.e2e.crash_pipelines import NAME
 
-    lake = CrashLake(tmp_path, days=6)
+    lake = CrashLake(tmp_path, days=8)
     write_bronze(lake, salt=2, rows_per_day=10)
     env = {
         "BACKFILL_DATA_DIR": str(tmp_path / "data"),
         "BACKFILL_RESULT_STORAGE_PATH": str(tmp_path / "results"),
         "BACKFILL_PIPELINE_MODULES": "prefect_backfill.demo,tests.e2e.crash_pipelines",
+        "BACKFILL_STATE_POLL_SECONDS": "2",
         "PYTHONPATH": str(ROOT),
         "CRASH_BRONZE": lake.bronze,
         "CRASH_SILVER": lake.silver,
@@ -324,30 +345,47 @@ def test_cancelling_a_deployed_run_stops_it_promptly_and_resumably(prefect_serve
         "chunk_partitions": 1,
     }
     ledger = Ledger(lake.ledger_path)
-    worker = start_worker(prefect_server, env, tmp_path / "worker.log")
-    try:
-        flow_run_id = trigger(prefect_server, env, params)
-        deadline = time.monotonic() + 300
-        while sum(s.status is Status.COMPLETE for s in ledger.current(NAME).values()) < 1:
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
-            time.sleep(0.5)
-        cancelled_at = time.monotonic()
-        cli(prefect_server, str(BIN / "prefect"), "flow-run", "cancel", flow_run_id, env=env)
-        run = wait_final(prefect_server, flow_run_id, timeout=120)
-        took = time.monotonic() - cancelled_at
-        log = (tmp_path / "worker.log").read_text()[-4000:]
-        assert run["state_type"] == "CANCELLED", log
-        assert took < STOP_GRACE_S + 15, f"{took:.0f} s from cancel to Cancelled\n{log}"
-        stopped = ledger.current(NAME)
-        assert Status.RUNNING not in {s.status for s in stopped.values()}, stopped
-        done = {k for k, s in stopped.items() if s.status is Status.COMPLETE}
-        assert 1 <= len(done) < len(lake.keys), stopped
-        commits = [c for c in DeltaTable(lake.silver).history() if "predicate" in (c.get("operationParameters") or {})]
-        assert len(commits) == len(done)  # every commit is a COMPLETE partition, none unrecorded
+    log = tmp_path / "worker.log"
 
-        second = trigger(prefect_server, env, params)
-        again = wait_final(prefect_server, second, timeout=420)
-        assert again["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+    def one_more_complete(than: int) -> None:
+        deadline = time.monotonic() + 300
+        while sum(s.status is Status.COMPLETE for s in ledger.current(NAME).values()) <= than:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+
+    worker = start_worker(prefect_server, env, log)
+    try:
+        cancelled = trigger(prefect_server, env, params)
+        one_more_complete(0)
+        asked = time.monotonic()
+        cli(prefect_server, str(BIN / "prefect"), "flow-run", "cancel", cancelled, env=env)
+        run = wait_final(prefect_server, cancelled, timeout=120)
+        took = time.monotonic() - asked
+        assert run["state_type"] == "CANCELLED", log.read_text()[-4000:]
+        assert took < STOP_GRACE_S + 15, f"{took:.0f} s from cancel to Cancelled\n{log.read_text()[-4000:]}"
+        done = _assert_stopped_in_order(ledger, lake.silver, lake.keys, 0)
+
+        crashed = trigger(prefect_server, env, params)
+        one_more_complete(done)
+        marked = httpx.post(
+            f"{prefect_server.api_url}/flow_runs/{crashed}/set_state",
+            json={"state": {"type": "CRASHED", "name": "Crashed", "message": "no heartbeat (test)"}, "force": True},
+        )
+        assert marked.status_code in (200, 201), marked.text
+        asked = time.monotonic()
+        while "the flow run was marked Crashed on the Prefect server: stopping" not in log.read_text():
+            assert time.monotonic() - asked < 30, log.read_text()[-3000:]
+            time.sleep(0.5)
+        while any(s.status is Status.RUNNING for s in ledger.current(NAME).values()):
+            assert time.monotonic() - asked < 2 + STOP_GRACE_S + 15, ledger.current(NAME)
+            time.sleep(0.5)
+        time.sleep(3)  # nothing more is written after the stop
+        _assert_stopped_in_order(ledger, lake.silver, lake.keys, done)
+
+        last = trigger(prefect_server, env, params)
+        again = wait_final(prefect_server, last, timeout=420)
+        assert again["state_type"] == "COMPLETED", log.read_text()[-3000:]
+        assert "held by another live run" not in log.read_text()  # the stopped runs' leases ended
     finally:
         stop_group(worker)
     current = ledger.current(NAME)

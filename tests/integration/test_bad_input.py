@@ -101,3 +101,32 @@ def test_plan_and_status_on_the_cli(
     lake.make(to_silver_orders, version="2")
     code, out = cli(monkeypatch, capsys, "status", p.name, "--json")
     assert json.loads(out)["stale"] == ["2024-01-01", "2024-01-02"]
+
+
+def _refuse_to_start(**params: Any) -> Any:
+    raise AssertionError("the flow started: the definition error should have stopped the CLI before it")
+
+
+def test_a_definition_error_is_one_line_before_any_flow_run(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The transform raising on an empty input, a check Spark cannot parse: found by the warm-up (Spark
+    and the pipeline's declarations, while Prefect's server starts), one line, before a flow run exists."""
+    import flows.backfill
+    from prefect_backfill.checks import Expect
+
+    def raises(df: Any) -> Any:
+        raise ValueError("this transform is broken")
+
+    broken = lake.make(raises, name="broken_transform")
+    bad_check = lake.make(to_silver_orders, name="bad_check", checks=(Expect("amount_usd >= "),))
+    monkeypatch.setattr(flows.backfill, "backfill", _refuse_to_start)
+    for pipeline, code, words in [
+        (broken, 1, "the transform of broken_transform failed while the target"),
+        (bad_check, 2, "bad_check"),
+    ]:
+        got, out = cli(monkeypatch, capsys, "run", pipeline.name, "--start", "2024-01-01", "--end", "2024-01-02")
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert got == code and len(errors) == 1 and words in errors[0], out
+        assert "Traceback" not in out
+    assert not Path(lake.ledger).exists()  # no claim recorded, nothing written

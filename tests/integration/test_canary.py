@@ -71,9 +71,19 @@ def _answer_when_paused(pipeline: str, approve: bool, note: str, answered: list[
     """What an operator does in the UI: find the paused run (of this pipeline: runs are named after it),
     submit the form (resume with run input)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
+
+    from prefect_backfill.reporting import artifact_key
+
+    progress_key = artifact_key(pipeline, "progress")
 
     def answer() -> None:
         deadline = time.monotonic() + 240
@@ -86,6 +96,11 @@ def _answer_when_paused(pipeline: str, approve: bool, note: str, answered: list[
                 )
                 mine = [r for r in paused if r.name.startswith(f"{pipeline}-")]
                 if mine:
+                    # What the reviewer sees meanwhile: the progress of the whole range, not of the canaries.
+                    progress = client.read_latest_artifacts(
+                        artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[progress_key]))
+                    )
+                    answered.append(progress[0].description if progress else None)
                     resume_flow_run(mine[0].id, run_input={"approve": approve, "note": note})
                     answered.append(mine[0].id)
                     return
@@ -113,6 +128,7 @@ def test_the_approval_form_on_the_paused_flow_run_decides(
         assert complete(lake, pipeline.name) == ["2024-01-02"]  # the middle one
     thread.join(5)
     assert answered, "the flow run never paused at the gate"
+    assert answered[0] == f"{pipeline.name}: 1 of 3 written, waiting for approval at the canary gate"
 
 
 def test_no_answer_in_time_stops_the_run(lake: Lake, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,5 +84,9 @@ def test_a_refused_write_is_not_retried_and_its_root_cause_is_one_line(
         assert "An error occurred while calling" not in error and "\n" not in error
     current = Ledger(lake.ledger).current(p.name)
     assert all(current[d].error == errors[d] for d in DAYS[1:])  # the ledger says the same
+    traces = failure.value.traces  # ... and the whole trace is in the file the message names
+    assert traces is not None and f"Full traces: {traces}" in str(failure.value)
+    text = Path(traces).read_text()
+    assert "Operation not permitted" in text and "\tat org.apache." in text  # the Java stack, kept
     tried = [e for e in Ledger(lake.ledger).events(p.name).to_pylist() if e["partition"] in DAYS[1:]]
     assert {e["attempt"] for e in tried if e["status"] in (Status.RUNNING.value, Status.FAILED.value)} == {1}

@@ -42,7 +42,7 @@ def test_a_signal_requests_a_stop_instead_of_raising_and_runs_on_stop_once() -> 
         begun = time.monotonic()
         stopping.pause(30)  # a retry's backoff: cut short
         assert time.monotonic() - begun < 1
-    assert [r.signum for r in seen] == [signal.SIGTERM]
+    assert [r.cause for r in seen] == ["SIGTERM"]
     assert stopping.requested() is None  # the scope ended: the next run in this process starts clean
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
@@ -120,3 +120,24 @@ def test_a_stop_that_takes_longer_than_its_grace_is_forced() -> None:
     out, _ = child.communicate(timeout=10)
     assert child.returncode == 143 and "last words: SIGTERM" in out
     assert time.monotonic() - begun < 8
+
+
+def test_a_stop_can_be_requested_from_another_thread_off_the_main_thread_too() -> None:
+    """Prefect ending the flow run (Crashed, Cancelled) stops the run as a signal would, from the
+    watcher's thread; a flow run in a worker thread (no signal handlers there) still gets it."""
+    results: list[object] = []
+
+    def flow_in_a_thread() -> None:
+        with stopping.stop_on_signals(lambda _: None, grace_s=60):
+            assert stopping.requested() is None
+            assert stopping.request_stop("Crashed", "the flow run was marked Crashed on the Prefect server")
+            assert not stopping.request_stop("Cancelled", "again")  # the first cause stands
+            results.append(stopping.requested())
+
+    thread = threading.Thread(target=flow_in_a_thread)
+    thread.start()
+    thread.join(10)
+    [request] = results
+    assert isinstance(request, stopping.StopRequest)
+    assert (request.cause, request.exit_code) == ("Crashed", 1)
+    assert not stopping.request_stop("Crashed", "no run here")  # outside a run: nothing to stop

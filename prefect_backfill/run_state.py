@@ -1,0 +1,63 @@
+"""Crashed means stopped: a run whose flow run Prefect has ended stops writing.
+
+On a Prefect server, the zombie automation marks a run Crashed after 90 s without heartbeats, and an
+operator can cancel a run whose worker is gone. If the process is in fact alive (a network partition, a
+stalled heartbeat thread), it would go on writing while the UI says it is over and the deployment's
+concurrency slot is free for the next run. So while a run works it reads its own flow run's state every
+``BACKFILL_STATE_POLL_SECONDS`` (15 s); when the server says Crashed, Cancelling, Cancelled or Failed, it
+stops as on a signal (:func:`prefect_backfill.stopping.request_stop`): no new chunk, the Spark jobs in
+flight cancelled, their partitions PENDING. Only against a Prefect server (``PREFECT_API_URL``): on the
+embedded one nobody else changes a run's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from uuid import UUID
+
+from prefect_backfill import stopping
+
+__all__ = ["ENDED", "ServerSideEnd"]
+
+logger = logging.getLogger(__name__)
+
+#: Flow-run state types that mean "this run is over" when the run itself did not say so.
+ENDED = frozenset({"CRASHED", "CANCELLING", "CANCELLED", "FAILED"})
+
+
+class ServerSideEnd:
+    """While inside: a thread that stops the run when its flow run's state on the server is in ``ENDED``."""
+
+    def __init__(self, flow_run_id: str | None, every: float) -> None:
+        from prefect.settings import get_current_settings
+
+        self.flow_run_id = flow_run_id if flow_run_id and get_current_settings().api.url else None
+        self.every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ServerSideEnd:
+        if self.flow_run_id is not None:
+            self._thread = threading.Thread(target=self._watch, name="backfill-run-state", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        assert self.flow_run_id is not None
+        while not self._stop.wait(self.every):
+            try:
+                with get_client(sync_client=True) as client:
+                    state = client.read_flow_run(UUID(self.flow_run_id)).state
+            except Exception as exc:  # the server is unreachable: the heartbeat's problem, not ours to decide
+                logger.debug("could not read the state of flow run %s: %s", self.flow_run_id, exc)
+                continue
+            if state is not None and state.type.value in ENDED:
+                name = state.name or state.type.value.title()
+                stopping.request_stop(name, f"the flow run was marked {name} on the Prefect server")
+                return
