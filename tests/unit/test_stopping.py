@@ -86,7 +86,9 @@ def _child(body: str) -> subprocess.Popen[str]:
         """
     ) + textwrap.dedent(body)
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(  # its own group, signalled as a terminal or a worker does: the whole group
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
 
 
 def test_a_second_signal_exits_at_once_with_the_signals_code_and_last_words() -> None:
@@ -98,9 +100,9 @@ def test_a_second_signal_exits_at_once_with_the_signals_code_and_last_words() ->
         """
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    child.send_signal(signal.SIGINT)
+    os.killpg(child.pid, signal.SIGINT)
     time.sleep(0.3)
-    child.send_signal(signal.SIGINT)
+    os.killpg(child.pid, signal.SIGINT)
     out, _ = child.communicate(timeout=10)
     assert child.returncode == 130
     assert "last words: SIGINT" in out
@@ -116,7 +118,7 @@ def test_a_stop_that_takes_longer_than_its_grace_is_forced() -> None:
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     begun = time.monotonic()
-    child.send_signal(signal.SIGTERM)
+    os.killpg(child.pid, signal.SIGTERM)
     out, _ = child.communicate(timeout=10)
     assert child.returncode == 143 and "last words: SIGTERM" in out
     assert time.monotonic() - begun < 8
