@@ -13,6 +13,9 @@ Why not ``KeyboardInterrupt``: raised in the main thread, it unwinds the flow wh
 go on (and commit), and the interpreter then waits for them at exit. A stop request is a flag the
 orchestrator and the chunks read; only a blocking prompt or wait (the canary gate, waiting for another
 run's partitions) is interrupted by an exception, inside :func:`interruptible`.
+
+The stop request is the process's: one run per process (the CLI, a worker's flow run process). Flows run
+side by side in threads of one process (tests do this) share the first one's request.
 """
 
 from __future__ import annotations
