@@ -295,6 +295,10 @@ def run(
     since = datetime.now(UTC)
     ask_here = gated and console.is_terminal
     stopping.set_last_words(lambda _: _report_interrupt(prepared, since))  # before a forced exit
+    # From the plan on, a signal stops the run in order wherever it is (starting Spark or the server, or
+    # in the flow): never a KeyboardInterrupt in the middle of a start-up; forced within 20 s at most.
+    stop_scope = stopping.stop_on_signals(lambda _: _cancel_running(prepared))
+    stop_scope.__enter__()
     try:
         detach_embedded_server()  # Ctrl-C is for this process: the server must see the run end
         hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
@@ -321,6 +325,7 @@ def run(
         _report_interrupt(prepared, since)
         raise typer.Exit(_interrupt_code()) from None
     finally:
+        stop_scope.__exit__(None, None, None)
         stopping.set_last_words(None)
         if ask_here:
             from prefect_backfill.canary import install_local_gate
