@@ -21,6 +21,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 
+from prefect.automations import Automation
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate, WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -28,6 +29,7 @@ from prefect.workers.process import ProcessWorker
 
 from prefect_backfill.coordination import cap_name
 from prefect_backfill.registry import all_pipelines
+from prefect_backfill.run_state import FLOW_NAME
 
 
 @dataclass(frozen=True)
@@ -85,28 +87,26 @@ async def ensure_limit(name: str, limit: int) -> str:
 ZOMBIE_AUTOMATION = "prefect-backfill: crash unresponsive flow runs"
 
 
-async def ensure_zombie_automation(within_seconds: int) -> str:
-    """Mark a flow run Crashed when its heartbeats stop (a killed worker or machine).
+def zombie_automation(within_seconds: int) -> Automation:
+    """Mark a backfill flow run Crashed when its heartbeats stop (a killed worker or machine).
+
+    Only the backfill flow's runs (matched by the flow's name): the user's other flows on this server
+    beat at Prefect's default 180 s, longer than this window, and must never be crashed by our set-up.
 
     Without it, a SIGKILLed run stays Running forever in the UI and keeps its deployment concurrency
     slot (the next nightly run would queue behind it). Its partitions and cap slots do not depend on
     this: they are freed by its lease (prefect_backfill.leases). Flow runs send heartbeats when
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set (prefect.yaml sets it for the backfill deployments).
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set (prefect.yaml sets it for the backfill deployments) and
+    every 180 s otherwise; `backfill run` sets it for its own runs (prefect_backfill.run_state.heartbeats).
     """
     from datetime import timedelta
 
-    from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    async with get_client() as client:
-        for existing in await client.read_automations_by_name(ZOMBIE_AUTOMATION):
-            await client.delete_automation(existing.id)  # replace: the window may have changed
-    if within_seconds <= 0:
-        return f"automation {ZOMBIE_AUTOMATION!r}: off"
-    automation = Automation(
+    return Automation(
         name=ZOMBIE_AUTOMATION,
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
@@ -118,6 +118,7 @@ async def ensure_zombie_automation(within_seconds: int) -> str:
                 "prefect.flow-run.Crashed",
             },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -129,7 +130,16 @@ async def ensure_zombie_automation(within_seconds: int) -> str:
             )
         ],
     )
-    await automation.acreate()
+
+
+async def ensure_zombie_automation(within_seconds: int) -> str:
+    """Install :func:`zombie_automation` (replacing one installed before; 0 removes it)."""
+    async with get_client() as client:
+        for existing in await client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            await client.delete_automation(existing.id)  # replace: the window may have changed
+    if within_seconds <= 0:
+        return f"automation {ZOMBIE_AUTOMATION!r}: off"
+    await zombie_automation(within_seconds).acreate()
     return f"automation {ZOMBIE_AUTOMATION!r}: no heartbeat for {within_seconds} s -> Crashed"
 
 

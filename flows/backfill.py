@@ -12,6 +12,7 @@ from prefect.states import Cancelled, Completed
 from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError, RunStoppedError
 from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.request import BackfillRequest, prepare
+from prefect_backfill.run_state import FLOW_NAME
 from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
 from prefect_backfill.traces import trace_path
@@ -31,7 +32,7 @@ def _run_name() -> str:
 
 
 @flow(
-    name="backfill",
+    name=FLOW_NAME,
     flow_run_name=_run_name,
     # Thread pool or Dask, by BACKFILL_TASK_RUNNER; either way the run's own max_concurrency bounds
     # partitions in flight (the pool size only caps threads).

@@ -304,6 +304,7 @@ def run(
         hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
         _warm_up(prepared)
         from flows.backfill import backfill
+        from prefect_backfill.run_state import heartbeats
 
         if ask_here:
             from prefect_backfill.canary import install_local_gate
@@ -312,6 +313,7 @@ def run(
         with (
             # From here on a signal stops the run in order, whatever the flow is doing (see stopping).
             stopping.stop_on_signals(lambda _: _cancel_running(prepared)),
+            heartbeats(),  # a server's zombie automation must not take a working run for a dead one
             _quiet_cancelled_jobs(),
             _LedgerProgress(prepared)
             if console.is_terminal and prepared.plan.to_run and not ask_here

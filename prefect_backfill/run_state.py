@@ -8,19 +8,49 @@ concurrency slot is free for the next run. So while a run works it reads its own
 stops as on a signal (:func:`prefect_backfill.stopping.request_stop`): no new chunk, the Spark jobs in
 flight cancelled, their partitions PENDING. Only against a Prefect server (``PREFECT_API_URL``): on the
 embedded one nobody else changes a run's state.
+
+The other half is :func:`heartbeats`: every backfill flow run beats often enough for that automation's
+window, however it is started (a worker's env from prefect.yaml, or ``backfill run`` in a shell against
+the same server), so a run that is working is never the one it marks Crashed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from uuid import UUID
 
 from prefect_backfill import stopping
 
-__all__ = ["ENDED", "ServerSideEnd"]
+__all__ = ["ENDED", "FLOW_NAME", "HEARTBEAT_SECONDS", "ServerSideEnd", "heartbeats"]
 
 logger = logging.getLogger(__name__)
+
+#: The backfill flow's name in Prefect: what the zombie automation matches, so it never touches other flows.
+FLOW_NAME = "backfill"
+
+#: Seconds between a backfill flow run's heartbeats: three per window of the zombie automation (90 s by
+#: default, deployments/setup.py). Prefect's own default (180 s) is longer than that window, so a run left
+#: at it is marked Crashed after ~90 s while it works. Prefect's minimum is 30 s.
+HEARTBEAT_SECONDS = 30
+
+
+@contextlib.contextmanager
+def heartbeats() -> Iterator[None]:
+    """Inside: flow runs started in this process beat every :data:`HEARTBEAT_SECONDS` (or faster, if
+    the user set that). Prefect reads the cadence when the flow run starts, so the caller of the flow
+    wraps the call; deployed runs get the same value from prefect.yaml's job variables."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    configured = get_current_settings().flows.heartbeat_frequency
+    if configured is not None and configured <= HEARTBEAT_SECONDS:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS}):
+        yield
+
 
 #: Flow-run state types that mean "this run is over" when the run itself did not say so.
 ENDED = frozenset({"CRASHED", "CANCELLING", "CANCELLED", "FAILED"})
