@@ -491,7 +491,7 @@ def _report_interrupt(prepared: PreparedRun, since: datetime) -> None:
         )
         progress = f"{done} of {len(planned)} planned partitions complete, {len(planned) - done} left"
     except (Exception, KeyboardInterrupt) as exc:
-        from prefect_backfill.results import one_line
+        from prefect_backfill.errors import one_line
 
         progress = f"progress unknown (the ledger cannot be read: {one_line(exc, 200)})"
     _say(f"interrupted: {progress}; resume with: {command}", style="yellow")
@@ -910,7 +910,7 @@ def _drift_of(spec: Any, keys: Sequence[str], states: Any) -> tuple[Any, str]:
     """The audit of ``keys`` for ``status`` (None when nothing is complete), or why it could not be made:
     status is a view, so an unreadable target log is said, not raised."""
     from prefect_backfill.audit import audit, read_target
-    from prefect_backfill.results import one_line
+    from prefect_backfill.errors import one_line
 
     if not any(s.status is Status.COMPLETE for s in states.values()):
         return None, ""

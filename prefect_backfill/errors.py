@@ -48,6 +48,7 @@ __all__ = [
     "TransformError",
     "UndoRefusedError",
     "UnknownPipelineError",
+    "one_line",
 ]
 
 
@@ -245,3 +246,11 @@ class UndoRefusedError(BackfillError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.pipeline, self.run_id, list(self.reasons.items()), self.restored))
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """An error as one short line for the ledger and the summary (Spark errors span pages)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, BackfillError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -36,7 +36,7 @@ from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.drift import is_target_drift, target_drift
 from prefect_backfill.engine import get_engine
-from prefect_backfill.errors import ChunkFailedError
+from prefect_backfill.errors import ChunkFailedError, one_line
 from prefect_backfill.events import emit_run_finished
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
@@ -44,7 +44,7 @@ from prefect_backfill.partitions import Partition
 from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
 from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
-from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult, one_line
+from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult
 from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.settings import get_settings
 from prefect_backfill.tables import TableSnapshot

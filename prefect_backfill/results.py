@@ -5,17 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BackfillSummary", "ChunkResult", "PartitionResult", "one_line"]
-
-
-def one_line(exc: BaseException, limit: int = 500) -> str:
-    """An error as one short line for the ledger and the summary (Spark errors span pages)."""
-    from prefect_backfill.errors import BackfillError
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not isinstance(exc, BackfillError):
-        text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+__all__ = ["BackfillSummary", "ChunkResult", "PartitionResult"]
 
 
 @dataclass(frozen=True, slots=True)

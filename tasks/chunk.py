@@ -32,14 +32,14 @@ from prefect_backfill.caching import PartitionCache
 from prefect_backfill.chunking import split_runs
 from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.engine.failures import Failure, FailureKind, classify
-from prefect_backfill.errors import ChunkFailedError, PartitionValidationError
+from prefect_backfill.errors import ChunkFailedError, PartitionValidationError, one_line
 from prefect_backfill.events import emit_partitions_completed, emit_partitions_failed
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.partitions import parse_partition_key
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
 from prefect_backfill.registry import get_pipeline
-from prefect_backfill.results import ChunkResult, PartitionResult, one_line
+from prefect_backfill.results import ChunkResult, PartitionResult
 from prefect_backfill.traces import record_trace
 
 __all__ = ["backfill_chunk", "backoff_delay"]

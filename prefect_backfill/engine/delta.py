@@ -18,13 +18,19 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefect_backfill import checks as checking
-from prefect_backfill.chunking import split_runs
 from prefect_backfill.diff import KeyChanges, PartitionDiff, numeric_columns
 from prefect_backfill.engine import ChunkOutcome, TableInfo
+from prefect_backfill.engine.predicates import (
+    chunk_condition,
+    chunk_predicate,
+    chunk_span,
+    job_properties,
+    job_tag,
+    quote_name,
+)
 from prefect_backfill.engine.spark import get_spark, is_remote, started_spark
 from prefect_backfill.errors import (
     CheckFailedError,
@@ -35,92 +41,24 @@ from prefect_backfill.errors import (
     SourceNotFoundError,
     TargetLayoutError,
     TransformError,
+    one_line,
 )
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
-from prefect_backfill.results import one_line
 from prefect_backfill.settings import get_settings
 from prefect_backfill.tables import TableSnapshot, partition_key, read_snapshot
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SparkDeltaEngine",
-    "chunk_condition",
-    "chunk_predicate",
-    "chunk_span",
     "committed_digests",
     "find_commit",
-    "job_properties",
-    "job_tag",
     "register_ledger_views",
 ]
-
-
-def _literal(partition: Partition) -> str:
-    value = partition.value
-    if isinstance(value, datetime):
-        return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
-    assert isinstance(value, date)
-    return f"DATE '{value.isoformat()}'"
-
-
-def _consecutive(parts: Sequence[Partition]) -> bool:
-    return len(split_runs(parts)) == 1
-
-
-def chunk_predicate(column: str, partitions: Sequence[Partition]) -> str:
-    """The ``replaceWhere`` of a chunk: exactly its partitions, as a typed range when they are
-    consecutive hours or days, else an IN list (months: a range would also cover mid-month values).
-
-    ``replaceWhere`` takes SQL text: it is built only from a validated identifier and typed literals
-    formatted from date/datetime objects, never from user strings."""
-    parts = sorted(partitions)
-    if len(parts) == 1:
-        return f"`{column}` = {_literal(parts[0])}"
-    if parts[0].grain is not Grain.MONTH and _consecutive(parts):
-        return f"`{column}` >= {_literal(parts[0])} AND `{column}` <= {_literal(parts[-1])}"
-    return f"`{column}` IN ({', '.join(_literal(p) for p in parts)})"
-
-
-def chunk_condition(column: str, partitions: Sequence[Partition]) -> Column:
-    """The same condition as :func:`chunk_predicate`, as a Column for reading the source (typed values,
-    so partition pruning applies)."""
-    from pyspark.sql import functions as F
-
-    parts = sorted(partitions)
-    col = F.col(column)
-    if len(parts) == 1:
-        return col == F.lit(parts[0].value)
-    if parts[0].grain is not Grain.MONTH and _consecutive(parts):
-        return (col >= F.lit(parts[0].value)) & (col <= F.lit(parts[-1].value))
-    return col.isin([p.value for p in parts])
-
-
-def chunk_span(keys: Sequence[str]) -> str:
-    """``2024-01-01..2024-01-30`` (or one key): how a chunk is named in the UI, the ledger and Spark."""
-    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
-
-
-def job_tag(pipeline: str, span: str | None = None) -> str:
-    """The tag of one chunk's Spark work, or (``span`` None) of all the pipeline's work in this process
-    (see :meth:`SparkDeltaEngine.cancel`); every chunk's jobs carry both.
-    Spark forbids commas in tags; pipeline names and partition keys have none, but be sure."""
-    return (f"backfill:{pipeline}" if span is None else f"backfill:{pipeline}:{span}").replace(",", "_")
-
-
-def job_properties(pipeline: str, span: str, pool: str) -> dict[str, str]:
-    """Local properties of one chunk's jobs on classic Spark: a description naming its partitions
-    (Spark UI, history server) and the FAIR pool (``settings.spark_pool``)."""
-    return {"spark.job.description": f"backfill {pipeline} {span}", "spark.scheduler.pool": pool}
-
-
-def _quote_name(location: str) -> str:
-    """A catalog name (each part already checked as a plain identifier by TableRef) in backquotes."""
-    return ".".join(f"`{part}`" for part in location.split("."))
 
 
 def _describe_path(location: str) -> TableInfo:
@@ -164,7 +102,7 @@ class SparkDeltaEngine:
         if not spark.catalog.tableExists(table.location):
             return TableInfo(exists=False)
         if is_remote(spark):  # the same answer as DeltaTable.detail(), which needs Delta's Connect plugin
-            detail = spark.sql(f"DESCRIBE DETAIL {_quote_name(table.location)}").collect()[0]
+            detail = spark.sql(f"DESCRIBE DETAIL {quote_name(table.location)}").collect()[0]
         else:
             from delta.tables import DeltaTable
 
@@ -181,7 +119,7 @@ class SparkDeltaEngine:
         if not info.exists:
             return TableSnapshot(exists=False)
         spark = self.spark
-        location = str(spark.sql(f"DESCRIBE DETAIL {_quote_name(table.location)}").collect()[0]["location"])
+        location = str(spark.sql(f"DESCRIBE DETAIL {quote_name(table.location)}").collect()[0]["location"])
         try:
             return read_snapshot(location, column, grain, version)
         except Exception:

@@ -150,7 +150,7 @@ def _java_chain(exc: BaseException) -> list[_Link] | None:
 
 
 def _line(exc: BaseException) -> str:
-    from prefect_backfill.results import one_line
+    from prefect_backfill.errors import one_line
 
     return one_line(exc, _LIMIT)
 

@@ -3,7 +3,7 @@
 Why not Delta's ``RESTORE``: it rolls back the *whole table*, discarding every other partition's later
 commits (the daily pipeline's, other backfills'). Here each partition is read as it was at its own
 version (``versionAsOf`` for a path, ``VERSION AS OF`` for a catalog table) and written back with
-``replaceWhere`` over exactly those partitions, built by :func:`~prefect_backfill.engine.delta.chunk_predicate`
+``replaceWhere`` over exactly those partitions, built by :func:`~prefect_backfill.engine.predicates.chunk_predicate`
 (typed literals, never user strings), with Delta's constraint check on: a row outside them fails the
 write. Every group of partitions (one per version) goes into ONE commit: the undo is all or nothing,
 and readers see the table before it or after it, never half-undone. A partition that did not exist
@@ -27,18 +27,18 @@ __all__ = ["read_at", "restore_partitions"]
 
 def read_at(spark: SparkSession, table: TableRef, version: int) -> DataFrame:
     """The table as of ``version`` (Delta time travel)."""
-    from prefect_backfill.engine.delta import _quote_name
+    from prefect_backfill.engine.predicates import quote_name
 
     if table.is_path:
         return spark.read.format("delta").option("versionAsOf", int(version)).load(table.location)
-    return spark.sql(f"SELECT * FROM {_quote_name(table.location)} VERSION AS OF {int(version)}")
+    return spark.sql(f"SELECT * FROM {quote_name(table.location)} VERSION AS OF {int(version)}")
 
 
 def restore_partitions(
     spark: SparkSession, pipeline: Pipeline, versions: Mapping[Partition, int], commit_tag: str
 ) -> None:
     """Overwrite each partition of ``versions`` with its rows at its version, in one commit."""
-    from prefect_backfill.engine.delta import chunk_condition, chunk_predicate
+    from prefect_backfill.engine.predicates import chunk_condition, chunk_predicate
 
     if not versions:
         return

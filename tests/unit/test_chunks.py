@@ -217,7 +217,7 @@ def test_cache_keys_depend_on_exactly_the_partitions_identity() -> None:
     ],
 )
 def test_chunk_predicates_are_typed_ranges_or_in_lists(parts: list[Partition], predicate: str) -> None:
-    from prefect_backfill.engine.delta import chunk_predicate
+    from prefect_backfill.engine.predicates import chunk_predicate
 
     assert chunk_predicate("d", parts) == predicate
     assert date(2024, 1, 1) == DAYS[0].value

@@ -10,7 +10,8 @@ from unittest import mock
 
 import pytest
 
-from prefect_backfill.engine.delta import SparkDeltaEngine, job_properties, job_tag
+from prefect_backfill.engine.delta import SparkDeltaEngine
+from prefect_backfill.engine.predicates import job_properties, job_tag
 from prefect_backfill.engine.spark import (
     DELTA_PACKAGE,
     _connect,
