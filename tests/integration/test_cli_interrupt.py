@@ -81,15 +81,20 @@ class Cli:
             )
         return Run(proc, log)
 
+    def _committed(self) -> bool:
+        """Whether the target has a first commit: a stop while the empty target is being created can leave
+        ``_delta_log/`` without one, which Delta (and the next run, which creates it) reads as no table."""
+        return any((Path(self.target) / "_delta_log").glob("*.json"))
+
     def commits(self) -> int:
         """Writes committed to the target (creating the empty table is not one)."""
-        if not (Path(self.target) / "_delta_log").exists():
+        if not self._committed():
             return 0
         history = DeltaTable(self.target).history()
         return sum(1 for c in history if "predicate" in (c.get("operationParameters") or {}))
 
     def rows(self) -> int:
-        if not (Path(self.target) / "_delta_log").exists():
+        if not self._committed():
             return 0
         return sum(DeltaTable(self.target).get_add_actions(flatten=True).column("num_records").to_pylist())
 
