@@ -81,6 +81,16 @@ def test_target_not_partitioned_by_the_partition_column(lake: Lake, spark: Any) 
     assert not Path(lake.ledger).exists()
 
 
+def test_a_target_left_half_created_by_a_stop_is_created_by_the_next_run(lake: Lake) -> None:
+    """A stop while the empty target is being created can leave ``_delta_log/`` with no commit in it
+    (seen when Ctrl-C lands during the CLI's pre-flight): Delta reads that as no table, and so must we."""
+    (Path(lake.target) / "_delta_log").mkdir(parents=True)
+    p = lake.make(to_silver_orders)
+    backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02")
+    dates = {str(r["order_date"]) for r in DeltaTable(lake.target).to_pyarrow_table().to_pylist()}
+    assert dates == {"2024-01-01", "2024-01-02"}
+
+
 def test_plan_and_status_on_the_cli(
     lake: Lake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
