@@ -21,13 +21,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from prefect.input import RunInput
+from pydantic import Field
 
+from prefect_backfill.diff import PartitionDiff, changed_columns, rows_change, totals
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
 
-__all__ = ["CanaryDecision", "Decision", "install_local_gate", "local_gate", "pick_canaries"]
+__all__ = ["CanaryDecision", "Decision", "gate_summary", "install_local_gate", "local_gate", "pick_canaries"]
 
 
 def pick_canaries(to_run: Sequence[Partition], count: int, explicit: Sequence[str] = ()) -> list[Partition]:
@@ -54,10 +57,24 @@ def pick_canaries(to_run: Sequence[Partition], count: int, explicit: Sequence[st
 
 
 class CanaryDecision(RunInput):
-    """The form on the paused flow run's page: approve to write the rest of the range."""
+    """The form on the paused flow run's page.
 
-    approve: bool = False
-    note: str = ""
+    The decision is a required choice with no default: a boolean toggle (off by default) made a bare
+    Submit reject the backfill while Prefect's toast said "resumed". Without a choice the server refuses
+    the input (it validates it against this schema) and the run stays paused, so nothing is decided by
+    accident. The form's description (:func:`gate_summary`) says what the canaries changed.
+    """
+
+    decision: Literal["approve", "reject"] = Field(
+        title="Decision",
+        description="approve: write the rest of the range with this version. reject: stop the run here "
+        "(the canaries stay written; `backfill undo` restores them).",
+    )
+    note: str = Field(
+        "",
+        title="Note",
+        description="Why (optional): kept in the run's log, and in its state message on reject.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +82,35 @@ class Decision:
     approved: bool
     by: str  # "operator" (UI or API), "terminal", "--approve", "timeout"
     note: str = ""
+
+
+def gate_summary(pipeline: str, diffs: Sequence[PartitionDiff], remaining: int, artifact_url: str | None = None) -> str:
+    """What a reviewer needs at the gate, in the form's description (markdown): per canary and in total,
+    rows before → after and the columns whose sums changed; what each answer does; the full diff.
+
+    Only changed columns are listed: a reviewer reads the form, not a table of 20 unchanged sums."""
+    lines = [
+        f"**{pipeline}: {len(diffs)} canary partition(s) written, {remaining} more wait for this decision.**",
+        "",
+        "| canary | rows | changed sums |",
+        "|---|---|---|",
+    ]
+    for d in [*diffs, totals(diffs)] if diffs else []:
+        changed = changed_columns(d)
+        cells = "; ".join(changed) if changed else "none"
+        lines.append(f"| {d.partition} | {rows_change(d)} | {cells.replace('|', '/')} |")
+    if not diffs:
+        lines.append("| – | no diff recorded | – |")
+    lines += [
+        "",
+        f"**approve** writes the other {remaining} partition(s); **reject** stops the run (Failed, with your "
+        "note): the canaries stay written and the rest stays PENDING for a later run.",
+    ]
+    if artifact_url:
+        lines.append(f"Full diff: [canary diff artifact]({artifact_url}).")
+    else:
+        lines.append("Full diff: the run's canary diff artifact (Artifacts tab).")
+    return "\n".join(lines)
 
 
 #: A question asked in this process instead of pausing the flow run (the CLI's terminal prompt).

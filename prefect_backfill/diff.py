@@ -20,7 +20,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KeyChanges", "PartitionDiff", "diff_markdown", "numeric_columns", "run_diffs", "table_rows", "totals"]
+__all__ = [
+    "KeyChanges",
+    "PartitionDiff",
+    "changed_columns",
+    "diff_markdown",
+    "numeric_columns",
+    "rows_change",
+    "run_diffs",
+    "table_rows",
+    "totals",
+]
 
 _NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal", "byte", "short", "long", "integer")
 
@@ -127,6 +137,24 @@ def _pct(before: float | None, after: float | None) -> str:
     return f" ({change:+.1%})"
 
 
+def rows_change(d: PartitionDiff) -> str:
+    """``1,000 → 1,010 (+1.0%)``: the rows of a partition (or the totals) before and after."""
+    return f"{d.rows_before:,} → {d.rows_after:,}{_pct(d.rows_before, d.rows_after)}"
+
+
+def changed_columns(d: PartitionDiff) -> list[str]:
+    """The sums of ``d`` that changed (as :func:`_pct` sees a change: floating point noise is not one),
+    each as ``column: before → after (change)``, then the key changes if any were counted."""
+    out = []
+    for column in sorted(d.sums):
+        before, after = d.sums[column]
+        if _pct(before, after) or (before is None) != (after is None):
+            out.append(f"{column}: {_num(before)} → {_num(after)}{_pct(before, after)}")
+    if d.keys is not None and (d.keys.added or d.keys.removed or d.keys.changed):
+        out.append(f"keys: +{d.keys.added:,} −{d.keys.removed:,} changed {d.keys.changed:,}")
+    return out
+
+
 def table_rows(diffs: Sequence[PartitionDiff], limit: int = 60) -> tuple[list[str], list[list[str]]]:
     """Header and rows (the first ``limit`` partitions, then the totals) for the UI and the CLI."""
     columns = sorted({c for d in diffs for c in d.sums})
@@ -136,7 +164,7 @@ def table_rows(diffs: Sequence[PartitionDiff], limit: int = 60) -> tuple[list[st
         head += ["keys +", "keys −", "keys changed"]
 
     def row(d: PartitionDiff) -> list[str]:
-        cells = [d.partition, f"{d.rows_before:,} → {d.rows_after:,}{_pct(d.rows_before, d.rows_after)}"]
+        cells = [d.partition, rows_change(d)]
         for c in columns:
             before, after = d.sums.get(c, (None, None))
             cells.append(f"{_num(before)} → {_num(after)}{_pct(before, after)}")

@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 
 from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache, cache_key
-from prefect_backfill.canary import CanaryDecision, Decision, local_gate
+from prefect_backfill.canary import CanaryDecision, Decision, gate_summary, local_gate
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.coordination import claim, pipeline_cap
 from prefect_backfill.diff import diff_markdown, run_diffs
@@ -326,7 +326,7 @@ def _canaries_pass(
     events = prepared.ledger.events(pipeline.name).to_pylist()
     diffs = run_diffs(events, run_id)
     text = diff_markdown(f"{pipeline.name}: canaries of run {run_id[:8]}", diffs)
-    create_markdown_artifact(
+    artifact_id = create_markdown_artifact(
         text, key=artifact_key(pipeline.name, "canary"), description=f"{pipeline.name}: canary diff"
     )
     if not request.approve:  # the progress artifact counts the whole range while it waits
@@ -342,7 +342,8 @@ def _canaries_pass(
             elif (ask := local_gate()) is not None:
                 decision = ask(text)
             else:
-                decision = _pause_for_approval(request.canary_timeout_s, len(keys))
+                summary = gate_summary(pipeline.name, diffs, max(0, total - len(keys)), _artifact_url(artifact_id))
+                decision = _pause_for_approval(request.canary_timeout_s, len(keys), summary)
     except stopping.Interrupted:
         stop = stopping.requested()
         decision = Decision(False, stop.said if stop is not None else "a signal")
@@ -358,27 +359,37 @@ def _canaries_pass(
     return decision.approved
 
 
-def _pause_for_approval(timeout_s: int, canaries: int) -> Decision:
-    """Pause the flow run with the approval form on its page; the answer (or the timeout) decides."""
+def _artifact_url(artifact_id: object) -> str | None:
+    """The UI page of an artifact, where the server's UI address is known (Prefect's ``url_for`` has no
+    artifact route; the UI's own is ``/artifacts/artifact/<id>``)."""
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    return f"{str(ui).rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
+
+
+def _pause_for_approval(timeout_s: int, canaries: int, summary: str) -> Decision:
+    """Pause the flow run with the approval form on its page, ``summary`` as the form's description; the
+    answer (or the timeout) decides."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
     get_run_logger().warning(
         "%d canary partition(s) written: see the canary diff artifact, then approve or reject on this flow run's "
-        "page (Resume); no answer within %d s stops the run",
+        "page (Resume, then choose approve or reject); no answer within %d s stops the run",
         canaries,
         timeout_s,
     )
     try:
         answer = pause_flow_run(
-            wait_for_input=CanaryDecision,
+            wait_for_input=CanaryDecision.with_initial_data(description=summary),
             timeout=timeout_s,
             poll_interval=max(1, int(get_settings().canary_poll_seconds)),
             key="canary",
         )
     except FlowPauseTimeout:
         return Decision(False, "timeout")
-    return Decision(bool(answer.approve), "operator", answer.note)
+    return Decision(answer.decision == "approve", "operator", answer.note)
 
 
 @dataclass

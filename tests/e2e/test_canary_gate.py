@@ -42,7 +42,7 @@ def answer(server: Server, flow_run_id: str, approve: bool, note: str = "") -> N
     while True:
         response = httpx.post(
             f"{server.api_url}/flow_runs/{flow_run_id}/resume",
-            json={"run_input": {"approve": approve, "note": note}},
+            json={"run_input": {"decision": "approve" if approve else "reject", "note": note}},
             timeout=10,
         )
         if response.status_code != 503 or time.monotonic() > deadline:

@@ -80,6 +80,7 @@ def _answer_when_paused(pipeline: str, approve: bool, note: str, answered: list[
     )
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
+    from prefect.input.run_input import keyset_from_paused_state
 
     from prefect_backfill.reporting import artifact_key
 
@@ -101,7 +102,19 @@ def _answer_when_paused(pipeline: str, approve: bool, note: str, answered: list[
                         artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[progress_key]))
                     )
                     answered.append(progress[0].description if progress else None)
-                    resume_flow_run(mine[0].id, run_input={"approve": approve, "note": note})
+                    # What the form says: the input's description, saved beside its schema.
+                    keyset = keyset_from_paused_state(mine[0].state)
+                    form = client.read_flow_run_input(mine[0].id, keyset["description"])
+                    answered.append(form)
+                    # A bare Submit (no choice made) is refused by the server and decides nothing.
+                    try:
+                        resume_flow_run(mine[0].id, run_input={"note": ""})
+                        answered.append("the bare Submit was accepted")
+                    except RuntimeError as refused:  # checked in the test's thread, after the run
+                        answered.append(str(refused))
+                    answered.append(client.read_flow_run(mine[0].id).state.type)
+                    decision = "approve" if approve else "reject"
+                    resume_flow_run(mine[0].id, run_input={"decision": decision, "note": note})
                     answered.append(mine[0].id)
                     return
                 time.sleep(0.5)
@@ -129,6 +142,12 @@ def test_the_approval_form_on_the_paused_flow_run_decides(
     thread.join(5)
     assert answered, "the flow run never paused at the gate"
     assert answered[0] == f"{pipeline.name}: 1 of 3 written, waiting for approval at the canary gate"
+    form = answered[1]
+    assert f"{pipeline.name}: 1 canary partition(s) written, 2 more wait for this decision" in form
+    assert "| 2024-01-02 | " in form and "| total | " in form  # the canary's row and the totals
+    assert "**approve** writes the other 2 partition(s)" in form
+    assert "'decision' is a required property" in answered[2], answered[2]
+    assert answered[3].name == "PAUSED"  # the bare Submit left it waiting
 
 
 def test_no_answer_in_time_stops_the_run(lake: Lake, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
