@@ -1,12 +1,16 @@
 """The canary gate as a deployment user meets it: a real `prefect server start`, `prefect deploy` from
-prefect.yaml, a real process worker. A run with `canary: 1` writes its canary, pauses with the approval
-form on its page, and the answer goes through the very call the UI's form makes (POST
-/flow_runs/{id}/resume with the run input): approve writes the rest; reject stops the run, Failed with
-the reason, canary written and the rest not."""
+prefect.yaml with the automations at their defaults, a real process worker, and a reviewer clicking in
+the Prefect UI (headless Chromium). A run with `canary: 1` writes its canary and pauses with the form on
+its page: the form says what the canaries changed; a bare Submit decides nothing; the run stays Paused
+past the zombie automation's window; approve writes the rest; reject stops the run, Failed with the
+note, canary written and the rest not."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from prefect_backfill.planning import Status
 from tests.e2e.conftest import Server, stop_group
 from tests.e2e.test_deployments import BIN, cli, start_worker, trigger, wait_final
 from tests.e2e.test_events import write_bronze
+from tests.e2e.test_ui import CHROMIUM
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +41,8 @@ def wait_paused(server: Server, flow_run_id: str, timeout: float = 180) -> dict[
 
 
 def answer(server: Server, flow_run_id: str, approve: bool, note: str = "") -> None:
-    """What the UI's form on the paused flow run's page sends (again while the server answers 503 "busy",
-    as Prefect's own client does: SQLite under a flow run's writes)."""
+    """The call the UI's form makes (POST /flow_runs/{id}/resume with the run input), again while the
+    server answers 503 "busy", as Prefect's own client does (SQLite under a flow run's writes)."""
     deadline = time.monotonic() + 60
     while True:
         response = httpx.post(
@@ -50,6 +55,51 @@ def answer(server: Server, flow_run_id: str, approve: bool, note: str = "") -> N
         time.sleep(1)
     assert response.status_code in (200, 201), response.text
     assert response.json()["status"] == "ACCEPT", response.text
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """Headless Chromium (Debian's package) driven by Playwright, as tests/e2e/test_ui.py does."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: `make browser` installs Debian's package")
+        pytest.skip("chromium is not installed (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-quic"]
+        )
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+def open_the_form(page: Any, server: Server, flow_run_id: str) -> Any:
+    """On the paused flow run's page: Resume → the form's dialog."""
+    page.goto(f"{server.url}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
+    page.get_by_role("button", name="Resume").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Resume Flow Run").wait_for(timeout=30_000)
+    return dialog
+
+
+def click_decision(page: Any, dialog: Any, decision: str | None, note: str = "") -> None:
+    """Choose in the Decision select (None: leave it empty), type the note, Submit."""
+    if decision is not None:
+        dialog.locator(".schema-form-property-string.p-select button").focus()
+        page.keyboard.press("ArrowDown")  # opens the select's options (a click toggles it open and shut)
+        page.locator("[role=option]").filter(has_text=decision).click()
+    if note:
+        dialog.locator("textarea").fill(note)
+    dialog.get_by_role("button", name="Submit").click()
+
+
+def state_history(server: Server, flow_run_id: str) -> list[str]:
+    states = httpx.get(f"{server.api_url}/flow_run_states/", params={"flow_run_id": flow_run_id}, timeout=10)
+    assert states.status_code == 200, states.text
+    return [s["type"] for s in states.json()]
 
 
 def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_server: Server, tmp_path: Path) -> None:
@@ -72,15 +122,39 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
         # Paused after its canary (the middle day) only: the rest waits for the answer.
         assert {k: s.status for k, s in ledger.current("demo_orders").items()}["2024-01-02"] is Status.COMPLETE
         assert sum(s.status is Status.COMPLETE for s in ledger.current("demo_orders").values()) == 1
-        answer(prefect_server, approved, approve=True)
-        run = wait_final(prefect_server, approved, timeout=180)
-        assert run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
-        assert {s.status for s in ledger.current("demo_orders").values()} == {Status.COMPLETE}
+        with browser_page() as page:
+            dialog = open_the_form(page, prefect_server, approved)
+            form = dialog.inner_text()
+            # The form says what is decided: the canary's rows and changed sums, the total, what waits.
+            assert "demo_orders: 1 canary partition(s) written, 2 more wait for this decision." in form, form
+            assert "2024-01-02" in form and "total" in form and "amount_usd" in form, form
+            assert "approve writes the other 2 partition(s)" in form, form
+            link = dialog.get_by_role("link", name="canary diff artifact").get_attribute("href")
+            assert link and link.startswith(f"{prefect_server.url}/artifacts/artifact/"), link
+            artifact = httpx.get(f"{prefect_server.api_url}/artifacts/{link.rsplit('/', 1)[1]}", timeout=10).json()
+            assert artifact["key"] == "backfill-demo-orders-canary", artifact
+            # A bare Submit decides nothing: refused on the form, the run stays paused.
+            click_decision(page, dialog, None)
+            dialog.get_by_text("'decision' is a required property").wait_for(timeout=10_000)
+            # Longer than the zombie automation's 90 s window, as `make deployments` installs it: a paused
+            # run keeps beating, so it is still Paused and still answerable.
+            paused_at = time.monotonic()
+            while time.monotonic() - paused_at < 100:
+                time.sleep(5)
+                state = httpx.get(f"{prefect_server.api_url}/flow_runs/{approved}", timeout=10).json()["state_type"]
+                assert state == "PAUSED", state
+            dialog = open_the_form(page, prefect_server, approved)
+            click_decision(page, dialog, "approve", "looks right")
+            run = wait_final(prefect_server, approved, timeout=180)
+            assert run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+            assert "CRASHED" not in state_history(prefect_server, approved)
+            assert {s.status for s in ledger.current("demo_orders").values()} == {Status.COMPLETE}
 
-        rejected = trigger(prefect_server, env, {**params, "reprocess": "all"})
-        wait_paused(prefect_server, rejected)
-        answer(prefect_server, rejected, approve=False, note="amounts look off")
-        run = wait_final(prefect_server, rejected, timeout=180)
+            rejected = trigger(prefect_server, env, {**params, "reprocess": "all"})
+            wait_paused(prefect_server, rejected)
+            dialog = open_the_form(page, prefect_server, rejected)
+            click_decision(page, dialog, "reject", "amounts look off")
+            run = wait_final(prefect_server, rejected, timeout=180)
     finally:
         stop_group(worker)
     assert run["state_type"] == "FAILED"
