@@ -60,9 +60,11 @@ def mixed(tmp_path: Path) -> Pipeline:
 @pytest.fixture
 def live_run_1(mixed: Pipeline, tmp_path: Path):  # type: ignore[no-untyped-def]
     """run-1 holds a live lease (taken by this very process, renewed by its heartbeat)."""
+    from prefect_backfill.coordination import target_key
     from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 
-    with RunLease(LeaseTable(lease_location(str(tmp_path / "silver" / "_backfill_progress"))), "run-1", mixed.name):
+    table = LeaseTable(lease_location(str(tmp_path / "silver" / "_backfill_progress")))
+    with RunLease(table, "run-1", mixed.name, target_key(mixed.target)):
         yield
 
 
