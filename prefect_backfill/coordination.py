@@ -32,6 +32,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
+from prefect_backfill.claims_lock import claims_lock
 from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import Lease, LeaseTable, RunLease
 from prefect_backfill.pipeline import TableRef
@@ -166,7 +167,8 @@ def claim(
     told = False
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        with leases.claims_lock(
+        with claims_lock(
+            leases,
             target,
             lease.lease,
             timeout=remaining,

@@ -22,26 +22,19 @@ by its pipeline's name, as those releases did, so a run started before an upgrad
 (The other way round does not hold: once a newer run has added the ``target`` column, an older
 release's appends no longer match the table's schema; upgrade every worker of a ledger together.)
 
-The **claims lock** (one per target table) serialises the short step in which a run decides which
-partitions it takes and how many slots it holds. It is a compare-and-swap on the Delta table
-``<ledger>_leases/locks``: the lock is a single row in its own partition, replaced with an overwrite
-whose predicate names that partition, so two runs replacing it from the same version conflict in
-Delta's optimistic concurrency and exactly one wins. A lock whose holder is dead, or older than
-:data:`LOCK_SECONDS`, is taken over. Locks live in a table of their own because delta-rs treats a
-concurrent overwrite as a conflict for appends too: renewals must never wait on a lock.
+The **claims lock** of a target table lives beside the leases, in :mod:`prefect_backfill.claims_lock`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -51,7 +44,7 @@ import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from prefect_backfill.errors import CoordinationTimeoutError, LedgerError
+from prefect_backfill.errors import LedgerError
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -61,7 +54,6 @@ __all__ = [
     "LeaseTable",
     "RunLease",
     "lease_location",
-    "lock_name",
     "this_process",
 ]
 
@@ -69,8 +61,6 @@ __all__ = [
 LEASE_SECONDS = 60.0
 #: How often a live run renews its lease (four renewals per lease period: one late write is harmless).
 HEARTBEAT_SECONDS = 15.0
-#: A claims lock older than this is taken over even if its holder looks alive (claiming takes seconds).
-LOCK_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +86,6 @@ SCHEMA = pa.schema(
 LOCK_SCHEMA = SCHEMA
 SCHEMA = SCHEMA.append(pa.field("target", pa.string()))  # the target key; absent (null) in older rows
 _RETRIES = CommitProperties(max_commit_retries=100)
-
-
-def lock_name(target: str) -> str:
-    """The partition of the claims lock of target key ``target``: a digest, since a partition value
-    must be a safe string and a target key is a path, a URI or a table name."""
-    return "lock-" + hashlib.sha1(target.encode()).hexdigest()[:16]
 
 
 def lease_location(ledger_path: str) -> str:
@@ -253,18 +237,18 @@ class LeaseTable:
     def __repr__(self) -> str:
         return f"LeaseTable({self.path!r})"
 
-    def _open(self, path: str | None = None) -> DeltaTable | None:
+    def read_table(self, path: str | None = None) -> DeltaTable | None:
         try:
             return DeltaTable(path or self.runs_path)
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
             raise LedgerError(
-                f"lease table {self.path} cannot be read ({_first_line(exc)}): check the path and its "
+                f"lease table {self.path} cannot be read ({first_line(exc)}): check the path and its "
                 "permissions, or move it aside (it holds only leases of running backfills)"
             ) from exc
 
-    def _rows(
+    def read_rows(
         self, table: DeltaTable | None, name: str | None = None, schema: pa.Schema = SCHEMA
     ) -> list[dict[str, object]]:
         if table is None:
@@ -297,14 +281,14 @@ class LeaseTable:
                 time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
             except (DeltaError, OSError) as exc:
                 raise LedgerError(
-                    f"lease table {self.runs_path} cannot be written ({_first_line(exc)}): check that the "
+                    f"lease table {self.runs_path} cannot be written ({first_line(exc)}): check that the "
                     "ledger's folder is writable"
                 ) from exc
 
     def runs(self, pipeline: str | None = None) -> dict[str, Lease]:
         """The latest lease row per run (of ``pipeline``)."""
         latest: dict[str, Lease] = {}
-        for row in self._rows(self._open(), "run"):
+        for row in self.read_rows(self.read_table(), "run"):
             lease = Lease.from_row(row)
             if pipeline is not None and lease.pipeline != pipeline:
                 continue
@@ -323,99 +307,12 @@ class LeaseTable:
 
     def compact(self) -> None:
         with contextlib.suppress(DeltaError, OSError):
-            table = self._open()
+            table = self.read_table()
             if table is not None:
                 table.optimize.compact(partition_filters=[("name", "=", "run")], commit_properties=_RETRIES)
 
-    # -- the claims lock ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def claims_lock(
-        self,
-        target: str,
-        run: Lease,
-        timeout: float,
-        on_wait: Callable[[Lease], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> Iterator[None]:
-        """Hold the claims lock of the target table ``target`` (a target key) for ``run``; raises
-        CoordinationTimeoutError after ``timeout`` seconds of another live run holding it (``on_wait``
-        hears who, once)."""
-        name = lock_name(target)
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            table = self._open(self.locks_path)
-            rows = self._rows(table, name, LOCK_SCHEMA)
-            holder = Lease.from_row(rows[-1]) if rows else None
-            now = _now()
-            if (
-                holder is not None
-                and holder.run_id != run.run_id
-                and holder.live(now, this_process())
-                and now - holder.renewed_at < timedelta(seconds=LOCK_SECONDS)
-            ):
-                if time.monotonic() >= deadline:
-                    raise CoordinationTimeoutError(
-                        f"the claims lock of {target} is held by {holder.describe()} for over {timeout:.0f} s: "
-                        "wait for it or stop it; a dead holder's lock is taken over within "
-                        f"{LOCK_SECONDS:.0f} s"
-                    )
-                if on_wait is not None and not told:
-                    on_wait(holder)
-                    told = True
-                sleep(0.2 + random.uniform(0, 0.3))
-                continue
-            mine = replace(run, name=name, renewed_at=now, expires_at=now + timedelta(seconds=LOCK_SECONDS))
-            if self._swap(table, name, mine):
-                break
-            sleep(random.uniform(0.01, 0.1))  # another run swapped first: look again
-        try:
-            yield
-        finally:
-            with contextlib.suppress(LedgerError):
-                self._release(name, run.run_id)
-
-    def _swap(self, table: DeltaTable | None, name: str, lease: Lease) -> bool:
-        """Replace the rows of partition ``name`` with ``lease``, only if nobody changed them since
-        ``table``'s version was read. False if another writer got there first."""
-        data = pa.Table.from_pylist([lease.row()], schema=LOCK_SCHEMA)  # drops the target (see LOCK_SCHEMA)
-        try:
-            if table is None:  # the first lease ever: create the table, then swap as usual
-                with contextlib.suppress(DeltaError):
-                    write_deltalake(self.locks_path, LOCK_SCHEMA.empty_table(), mode="append", partition_by=["name"])
-                return False
-            write_deltalake(
-                table,
-                data,
-                mode="overwrite",
-                predicate=f"name = '{name}'",
-                commit_properties=CommitProperties(max_commit_retries=0),
-            )
-            return True
-        except CommitFailedError:
-            return False
-        except (DeltaError, OSError) as exc:
-            if "conflict" in str(exc).lower() or "concurrent" in str(exc).lower():
-                return False
-            raise LedgerError(
-                f"lease table {self.locks_path} cannot be written ({_first_line(exc)}): check that the "
-                "ledger's folder is writable"
-            ) from exc
-
-    def _release(self, name: str, run_id: str) -> None:
-        for _ in range(20):
-            table = self._open(self.locks_path)
-            rows = self._rows(table, name, LOCK_SCHEMA)
-            if not rows or str(rows[-1]["run_id"]) != run_id:
-                return  # taken over already
-            ended = replace(Lease.from_row(rows[-1]), ended=True, renewed_at=_now())
-            if self._swap(table, name, ended):
-                return
-            time.sleep(random.uniform(0.01, 0.1))
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from prefect_backfill.claims_lock import claims_lock
 from prefect_backfill.coordination import claim, free_slots, held_partitions
 from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import Holder, LeaseTable, RunLease, this_process
@@ -31,12 +32,13 @@ def _killed_holder(path: Path, take_lock: bool = False) -> str:
     code = textwrap.dedent(
         f"""
         import sys, time
+        from prefect_backfill.claims_lock import claims_lock
         from prefect_backfill.leases import LeaseTable, RunLease
         table = LeaseTable({str(path)!r})
         lease = RunLease(table, "dead-run", "p", {T!r}).__enter__()
         lease.renew(slots=3)
         if {take_lock!r}:
-            table.claims_lock({T!r}, lease.lease, timeout=5).__enter__()
+            claims_lock(table, {T!r}, lease.lease, timeout=5).__enter__()
         print("ready", flush=True)
         time.sleep(600)
         """
@@ -80,7 +82,7 @@ def test_the_claims_lock_admits_one_run_at_a_time(tmp_path: Path) -> None:
     peak: list[int] = []
 
     def run(i: int) -> None:
-        with RunLease(table, f"run-{i}", "p", T) as lease, table.claims_lock(T, lease.lease, timeout=60):
+        with RunLease(table, f"run-{i}", "p", T) as lease, claims_lock(table, T, lease.lease, timeout=60):
             inside.append(i)
             peak.append(len(inside))
             time.sleep(0.1)
@@ -98,7 +100,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_at_once(tmp_path: Path) -> No
     table = LeaseTable(str(tmp_path / "leases"))
     _killed_holder(tmp_path / "leases", take_lock=True)
     started = time.monotonic()
-    with RunLease(table, "next", "p", T) as lease, table.claims_lock(T, lease.lease, timeout=5):
+    with RunLease(table, "next", "p", T) as lease, claims_lock(table, T, lease.lease, timeout=5):
         pass
     assert time.monotonic() - started < 5
 

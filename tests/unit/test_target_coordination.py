@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from prefect_backfill.claims_lock import claims_lock, lock_name
 from prefect_backfill.coordination import claim, held_on_target, target_key
 from prefect_backfill.errors import CoordinationTimeoutError
-from prefect_backfill.leases import SCHEMA, Lease, LeaseTable, RunLease, lock_name, this_process
+from prefect_backfill.leases import SCHEMA, Lease, LeaseTable, RunLease, this_process
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.pipeline import TableRef
 from prefect_backfill.planning import PartitionState, Status, plan
@@ -115,12 +116,12 @@ def test_the_claims_lock_is_one_per_target_shared_by_its_pipelines(tmp_path: Pat
     with (
         RunLease(table, "run-a", "orders", T) as a,
         RunLease(table, "run-b", "orders_alias", T) as b,
-        table.claims_lock(T, a.lease, timeout=5),
+        claims_lock(table, T, a.lease, timeout=5),
     ):
-        waiting = table.claims_lock(T, b.lease, timeout=0.5, sleep=lambda _: None)
+        waiting = claims_lock(table, T, b.lease, timeout=0.5, sleep=lambda _: None)
         with pytest.raises(CoordinationTimeoutError, match=f"the claims lock of {T} is held by run run-a"), waiting:
             pass
-        with table.claims_lock(U, b.lease, timeout=0.5):  # another target's lock is free
+        with claims_lock(table, U, b.lease, timeout=0.5):  # another target's lock is free
             pass
 
 
