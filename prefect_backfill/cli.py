@@ -632,6 +632,7 @@ def status(
     ETA of a running backfill. Reads the ledger and the target's Delta log: no Spark for a path target,
     no Prefect server."""
     from prefect_backfill.calendar import build_grid
+    from prefect_backfill.coordination import target_key
     from prefect_backfill.leases import LeaseTable, lease_location
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.partitions import parse_partition_key, partitions_between
@@ -683,7 +684,8 @@ def status(
     stale = sorted(k for k, s in states.items() if s.status is Status.COMPLETE and s.fingerprint != spec.fingerprint)
     undone = sorted((k, s.undone_run or "") for k, s in states.items() if s.status is Status.UNDONE)
     # "Running" only for a run whose lease is live: a killed run's claims are interrupted, not running.
-    live = LeaseTable(lease_location(ledger_path)).live_runs(pipeline)
+    # Live runs on the target, of any pipeline writing it (an alias's run holds its partitions too).
+    live = LeaseTable(lease_location(ledger_path)).live_runs(target_key(spec.target), pipeline)
     open_claims = {k: s for k, s in states.items() if s.status in (Status.PENDING, Status.RUNNING)}
     in_flight = {k: s for k, s in open_claims.items() if s.run_id in live}
     interrupted = sorted(set(open_claims) - set(in_flight))
@@ -708,6 +710,7 @@ def status(
                     "live_runs": [
                         {
                             "run_id": lease.run_id,
+                            "pipeline": lease.pipeline,
                             "host": lease.holder.host,
                             "pid": lease.holder.pid,
                             "since": lease.started_at.isoformat(),
@@ -732,7 +735,8 @@ def status(
     console.print(table)
     console.print(f"current version {spec.fingerprint}", highlight=False)
     for lease in live.values():
-        console.print(f"running backfill: {lease.describe()}", highlight=False, soft_wrap=True)
+        of = f" of pipeline {lease.pipeline}" if lease.pipeline != pipeline else ""
+        console.print(f"running backfill: {lease.describe()}{of}", highlight=False, soft_wrap=True)
     if eta is not None:
         console.print(f"  {len(in_flight)} partitions claimed by live runs: {eta}", highlight=False, soft_wrap=True)
     if interrupted:

@@ -1,13 +1,20 @@
-"""Several runs of one pipeline at once: a shared cap, and never two writers on one partition.
+"""Several runs on one target table at once: a shared cap, and never two writers on one partition.
 
-- **Cap.** At most ``cap`` partitions of a pipeline are in flight across *every* run: nightly,
-  manual, CLI. The cap's value is the Prefect global concurrency limit ``backfill-<pipeline>`` when
-  one exists (``deployments/setup.py --cap N`` sets it), else the ``pipeline_cap`` setting. A run holds
-  ``min(max_concurrency, cap − slots of other live runs)`` slots for its whole duration, decided once,
-  never per partition (a per-partition acquisition cost 7-11× on short partitions).
-- **One writer per partition.** Under the pipeline's claims lock a run reads the ledger, leaves out the
-  partitions that another *live* run has PENDING or RUNNING, records its own claims (PENDING events)
-  and the slots it takes, and lets go of the lock.
+Runs are coordinated by the table they write (its :func:`target_key`), not by their pipeline's name:
+the registry lets a second pipeline write a target only with the same definition (an alias), and a
+daily run and a backfill of one table must see each other's claims whatever they are called; keyed by
+name, two aliases would write the same partitions at once and both record them COMPLETE.
+
+- **Cap.** At most ``cap`` partitions of a target are in flight across *every* run on it: nightly,
+  manual, CLI, any alias. The cap's value is the Prefect global concurrency limit
+  ``backfill-<pipeline>`` of the claiming run's pipeline when one exists (``deployments/setup.py --cap N``
+  sets it), else the ``pipeline_cap`` setting. A run holds
+  ``min(max_concurrency, cap − slots of other live runs on the target)`` slots for its whole duration,
+  decided once, never per partition (a per-partition acquisition cost 7-11× on short partitions).
+- **One writer per partition.** Under the target's claims lock a run reads the ledger, leaves out the
+  partitions that another *live* run on the target has PENDING or RUNNING (read under that run's own
+  pipeline: the ledger is keyed by pipeline name), records its own claims (PENDING events) and the
+  slots it takes, and lets go of the lock.
 
 Who is live, and how many slots they hold, comes from the run leases beside the ledger
 (:mod:`prefect_backfill.leases`), not from a Prefect server: a killed run's partitions and slots are
@@ -25,13 +32,33 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
+from prefect_backfill.claims_lock import claims_lock
 from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import Lease, LeaseTable, RunLease
+from prefect_backfill.pipeline import TableRef
 from prefect_backfill.planning import PartitionState, Plan, Status, without_done_since, without_held
 
-__all__ = ["Claim", "cap_name", "claim", "ensure_limit", "free_slots", "held_partitions", "pipeline_cap"]
+__all__ = [
+    "Claim",
+    "cap_name",
+    "claim",
+    "ensure_limit",
+    "free_slots",
+    "held_on_target",
+    "held_partitions",
+    "pipeline_cap",
+    "target_key",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def target_key(target: TableRef) -> str:
+    """What identifies a target table for coordination: a path target's location without trailing
+    ``/`` (string arithmetic: a URI stays a URI), a catalog table's name lower-cased (catalog names are
+    case-insensitive). Not the Delta table id: it changes when the table is recreated, and runs on the
+    old and the new table are still two writers of one place."""
+    return target.location.rstrip("/") if target.is_path else target.location.lower()
 
 
 def _slug(pipeline: str) -> str:
@@ -73,8 +100,30 @@ def held_partitions(
     }
 
 
+def held_on_target(
+    pipeline: str,
+    current: Mapping[str, PartitionState],
+    states_of: Callable[[str], Mapping[str, PartitionState]],
+    own_run_id: str,
+    live: Mapping[str, Lease],
+) -> dict[str, str]:
+    """Partitions of the target that another live run holds, whichever pipeline it runs: key → who.
+
+    ``live`` are the live runs on the target, ``current`` the ledger's current states of ``pipeline``
+    and ``states_of(name)`` reads those of another pipeline. A run's claims are recorded under its own
+    pipeline's name, so the states of each other pipeline with a live run are read, and only those
+    that one of *its* live runs claimed count."""
+    held = held_partitions(current, own_run_id, {r: lease for r, lease in live.items() if lease.pipeline == pipeline})
+    for name in sorted({lease.pipeline for lease in live.values()} - {pipeline}):
+        runs = {r: lease for r, lease in live.items() if lease.pipeline == name}
+        for key, who in held_partitions(states_of(name), own_run_id, runs).items():
+            held.setdefault(key, f"{who} of pipeline {name}")
+    return held
+
+
 def free_slots(cap: int, live: Mapping[str, Lease], own_run_id: str) -> int:
-    """Slots of the cap that no other live run holds."""
+    """Slots of the cap that no other live run holds (``live``: every live run on the target, of any
+    pipeline; the cap protects what the target's writers share)."""
     return max(0, cap - sum(lease.slots for run, lease in live.items() if run != own_run_id))
 
 
@@ -91,7 +140,7 @@ def claim(
     lease: RunLease,
     the_plan: Plan,
     *,
-    current: Callable[[], Mapping[str, PartitionState]],
+    current: Callable[[str], Mapping[str, PartitionState]],
     record_claims: Callable[[Plan], None],
     wanted: int,
     cap: int,
@@ -100,27 +149,34 @@ def claim(
     say: Callable[[str], None] = logger.info,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Claim:
-    """Under the claims lock: leave out what live runs hold and what other runs completed since the
-    plan was made (``planned_at``: a run that waited for the cap must not redo their work), take free
-    slots, record the claims.
+    """Under the target's claims lock: leave out what live runs on the target hold (whichever pipeline
+    they run) and what other runs of this pipeline completed since the plan was made (``planned_at``: a
+    run that waited for the cap must not redo their work), take free slots, record the claims.
+
+    ``current(name)`` reads the ledger's current states of pipeline ``name``: this run's own, and those
+    of every other pipeline with a live run on the target. ``cap`` is this run's pipeline's cap, and it
+    is compared with the slots of *every* live run on the target: aliases share one definition and so
+    one cap (were two caps set differently, each run keeps within its own, so the smaller one holds for
+    the run that reads it).
 
     With no free slot, waits (saying once who holds the slots and since when) and tries again, up to
     ``timeout`` seconds in all; then raises :class:`CoordinationTimeoutError`, naming the holders.
     """
-    pipeline = the_plan.pipeline
+    pipeline, target = the_plan.pipeline, lease.target
     deadline = time.monotonic() + timeout
     told = False
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        with leases.claims_lock(
-            pipeline,
+        with claims_lock(
+            leases,
+            target,
             lease.lease,
             timeout=remaining,
-            on_wait=lambda holder: say(f"waiting for the claims lock of {pipeline}: held by {holder.describe()}"),
+            on_wait=lambda holder: say(f"waiting for the claims lock of {target}: held by {holder.describe()}"),
         ):
-            live = leases.live_runs(pipeline)
-            now = current()
-            mine = without_held(the_plan, held_partitions(now, lease.run_id, live))
+            live = leases.live_runs(target, pipeline)
+            now = current(pipeline)
+            mine = without_held(the_plan, held_on_target(pipeline, now, current, lease.run_id, live))
             if planned_at is not None:
                 mine = without_done_since(mine, now, planned_at, lease.run_id)
             if not mine.to_run:

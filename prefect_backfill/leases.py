@@ -1,7 +1,8 @@
 """Liveness that does not depend on who cleans up: run leases and a claims lock, kept beside the ledger.
 
-A backfill run holds a **lease**: a row in the Delta table ``<ledger>_leases/runs`` naming the run, its host
-and process, the slots of the pipeline's cap it holds, and when the lease expires. A heartbeat thread
+A backfill run holds a **lease**: a row in the Delta table ``<ledger>_leases/runs`` naming the run, its
+pipeline, the target table it writes (:func:`prefect_backfill.coordination.target_key`), its host and
+process, the slots of the cap it holds, and when the lease expires. A heartbeat thread
 renews it every :data:`HEARTBEAT_SECONDS`; a run that ends writes a last row that ends it. A lease is
 live only while it is renewed, so a run killed with ``kill -9``, a crashed worker or a lost machine
 lets go of its partitions and slots on its own:
@@ -14,13 +15,14 @@ Nothing here asks a server to notice a dead run: the embedded Prefect server (th
 default) runs no zombie automation and no lease reaper, and a lease that only a server can expire
 leaks there (measured: slots still held 17 minutes after a kill).
 
-The **claims lock** (one per pipeline) serialises the short step in which a run decides which
-partitions it takes and how many slots it holds. It is a compare-and-swap on the Delta table
-``<ledger>_leases/locks``: the lock is a single row in its own partition, replaced with an overwrite
-whose predicate names that partition, so two runs replacing it from the same version conflict in
-Delta's optimistic concurrency and exactly one wins. A lock whose holder is dead, or older than
-:data:`LOCK_SECONDS`, is taken over. Locks live in a table of their own because delta-rs treats a
-concurrent overwrite as a conflict for appends too: renewals must never wait on a lock.
+Coordination is keyed by the **target**, not by the pipeline: two pipelines writing one table (an
+alias: same definition, another name) must see each other's runs, or both write the same partitions
+and both record them COMPLETE. Lease rows of older releases have no ``target``: such a lease is matched
+by its pipeline's name, as those releases did, so a run started before an upgrade is still respected.
+(The other way round does not hold: once a newer run has added the ``target`` column, an older
+release's appends no longer match the table's schema; upgrade every worker of a ledger together.)
+
+The **claims lock** of a target table lives beside the leases, in :mod:`prefect_backfill.claims_lock`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -42,7 +44,7 @@ import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from prefect_backfill.errors import CoordinationTimeoutError, LedgerError
+from prefect_backfill.errors import LedgerError
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -59,14 +61,12 @@ __all__ = [
 LEASE_SECONDS = 60.0
 #: How often a live run renews its lease (four renewals per lease period: one late write is harmless).
 HEARTBEAT_SECONDS = 15.0
-#: A claims lock older than this is taken over even if its holder looks alive (claiming takes seconds).
-LOCK_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
     [
-        ("name", pa.string()),  # the partition: "run" for run leases, "lock-<pipeline>" for a claims lock
+        ("name", pa.string()),  # the partition: "run" for run leases, "lock-<hash of target>" for a claims lock
         ("kind", pa.string()),  # the same value, kept in the data files (Delta keeps partition values in the log)
         ("run_id", pa.string()),
         ("pipeline", pa.string()),
@@ -81,6 +81,10 @@ SCHEMA = pa.schema(
         ("ended", pa.bool_()),
     ]
 )
+#: The claims lock's rows need no target (the partition's name is derived from it): the locks table keeps
+#: the schema of older releases, so their runs can still take their own locks beside ours.
+LOCK_SCHEMA = SCHEMA
+SCHEMA = SCHEMA.append(pa.field("target", pa.string()))  # the target key; absent (null) in older rows
 _RETRIES = CommitProperties(max_commit_retries=100)
 
 
@@ -163,6 +167,12 @@ class Lease:
     renewed_at: datetime
     expires_at: datetime
     ended: bool = False
+    target: str | None = None  # the target key; None in rows written by older releases
+
+    def on(self, target: str, pipeline: str) -> bool:
+        """Whether this lease is of a run writing ``target``; a lease with no target (older releases) is
+        matched by its pipeline's name, the key those releases coordinated by."""
+        return self.target == target if self.target is not None else self.pipeline == pipeline
 
     def live(self, now: datetime, here: Holder) -> bool:
         """Live = not ended, not expired, and, if it was taken on this machine, its process exists."""
@@ -193,6 +203,7 @@ class Lease:
             "renewed_at": self.renewed_at,
             "expires_at": self.expires_at,
             "ended": self.ended,
+            "target": self.target,
         }
 
     @classmethod
@@ -208,6 +219,7 @@ class Lease:
             renewed_at=row["renewed_at"],  # type: ignore[arg-type]
             expires_at=row["expires_at"],  # type: ignore[arg-type]
             ended=bool(row["ended"]),
+            target=None if row.get("target") is None else str(row["target"]),
         )
 
 
@@ -225,33 +237,43 @@ class LeaseTable:
     def __repr__(self) -> str:
         return f"LeaseTable({self.path!r})"
 
-    def _open(self, path: str | None = None) -> DeltaTable | None:
+    def read_table(self, path: str | None = None) -> DeltaTable | None:
         try:
             return DeltaTable(path or self.runs_path)
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
             raise LedgerError(
-                f"lease table {self.path} cannot be read ({_first_line(exc)}): check the path and its "
+                f"lease table {self.path} cannot be read ({first_line(exc)}): check the path and its "
                 "permissions, or move it aside (it holds only leases of running backfills)"
             ) from exc
 
-    def _rows(self, table: DeltaTable | None, name: str | None = None) -> list[dict[str, object]]:
+    def read_rows(
+        self, table: DeltaTable | None, name: str | None = None, schema: pa.Schema = SCHEMA
+    ) -> list[dict[str, object]]:
         if table is None:
             return []
         files = table.file_uris()
         if not files:
             return []
-        dataset = pads.dataset(files, format="parquet", schema=SCHEMA)
+        dataset = pads.dataset(files, format="parquet", schema=schema)  # a column a file lacks reads as null
         data = dataset.to_table(filter=pads.field("kind") == name) if name is not None else dataset.to_table()
         return data.sort_by("renewed_at").to_pylist()  # type: ignore[no-any-return]
 
     def append(self, leases: list[Lease]) -> None:
-        """Append lease rows; a commit that loses a race (table creation, a compaction) is tried again."""
+        """Append lease rows; a commit that loses a race (table creation, a compaction) is tried again.
+        ``schema_mode="merge"`` adds the ``target`` column to a table written by an older release."""
         data = pa.Table.from_pylist([lease.row() for lease in leases], schema=SCHEMA)
         for attempt in range(self.APPEND_RETRIES):
             try:
-                write_deltalake(self.runs_path, data, mode="append", partition_by=["name"], commit_properties=_RETRIES)
+                write_deltalake(
+                    self.runs_path,
+                    data,
+                    mode="append",
+                    partition_by=["name"],
+                    schema_mode="merge",
+                    commit_properties=_RETRIES,
+                )
                 return
             except CommitFailedError:
                 if attempt == self.APPEND_RETRIES - 1:
@@ -259,14 +281,14 @@ class LeaseTable:
                 time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
             except (DeltaError, OSError) as exc:
                 raise LedgerError(
-                    f"lease table {self.runs_path} cannot be written ({_first_line(exc)}): check that the "
+                    f"lease table {self.runs_path} cannot be written ({first_line(exc)}): check that the "
                     "ledger's folder is writable"
                 ) from exc
 
     def runs(self, pipeline: str | None = None) -> dict[str, Lease]:
         """The latest lease row per run (of ``pipeline``)."""
         latest: dict[str, Lease] = {}
-        for row in self._rows(self._open(), "run"):
+        for row in self.read_rows(self.read_table(), "run"):
             lease = Lease.from_row(row)
             if pipeline is not None and lease.pipeline != pipeline:
                 continue
@@ -275,105 +297,22 @@ class LeaseTable:
                 latest[lease.run_id] = lease
         return latest
 
-    def live_runs(self, pipeline: str, now: datetime | None = None) -> dict[str, Lease]:
-        """Runs of ``pipeline`` whose lease is live now."""
+    def live_runs(self, target: str, pipeline: str, now: datetime | None = None) -> dict[str, Lease]:
+        """Runs writing ``target`` whose lease is live now, whichever pipeline they run (``pipeline``
+        matches the leases of older releases, which name no target: see :meth:`Lease.on`)."""
         now, here = now or _now(), this_process()
-        return {run: lease for run, lease in self.runs(pipeline).items() if lease.live(now, here)}
+        return {
+            run: lease for run, lease in self.runs().items() if lease.on(target, pipeline) and lease.live(now, here)
+        }
 
     def compact(self) -> None:
         with contextlib.suppress(DeltaError, OSError):
-            table = self._open()
+            table = self.read_table()
             if table is not None:
                 table.optimize.compact(partition_filters=[("name", "=", "run")], commit_properties=_RETRIES)
 
-    # -- the claims lock ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def claims_lock(
-        self,
-        pipeline: str,
-        run: Lease,
-        timeout: float,
-        on_wait: Callable[[Lease], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> Iterator[None]:
-        """Hold ``pipeline``'s claims lock for ``run``; raises CoordinationTimeoutError after ``timeout``
-        seconds of another live run holding it (``on_wait`` hears who, once)."""
-        name = f"lock-{pipeline}"
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            table = self._open(self.locks_path)
-            rows = self._rows(table, name)
-            holder = Lease.from_row(rows[-1]) if rows else None
-            now = _now()
-            if (
-                holder is not None
-                and holder.run_id != run.run_id
-                and holder.live(now, this_process())
-                and now - holder.renewed_at < timedelta(seconds=LOCK_SECONDS)
-            ):
-                if time.monotonic() >= deadline:
-                    raise CoordinationTimeoutError(
-                        f"the claims lock of {pipeline} is held by {holder.describe()} for over {timeout:.0f} s: "
-                        "wait for it or stop it; a dead holder's lock is taken over within "
-                        f"{LOCK_SECONDS:.0f} s"
-                    )
-                if on_wait is not None and not told:
-                    on_wait(holder)
-                    told = True
-                sleep(0.2 + random.uniform(0, 0.3))
-                continue
-            mine = replace(run, name=name, renewed_at=now, expires_at=now + timedelta(seconds=LOCK_SECONDS))
-            if self._swap(table, name, mine):
-                break
-            sleep(random.uniform(0.01, 0.1))  # another run swapped first: look again
-        try:
-            yield
-        finally:
-            with contextlib.suppress(LedgerError):
-                self._release(name, run.run_id)
-
-    def _swap(self, table: DeltaTable | None, name: str, lease: Lease) -> bool:
-        """Replace the rows of partition ``name`` with ``lease``, only if nobody changed them since
-        ``table``'s version was read. False if another writer got there first."""
-        data = pa.Table.from_pylist([lease.row()], schema=SCHEMA)
-        try:
-            if table is None:  # the first lease ever: create the table, then swap as usual
-                with contextlib.suppress(DeltaError):
-                    write_deltalake(self.locks_path, SCHEMA.empty_table(), mode="append", partition_by=["name"])
-                return False
-            write_deltalake(
-                table,
-                data,
-                mode="overwrite",
-                predicate=f"name = '{name}'",
-                commit_properties=CommitProperties(max_commit_retries=0),
-            )
-            return True
-        except CommitFailedError:
-            return False
-        except (DeltaError, OSError) as exc:
-            if "conflict" in str(exc).lower() or "concurrent" in str(exc).lower():
-                return False
-            raise LedgerError(
-                f"lease table {self.locks_path} cannot be written ({_first_line(exc)}): check that the "
-                "ledger's folder is writable"
-            ) from exc
-
-    def _release(self, name: str, run_id: str) -> None:
-        for _ in range(20):
-            table = self._open(self.locks_path)
-            rows = self._rows(table, name)
-            if not rows or str(rows[-1]["run_id"]) != run_id:
-                return  # taken over already
-            ended = replace(Lease.from_row(rows[-1]), ended=True, renewed_at=_now())
-            if self._swap(table, name, ended):
-                return
-            time.sleep(random.uniform(0.01, 0.1))
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -381,9 +320,11 @@ def _first_line(exc: BaseException) -> str:
 class RunLease:
     """This run's lease: taken on entry, renewed by a heartbeat thread, ended on exit.
 
-    ``slots`` is how much of the pipeline's cap the run holds; changing it writes a renewal at once, so
-    other runs see the slots it takes before it starts using them. ``lost`` turns true when renewals
-    failed for longer than the lease: another run may have taken over, so take no new partitions.
+    ``target`` is the target key of the table the run writes (runs on one target see each other's
+    leases, whatever their pipeline). ``slots`` is how much of the cap the run holds; changing it writes
+    a renewal at once, so other runs see the slots it takes before it starts using them. ``lost`` turns
+    true when renewals failed for longer than the lease: another run may have taken over, so take no new
+    partitions.
     """
 
     def __init__(
@@ -391,12 +332,14 @@ class RunLease:
         table: LeaseTable,
         run_id: str,
         pipeline: str,
+        target: str,
         heartbeat: float = HEARTBEAT_SECONDS,
         lease: float = LEASE_SECONDS,
     ) -> None:
         self.table, self.heartbeat, self.duration = table, heartbeat, lease
         now = _now()
-        self.lease = Lease("run", run_id, pipeline, this_process(), 0, now, now, now + timedelta(seconds=lease))
+        expires = now + timedelta(seconds=lease)
+        self.lease = Lease("run", run_id, pipeline, this_process(), 0, now, now, expires, target=target)
         self._valid_until = now
         self._stop = threading.Event()
         self._guard = threading.Lock()
@@ -406,6 +349,10 @@ class RunLease:
     @property
     def run_id(self) -> str:
         return self.lease.run_id
+
+    @property
+    def target(self) -> str:
+        return self.lease.target or ""
 
     def __enter__(self) -> RunLease:
         self.renew()

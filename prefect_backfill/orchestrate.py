@@ -32,7 +32,7 @@ from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache, cache_key
 from prefect_backfill.canary import CanaryDecision, Decision, gate_summary, local_gate
 from prefect_backfill.chunking import Chunk
-from prefect_backfill.coordination import claim, pipeline_cap
+from prefect_backfill.coordination import claim, pipeline_cap, target_key
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.drift import is_target_drift, target_drift
 from prefect_backfill.engine import get_engine
@@ -263,13 +263,13 @@ def _claim_and_run(
         execute(the_plan, request.max_concurrency, lambda: False)
         return the_plan
     leases = LeaseTable(lease_location(ledger.path))
-    with RunLease(leases, run_id, pipeline.name) as lease:
+    with RunLease(leases, run_id, pipeline.name, target_key(pipeline.target)) as lease:
         try:
             got = claim(
                 leases,
                 lease,
                 the_plan,
-                current=lambda: ledger.current(pipeline.name),
+                current=ledger.current,
                 record_claims=record_claims,
                 wanted=request.max_concurrency,
                 cap=pipeline_cap(pipeline.name, settings.pipeline_cap),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from prefect_backfill import window
 from prefect_backfill.canary import pick_canaries
 from prefect_backfill.chunking import Chunk, make_chunks
-from prefect_backfill.coordination import held_partitions
+from prefect_backfill.coordination import held_on_target, target_key
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError, SourceNotFoundError
 from prefect_backfill.leases import LeaseTable, lease_location
@@ -281,8 +281,8 @@ def prepare(
         target=target,
     )
     if settings.coordinate and the_plan.to_run:  # say up front what live runs hold (the run claims again)
-        live = LeaseTable(lease_location(ledger.path)).live_runs(pipeline.name)
-        the_plan = without_held(the_plan, held_partitions(current, "", live))
+        live = LeaseTable(lease_location(ledger.path)).live_runs(target_key(pipeline.target), pipeline.name)
+        the_plan = without_held(the_plan, held_on_target(pipeline.name, current, ledger.current, "", live))
     if request.canary_partitions:  # each one a key of this pipeline's grain that this run would write
         keys = tuple(parse_partition_key(k, pipeline.grain).key for k in request.canary_partitions)
         pick_canaries(the_plan.to_run, 0, keys)

@@ -59,7 +59,7 @@ class BackfillSettings(BaseSettings):
     pipeline_cap: int = Field(
         4,
         ge=1,
-        description="Chunks (Spark jobs) in flight across all runs of one pipeline, when its limit "
+        description="Chunks (Spark jobs) in flight across all runs on one target, when its pipeline's limit "
         "backfill-<pipeline> is created on first use (deployments/setup.py sets it explicitly).",
     )
     coordinate: bool = Field(

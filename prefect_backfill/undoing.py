@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from deltalake.exceptions import DeltaError
 
 from prefect_backfill.caching import PartitionCache, cache_key
-from prefect_backfill.coordination import held_partitions
+from prefect_backfill.coordination import held_on_target, target_key
 from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.errors import InvalidRequestError, UndoRefusedError
 from prefect_backfill.leases import LeaseTable, lease_location
@@ -173,7 +173,8 @@ def prepare_undo(
                         f.rows_at_restore,
                     )
     current = ledger.current(spec.name)
-    live = LeaseTable(lease_location(ledger.path)).live_runs(spec.name)
+    # Any live run on the target, whatever its pipeline: an alias's backfill writes the same partitions.
+    live = LeaseTable(lease_location(ledger.path)).live_runs(target_key(spec.target), spec.name)
     the_plan = plan_undo(
         spec.name,
         run_id,
@@ -182,7 +183,7 @@ def prepare_undo(
         facts,
         current,
         asked=asked,
-        held=held_partitions(current, "", live),
+        held=held_on_target(spec.name, current, ledger.current, "", live),
         force=force,
     )
     return PreparedUndo(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from prefect_backfill.claims_lock import claims_lock
 from prefect_backfill.coordination import claim, free_slots, held_partitions
 from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import Holder, LeaseTable, RunLease, this_process
@@ -23,6 +24,7 @@ from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.planning import PartitionState, Plan, Status, plan
 
 PARTS = partitions_between("2024-01-01", "2024-01-04", Grain.DAY)
+T = "/lake/t"  # the target key all runs here write
 
 
 def _killed_holder(path: Path, take_lock: bool = False) -> str:
@@ -30,12 +32,13 @@ def _killed_holder(path: Path, take_lock: bool = False) -> str:
     code = textwrap.dedent(
         f"""
         import sys, time
+        from prefect_backfill.claims_lock import claims_lock
         from prefect_backfill.leases import LeaseTable, RunLease
         table = LeaseTable({str(path)!r})
-        lease = RunLease(table, "dead-run", "p").__enter__()
+        lease = RunLease(table, "dead-run", "p", {T!r}).__enter__()
         lease.renew(slots=3)
         if {take_lock!r}:
-            table.claims_lock("p", lease.lease, timeout=5).__enter__()
+            claims_lock(table, {T!r}, lease.lease, timeout=5).__enter__()
         print("ready", flush=True)
         time.sleep(600)
         """
@@ -52,19 +55,19 @@ def test_a_killed_runs_lease_is_dead_at_once_on_its_own_host(tmp_path: Path) -> 
     run = _killed_holder(tmp_path / "leases")
     lease = table.runs("p")[run]
     assert not lease.ended and lease.slots == 3 and lease.expires_at > datetime.now(UTC)  # not expired...
-    assert table.live_runs("p") == {}  # ...but its process is gone: dead, and its slots are free
+    assert table.live_runs(T, "p") == {}  # ...but its process is gone: dead, and its slots are free
 
 
 def test_a_lease_from_another_host_lives_until_it_expires(tmp_path: Path) -> None:
     table = LeaseTable(str(tmp_path / "leases"))
-    with RunLease(table, "mine", "p") as mine:
+    with RunLease(table, "mine", "p", T) as mine:
         elsewhere = replace(mine.lease, run_id="remote", holder=Holder("other-host", "boot", 1, None))
         table.append([elsewhere])
         now = datetime.now(UTC)
-        assert set(table.live_runs("p", now)) == {"mine", "remote"}
+        assert set(table.live_runs(T, "p", now)) == {"mine", "remote"}
         later = elsewhere.expires_at + timedelta(seconds=1)
         assert not table.runs("p")["remote"].live(later, this_process())  # expired: dead, wherever it ran
-    assert set(table.live_runs("p")) == {"remote"}  # ours ended on exit
+    assert set(table.live_runs(T, "p")) == {"remote"}  # ours ended on exit
 
 
 def test_a_pid_reused_by_another_process_does_not_pass_for_the_dead_holder() -> None:
@@ -79,7 +82,7 @@ def test_the_claims_lock_admits_one_run_at_a_time(tmp_path: Path) -> None:
     peak: list[int] = []
 
     def run(i: int) -> None:
-        with RunLease(table, f"run-{i}", "p") as lease, table.claims_lock("p", lease.lease, timeout=60):
+        with RunLease(table, f"run-{i}", "p", T) as lease, claims_lock(table, T, lease.lease, timeout=60):
             inside.append(i)
             peak.append(len(inside))
             time.sleep(0.1)
@@ -97,7 +100,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_at_once(tmp_path: Path) -> No
     table = LeaseTable(str(tmp_path / "leases"))
     _killed_holder(tmp_path / "leases", take_lock=True)
     started = time.monotonic()
-    with RunLease(table, "next", "p") as lease, table.claims_lock("p", lease.lease, timeout=5):
+    with RunLease(table, "next", "p", T) as lease, claims_lock(table, T, lease.lease, timeout=5):
         pass
     assert time.monotonic() - started < 5
 
@@ -108,7 +111,7 @@ def _plan() -> Plan:
 
 def test_claim_takes_free_slots_leaves_held_partitions_and_records_claims(tmp_path: Path) -> None:
     table = LeaseTable(str(tmp_path / "leases"))
-    with RunLease(table, "other", "p") as other, RunLease(table, "mine", "p") as mine:
+    with RunLease(table, "other", "p", T) as other, RunLease(table, "mine", "p", T) as mine:
         other.renew(slots=3)
         ledger = {
             "2024-01-02": PartitionState("2024-01-02", Status.RUNNING, "1:a", "1", "other", datetime.now(UTC)),
@@ -116,25 +119,25 @@ def test_claim_takes_free_slots_leaves_held_partitions_and_records_claims(tmp_pa
         }
         claimed: list[Plan] = []
         got = claim(
-            table, mine, _plan(), current=lambda: ledger, record_claims=claimed.append, wanted=2, cap=4, timeout=5
+            table, mine, _plan(), current=lambda _: ledger, record_claims=claimed.append, wanted=2, cap=4, timeout=5
         )
         assert got.slots == 1  # 4 − the other run's 3
         assert [p.key for p in got.plan.to_run] == ["2024-01-01", "2024-01-03", "2024-01-04"]  # a dead claim is free
         assert claimed == [got.plan]
-        assert table.live_runs("p")["mine"].slots == 1  # visible to the next run before it claims
+        assert table.live_runs(T, "p")["mine"].slots == 1  # visible to the next run before it claims
 
 
 def test_claim_waits_for_a_full_cap_then_gives_up_naming_the_holder(tmp_path: Path) -> None:
     table = LeaseTable(str(tmp_path / "leases"))
     said: list[str] = []
-    with RunLease(table, "busy-run", "p") as other, RunLease(table, "mine", "p") as mine:
+    with RunLease(table, "busy-run", "p", T) as other, RunLease(table, "mine", "p", T) as mine:
         other.renew(slots=2)
         with pytest.raises(CoordinationTimeoutError, match=r"all 2 slots of p's cap are held \(run busy-run"):
             claim(
                 table,
                 mine,
                 _plan(),
-                current=dict,
+                current=lambda _: {},
                 record_claims=lambda _: None,
                 wanted=2,
                 cap=2,
@@ -149,7 +152,7 @@ def test_claim_waits_for_a_full_cap_then_gives_up_naming_the_holder(tmp_path: Pa
 def test_slot_and_holder_arithmetic() -> None:
     now = datetime.now(UTC)
     table = LeaseTable("/nowhere")
-    lease = RunLease(table, "a", "p").lease
+    lease = RunLease(table, "a", "p", T).lease
     live = {"a": replace(lease, slots=2), "b": replace(lease, run_id="b", slots=1)}
     assert free_slots(4, live, "a") == 3 and free_slots(1, live, "c") == 0
     current = {"k": PartitionState("k", Status.RUNNING, "f", "1", "b", now)}
@@ -164,7 +167,7 @@ def test_a_run_that_waited_for_the_cap_does_not_redo_what_the_other_run_complete
     ledger: dict[str, PartitionState] = {
         k: PartitionState(k, Status.PENDING, "1:a", "1", "run-a", planned_at) for k in ("2024-01-02", "2024-01-03")
     }
-    a = RunLease(table, "run-a", "p").__enter__()
+    a = RunLease(table, "run-a", "p", T).__enter__()
     a.renew(slots=2)
 
     def a_finishes(_: float) -> None:  # while B waits for a slot
@@ -172,12 +175,12 @@ def test_a_run_that_waited_for_the_cap_does_not_redo_what_the_other_run_complete
             ledger[key] = PartitionState(key, Status.COMPLETE, "1:a", "1", "run-a", datetime.now(UTC))
         a.__exit__(None, None, None)
 
-    with RunLease(table, "run-b", "p") as b:
+    with RunLease(table, "run-b", "p", T) as b:
         got = claim(
             table,
             b,
             _plan(),
-            current=lambda: ledger,
+            current=lambda _: ledger,
             record_claims=lambda _: None,
             wanted=2,
             cap=2,

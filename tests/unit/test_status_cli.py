@@ -60,9 +60,11 @@ def mixed(tmp_path: Path) -> Pipeline:
 @pytest.fixture
 def live_run_1(mixed: Pipeline, tmp_path: Path):  # type: ignore[no-untyped-def]
     """run-1 holds a live lease (taken by this very process, renewed by its heartbeat)."""
+    from prefect_backfill.coordination import target_key
     from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 
-    with RunLease(LeaseTable(lease_location(str(tmp_path / "silver" / "_backfill_progress"))), "run-1", mixed.name):
+    table = LeaseTable(lease_location(str(tmp_path / "silver" / "_backfill_progress")))
+    with RunLease(table, "run-1", mixed.name, target_key(mixed.target)):
         yield
 
 
@@ -108,3 +110,24 @@ def test_status_shows_calendar_failures_stale_and_eta(
     assert "STALE (written by an older version): 2024-01-09, 2024-01-10" in out
     assert "running backfill: run run-1 (host" in out
     assert "2 partitions claimed by live runs: 2 left, ETA 2m 00s" in out
+
+
+def test_status_shows_the_live_runs_on_its_target_whatever_their_pipeline(
+    mixed: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live run of an alias (another pipeline on the same target) is running on this table; a live run of
+    a pipeline on another target is not."""
+    from prefect_backfill.coordination import target_key
+    from prefect_backfill.leases import LeaseTable, RunLease, lease_location
+
+    table = LeaseTable(lease_location(str(tmp_path / "silver" / "_backfill_progress")))
+    with (
+        RunLease(table, "alias-run", "status_demo_alias", target_key(mixed.target)),
+        RunLease(table, "elsewhere", "status_other", str(tmp_path / "silver" / "other")),
+    ):
+        out = json.loads(run_cli(monkeypatch, capsys, "status", mixed.name, "--json"))
+        assert [(r["run_id"], r["pipeline"]) for r in out["live_runs"]] == [("alias-run", "status_demo_alias")]
+        monkeypatch.setenv("COLUMNS", "200")
+        text = run_cli(monkeypatch, capsys, "status", mixed.name)
+    assert "running backfill: run alias-ru" in text and "of pipeline status_demo_alias" in text
+    assert "elsewhere" not in text
