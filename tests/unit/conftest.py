@@ -8,4 +8,4 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _no_spark_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("prefect_backfill.cli._warm_up", lambda prepared: None)
+    monkeypatch.setattr("prefect_backfill.cli.run._warm_up", lambda prepared: None)

@@ -384,7 +384,7 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
 def test_the_terminal_is_spared_the_java_trace_of_a_job_cancelled_by_ctrl_c() -> None:
     import logging
 
-    from prefect_backfill.cli import _CancelledJobFilter
+    from prefect_backfill.cli.live import _CancelledJobFilter
 
     def record(error: BaseException | None) -> logging.LogRecord:
         info = (type(error), error, None) if error is not None else None

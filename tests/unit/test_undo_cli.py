@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-import prefect_backfill.cli as cli
+import prefect_backfill.cli.live as cli
+import prefect_backfill.cli.undo as undo_cli
 import prefect_backfill.undoing as undoing
 from prefect_backfill.cli import run_cli
 from prefect_backfill.undo import Refusal, Restore, UndoPlan
@@ -49,9 +50,9 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> Calls:
 def test_a_terminal_is_asked_and_no_writes_nothing(
     stand_in: Calls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(undo_cli, "_stdin_is_terminal", lambda: True)
     asked: list[str] = []
-    monkeypatch.setattr(cli.typer, "confirm", lambda text, default: asked.append(text) or False)
+    monkeypatch.setattr(undo_cli.typer, "confirm", lambda text, default: asked.append(text) or False)
     assert run_cli(["undo", "orders", "--run", "run-1234"]) == 1
     out = capsys.readouterr().out
     assert asked == ["Restore 1 partition(s) of orders?"]
@@ -106,7 +107,7 @@ def test_a_signal_during_the_restore_cancels_it_and_says_nothing_was_written(
     import threading
 
     cancelled = threading.Event()
-    monkeypatch.setattr(cli, "_cancel_running", lambda prepared: cancelled.set())
+    monkeypatch.setattr(undo_cli, "_cancel_running", lambda prepared: cancelled.set())
 
     def restore_until_cancelled(prepared: Any) -> UndoOutcome:
         threading.Timer(0.2, os.kill, args=(os.getpid(), signum)).start()

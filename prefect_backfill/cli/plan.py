@@ -1,0 +1,122 @@
+"""``backfill pipelines`` and ``backfill plan``: what is registered, and what a run would do (nothing written)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from prefect_backfill.cli.app import AsJson, End, Exclude, Partitions, ReprocessOpt, Start, _keys, app, console
+from prefect_backfill.limits import MAX_CHUNK_PARTITIONS
+
+
+@app.command()
+def pipelines() -> None:
+    """List registered pipelines."""
+    from prefect_backfill.errors import ConfigurationError
+    from prefect_backfill.registry import all_pipelines
+
+    registered = all_pipelines()
+    if not registered:  # an empty table with exit 0 would read as "configured, and empty"
+        raise ConfigurationError(
+            "no pipelines are registered: set BACKFILL_PIPELINE_MODULES=your.module (or pipeline_modules under "
+            "[tool.prefect-backfill] in pyproject.toml) to modules that call prefect_backfill.register"
+        )
+    table = Table("name", "grain", "version", "source", "target", "partition column")
+    for p in registered:
+        table.add_row(p.name, p.grain.value, p.fingerprint, str(p.source), str(p.target), p.partition_column)
+    console.print(table)
+
+
+@app.command()
+def plan(
+    pipeline: str,
+    start: Start = None,
+    end: End = None,
+    partitions: Partitions = None,
+    reprocess: ReprocessOpt = "missing",
+    exclude: Exclude = None,
+    newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
+    yes: Annotated[bool, typer.Option("--yes")] = False,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="For the estimate.")] = 2,
+    chunk_mb: Annotated[float, typer.Option("--chunk-mb", min=0.001, help="As for run.")] = 256.0,
+    chunk_partitions: Annotated[
+        int, typer.Option("--chunk-partitions", min=1, max=MAX_CHUNK_PARTITIONS, help="As for run.")
+    ] = 400,
+    as_json: AsJson = False,
+) -> None:
+    """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
+    they run in (one Spark job and one commit each) and how long it would take. Writes nothing."""
+    from prefect_backfill.progress import format_duration
+    from prefect_backfill.request import BackfillRequest, prepare
+
+    request = BackfillRequest.build(
+        pipeline=pipeline,
+        start=start,
+        end=end,
+        partitions=_keys(partitions),
+        reprocess=reprocess,
+        exclude=tuple(exclude or ()),
+        newest_first=newest_first,
+        yes=yes,
+        max_concurrency=max_concurrency,
+        chunk_mb=chunk_mb,
+        chunk_partitions=chunk_partitions,
+    )
+    prepared = prepare(request)
+    the_plan = prepared.plan
+    chunks = prepared.chunks(the_plan.to_run, max_concurrency)
+    per_partition = statistics.median(prepared.history) if prepared.history else None
+
+    def chunk_seconds(size: int) -> float | None:
+        return per_partition * size if per_partition is not None else None
+
+    # Chunks run in waves of max_concurrency: the estimate adds up each wave's longest chunk.
+    waves = [chunks[i : i + max_concurrency] for i in range(0, len(chunks), max_concurrency)]
+    eta = sum(max(per_partition * len(c) for c in wave) for wave in waves) if per_partition is not None else None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "pipeline": the_plan.pipeline,
+                    "fingerprint": the_plan.fingerprint,
+                    "reprocess": the_plan.reprocess.value,
+                    "to_run": [p.key for p in the_plan.to_run],
+                    "why": dict(the_plan.why),
+                    "skipped": [{"partition": s.partition.key, "reason": s.reason} for s in the_plan.skipped],
+                    "notes": list(the_plan.notes),
+                    "chunks": [
+                        {
+                            "span": c.span,
+                            "partitions": len(c),
+                            "source_bytes": c.size_bytes,
+                            "estimated_seconds": chunk_seconds(len(c)),
+                        }
+                        for c in chunks
+                    ],
+                    "estimated_seconds": eta,
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(str(the_plan), highlight=False, soft_wrap=True)
+    if chunks:
+        console.print(
+            f"  chunks: {len(chunks)} (one Spark job and one Delta commit each)", highlight=False, soft_wrap=True
+        )
+        for c in chunks[:10]:
+            seconds = chunk_seconds(len(c))
+            console.print(
+                f"    {c.span}: {len(c)} partition(s), {c.size_bytes / 1024 / 1024:,.2f} MB of source"
+                + (f", ~{format_duration(seconds)}" if seconds is not None else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+        if len(chunks) > 10:
+            console.print(f"    … and {len(chunks) - 10} more", highlight=False)
+    shown = format_duration(eta) if eta is not None else "unknown (no history yet)"
+    console.print(f"  estimate at concurrency {max_concurrency}: {shown}", highlight=False, soft_wrap=True)

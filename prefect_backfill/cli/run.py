@@ -1,0 +1,315 @@
+"""``backfill run``: plan, start Spark and the embedded server side by side, run the flow in this
+process, stop in order on Ctrl-C / SIGTERM, and exit with what happened to the partitions."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+from rich.markdown import Markdown
+
+from prefect_backfill.cli.app import (
+    End,
+    Exclude,
+    Partitions,
+    ReprocessOpt,
+    Start,
+    _exit_codes_help,
+    _keys,
+    _options,
+    _say,
+    app,
+    console,
+)
+from prefect_backfill.cli.entry import _interrupt_code
+from prefect_backfill.cli.live import _flush, _LedgerProgress, _print_summary, _quiet_cancelled_jobs
+from prefect_backfill.errors import BackfillError
+from prefect_backfill.limits import MAX_CANARY, MAX_CHUNK_PARTITIONS, MAX_RETRIES
+from prefect_backfill.planning import Status
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+    from prefect_backfill.canary import Decision
+    from prefect_backfill.request import PreparedRun
+
+
+@app.command(epilog=_exit_codes_help())
+def run(
+    pipeline: str,
+    start: Start = None,
+    end: End = None,
+    partitions: Partitions = None,
+    reprocess: ReprocessOpt = "missing",
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, max=MAX_RETRIES, help="Retries per partition for transient errors.")
+    ] = 2,
+    retry_delay: Annotated[
+        float,
+        typer.Option("--retry-delay", min=0, help="Seconds before a partition's first retry; doubles each retry."),
+    ] = 5.0,
+    exclude: Exclude = None,
+    newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
+    chunk_mb: Annotated[
+        float,
+        typer.Option("--chunk-mb", min=0.001, help="Source megabytes per chunk (one Spark job and one commit)."),
+    ] = 256.0,
+    chunk_partitions: Annotated[
+        int,
+        typer.Option(
+            "--chunk-partitions",
+            min=1,
+            max=MAX_CHUNK_PARTITIONS,
+            help="Partitions per chunk at most (1: one partition per job).",
+        ),
+    ] = 400,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm a range above the safety cap.")] = False,
+    window_end: Annotated[
+        str | None, typer.Option("--window-end", help="Start no partition after this time (06:00) or instant.")
+    ] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="IANA timezone of --window-end.")] = "UTC",
+    canary: Annotated[
+        int,
+        typer.Option(
+            "--canary",
+            min=0,
+            max=MAX_CANARY,
+            help="Write N partitions first (first, middle, last…), show their diff, ask.",
+        ),
+    ] = 0,
+    canary_partitions: Annotated[
+        str | None, typer.Option("--canary-partitions", help="Comma-separated canary partition keys instead of N.")
+    ] = None,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Do not ask at the canary gate (unattended runs): go on after them.")
+    ] = False,
+    canary_timeout: Annotated[
+        int, typer.Option("--canary-timeout", min=1, help="Seconds to wait for an answer at the canary gate.")
+    ] = 3600,
+) -> None:
+    """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run.
+
+    Ctrl-C (or SIGTERM) stops taking partitions and cancels the running Spark jobs (their partitions stay
+    PENDING), says how far the run got and prints the command that resumes; exit 130 (143), within 20 s.
+    A second Ctrl-C exits at once. Nothing is ever half-written: each chunk is one Delta commit."""
+    from prefect_backfill import stopping
+    from prefect_backfill.embedded import detach_embedded_server
+    from prefect_backfill.request import BackfillRequest, hand_over, prepare
+
+    request = BackfillRequest.build(
+        pipeline=pipeline,
+        start=start,
+        end=end,
+        partitions=_keys(partitions),
+        reprocess=reprocess,
+        max_concurrency=max_concurrency,
+        retries=retries,
+        retry_delay_seconds=retry_delay,
+        exclude=tuple(exclude or ()),
+        newest_first=newest_first,
+        chunk_mb=chunk_mb,
+        chunk_partitions=chunk_partitions,
+        yes=yes,
+        window_end=window_end,
+        timezone=timezone,
+        canary=canary,
+        canary_partitions=_keys(canary_partitions),
+        approve=approve,
+        canary_timeout_s=canary_timeout,
+    )
+    gated = bool(request.canary or request.canary_partitions) and not request.approve
+    if gated and not console.is_terminal and not _prefect_server():
+        from prefect_backfill.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            "--canary: no one can answer the canary gate here (no terminal, and the embedded Prefect server has no "
+            "UI you can reach): add --approve, or set PREFECT_API_URL to a Prefect server and approve in its UI"
+        )
+    # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
+    prepared = prepare(request)
+    console.print(str(prepared.plan), highlight=False, soft_wrap=True)
+    since = datetime.now(UTC)
+    ask_here = gated and console.is_terminal
+    stopping.set_last_words(lambda _: _report_interrupt(prepared, since))  # before a forced exit
+    # From the plan on, a signal stops the run in order wherever it is (starting Spark or the server, or
+    # in the flow): never a KeyboardInterrupt in the middle of a start-up; forced within 20 s at most.
+    stop_scope = stopping.stop_on_signals(lambda _: _cancel_running(prepared))
+    stop_scope.__enter__()
+    try:
+        detach_embedded_server()  # Ctrl-C is for this process: the server must see the run end
+        hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
+        _warm_up(prepared)
+        from flows.backfill import backfill
+        from prefect_backfill.run_state import heartbeats
+
+        if ask_here:
+            from prefect_backfill.canary import install_local_gate
+
+            install_local_gate(_ask_at_the_gate)
+        with (
+            # From here on a signal stops the run in order, whatever the flow is doing (see stopping).
+            stopping.stop_on_signals(lambda _: _cancel_running(prepared)),
+            heartbeats(),  # a server's zombie automation must not take a working run for a dead one
+            _quiet_cancelled_jobs(),
+            _LedgerProgress(prepared)
+            if console.is_terminal and prepared.plan.to_run and not ask_here
+            else contextlib.nullcontext(),
+        ):
+            # The flow's parameters are the request's fields, by name (one source of truth).
+            state = backfill(**request.model_dump(mode="json"), return_state=True)
+        hand_over(None)
+    except KeyboardInterrupt:  # a signal before the flow took over its signals, or after
+        hand_over(None)
+        _report_interrupt(prepared, since)
+        raise typer.Exit(_interrupt_code()) from None
+    finally:
+        stop_scope.__exit__(None, None, None)
+        stopping.set_last_words(None)
+        if ask_here:
+            from prefect_backfill.canary import install_local_gate
+
+            install_local_gate(None)
+    if state.is_cancelled():
+        from prefect_backfill.errors import RunStoppedError
+
+        stopped = state.result(raise_on_failure=False)
+        if isinstance(stopped, RunStoppedError):  # the flow stopped on Ctrl-C / SIGTERM, in order
+            _print_summary(stopped.summary)
+            _report_interrupt(prepared, since)
+            raise typer.Exit(stopped.exit_code)
+    if gated and state.is_failed() and "never resumed" in (state.message or ""):
+        # Prefect fails a paused run whose pause timed out itself, before the flow's own CanaryStoppedError
+        # can become the run's state: say it the way the flow would have, with its exit code.
+        from prefect_backfill.errors import CanaryStoppedError
+
+        raise CanaryStoppedError(
+            f"stopped at the canary gate, no answer within {request.canary_timeout_s} s: the canaries are written "
+            f"(`backfill diff {pipeline}` shows them, `backfill undo` restores them); the rest was not started; "
+            f"the same command runs new canaries: {prepared.resume_command}"
+        )
+    # raises BackfillFailedError (one line, exit 1) if partitions failed
+    summary = cast(dict[str, Any], state.result())
+    _print_summary(summary)
+    code = _outcome(prepared, state, summary)
+    if code:
+        raise typer.Exit(code)
+
+
+def _cancel_running(prepared: PreparedRun) -> None:
+    """On a stop signal: cancel the pipeline's Spark jobs in this process (none if Spark has not started)."""
+    from prefect_backfill.engine import get_engine
+
+    get_engine().cancel(prepared.pipeline)
+
+
+def _prefect_server() -> bool:
+    """Is this process talking to a Prefect server (PREFECT_API_URL), rather than starting the embedded one?"""
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def _ask_at_the_gate(diff_text: str) -> Decision:
+    """The canary gate on the terminal: show what the canaries changed, ask whether to go on."""
+    from prefect_backfill.canary import Decision
+
+    console.print(Markdown(diff_text))
+    approved = typer.confirm("Write the rest of the range with this version?", default=False)
+    return Decision(approved, "terminal")
+
+
+def _warm_up(prepared: PreparedRun) -> None:
+    """Before the flow starts: start Spark and check the pipeline's declarations against the target
+    (``ensure_target``: the transform on an empty input, its checks and key, the target's layout; it
+    creates the target if missing) while Prefect's embedded server starts (~5 s each, measured in
+    docs/benchmarks.md; neither waits for the other). A definition error is then one line with its exit
+    code, before any flow run exists, instead of a flow failure with Prefect's traceback above it.
+
+    Only where the chunks run in this process (thread runner, Spark engine). Errors that are not the
+    pipeline's (Spark failing in some other way) are left to the flow's own ``ensure_target``."""
+    from prefect_backfill.settings import get_settings
+
+    settings = get_settings()
+    if not prepared.plan.to_run or settings.engine != "spark" or settings.task_runner != "thread":
+        return
+    failed: list[BackfillError] = []
+
+    def warm() -> None:
+        from prefect_backfill.engine import get_engine
+
+        try:
+            get_engine().ensure_target(prepared.pipeline)
+        except BackfillError as exc:
+            failed.append(exc)
+        except Exception:  # the flow's own ensure_target raises it, at its usual place
+            pass
+
+    threads = [
+        threading.Thread(target=warm, name="backfill-warm-up", daemon=True),
+        threading.Thread(target=_start_embedded_server, name="backfill-server-start", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _start_embedded_server() -> None:
+    """Start Prefect's embedded server now (when no PREFECT_API_URL), so that it is up when the flow
+    starts; best effort: the flow starts it itself otherwise, and says why it could not."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    with contextlib.suppress(Exception):
+        SubprocessASGIServer().start()
+
+
+def _outcome(prepared: PreparedRun, state: State[Any], summary: dict[str, Any]) -> int:
+    """Exit code of a run that raised nothing: 4 if partitions were left to another live run, 3 if the
+    night window closed before every partition started, else 0 (see EXIT_CODES)."""
+    held = list(summary.get("held") or ())
+    not_started = list(summary.get("not_started") or ())
+    command = prepared.resume_command
+    if held:
+        _say(
+            f"{len(held)} partition(s) were left to another live run: rerun when it ends ({command})",
+            style="yellow",
+        )
+    if not_started:
+        message = (
+            state.message
+            if state.name == "WindowClosed" and state.message
+            else f"window closed: {len(not_started)} partitions remain; the next run resumes"
+        )
+        _say(f"{message} (or now: {command})", style="yellow")
+    return 4 if held else 3 if not_started else 0
+
+
+def _report_interrupt(prepared: PreparedRun, since: datetime) -> None:
+    """After Ctrl-C: how far the run got (from the ledger) and the command that resumes. Never raises:
+    the resume command is printed even if the ledger cannot be read (or a second Ctrl-C comes)."""
+    _options["interrupt_reported"] = True
+    command = prepared.resume_command
+    planned = [p.key for p in prepared.plan.to_run]
+    try:
+        _flush(prepared.ledger, timeout=5.0)
+        current = prepared.ledger.current(prepared.pipeline.name)
+        done = sum(
+            1
+            for key in planned
+            if (state := current.get(key)) is not None and state.status is Status.COMPLETE and state.updated_at >= since
+        )
+        progress = f"{done} of {len(planned)} planned partitions complete, {len(planned) - done} left"
+    except (Exception, KeyboardInterrupt) as exc:
+        from prefect_backfill.errors import one_line
+
+        progress = f"progress unknown (the ledger cannot be read: {one_line(exc, 200)})"
+    _say(f"interrupted: {progress}; resume with: {command}", style="yellow")
