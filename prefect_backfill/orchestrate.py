@@ -8,47 +8,39 @@
    night window closes (shrunk to fit), none after it; cancel what still runs at the window's hard stop;
 5. **collect** every chunk's per-partition outcomes into the summary, and **publish** the artifacts.
 
-Runner-agnostic on purpose: the limit is a semaphore released by each future's done-callback, so the
-same loop bounds a thread pool or a Dask cluster.
+Steps 4 and 5 live in :mod:`.submitting`, the canary gate between 2 and 4 in :mod:`.canary_gate`;
+this module strings the steps together and holds the run's lease around them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact
-from prefect.futures import PrefectFuture
+from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from prefect_backfill import stopping, window
+from prefect_backfill import stopping
 from prefect_backfill.caching import PartitionCache, cache_key
-from prefect_backfill.canary import CanaryDecision, Decision, gate_summary, local_gate
-from prefect_backfill.chunking import Chunk
+from prefect_backfill.canary_gate import canaries_pass
 from prefect_backfill.coordination import claim, pipeline_cap, target_key
-from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.drift import is_target_drift, target_drift
 from prefect_backfill.engine import get_engine
-from prefect_backfill.errors import ChunkFailedError, one_line
 from prefect_backfill.events import emit_run_finished
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
-from prefect_backfill.partitions import Partition
 from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
-from prefect_backfill.reporting import ProgressReporter, artifact_key, publish_diff_artifact, publish_final_artifacts
+from prefect_backfill.reporting import artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.request import PreparedRun
-from prefect_backfill.results import BackfillSummary, ChunkResult, PartitionResult
+from prefect_backfill.results import BackfillSummary, PartitionResult
 from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.settings import get_settings
+from prefect_backfill.submitting import Outcome, collect, submit
 from prefect_backfill.tables import TableSnapshot
-from prefect_backfill.window import resolve_deadline
 
 __all__ = ["run_prepared"]
 
@@ -65,7 +57,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
     run_id = str(flow_run.id or uuid.uuid4())
     logger.info("%s", the_plan)
 
-    out = _Outcome()
+    out = Outcome()
     if the_plan.to_run:
         # Ctrl-C or a worker's SIGTERM: no new chunk, the Spark work in flight cancelled (see stopping).
         with (
@@ -129,21 +121,8 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
     return summary
 
 
-@dataclass
-class _Outcome:
-    completed: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    not_started: list[str] = field(default_factory=list)
-    bookkeeping: list[float] = field(default_factory=list)
-    rows_written: int = 0
-    gate: str | None = None  # why the run stopped at the canary gate (None: it did not)
-    stopped: str | None = None  # what stopped the run (SIGINT, SIGTERM, Crashed), if anything did
-    stop_code: int | None = None  # and the exit code it means
-
-
 def _serve_cached(
-    prepared: PreparedRun, the_plan: Plan, cache: PartitionCache, target_id: str, run_id: str, out: _Outcome
+    prepared: PreparedRun, the_plan: Plan, cache: PartitionCache, target_id: str, run_id: str, out: Outcome
 ) -> Plan:
     """Step 1: due partitions whose cache record proves them complete (same fingerprint, same source
     files, same target table, and the target still holds what the record says was written: the
@@ -219,7 +198,7 @@ def _claim_and_run(
     cache: PartitionCache,
     target_id: str,
     run_id: str,
-    out: _Outcome,
+    out: Outcome,
 ) -> Plan:
     """Step 2, then 3-5: take a lease, claim what no live run holds and the cap's free slots, run it;
     the plan actually run (without the partitions left to others) is returned.
@@ -242,7 +221,7 @@ def _claim_and_run(
         canaries = prepared.canaries(mine.to_run)
         if canaries:
             total = len(mine.to_run)
-            if not _canaries_pass(prepared, canaries, total, chunk_task, cache, target_id, run_id, slots, lost, out):
+            if not canaries_pass(prepared, canaries, total, chunk_task, cache, target_id, run_id, slots, lost, out):
                 written_first = set(canaries)
                 out.not_started.extend(p.key for p in mine.to_run if p not in written_first)
                 return
@@ -255,8 +234,8 @@ def _claim_and_run(
             f"{request.chunk_mb:g}",
             request.chunk_partitions,
         )
-        futures = _submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost)
-        _collect(prepared, chunks, futures, out)
+        futures = submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost)
+        collect(prepared, chunks, futures, out)
 
     if not settings.coordinate:
         record_claims(the_plan)
@@ -293,291 +272,6 @@ def _pause_unless_stopped(seconds: float) -> None:
     stopping.pause(seconds)
     if stopping.requested() is not None:
         raise stopping.Interrupted
-
-
-def _canaries_pass(
-    prepared: PreparedRun,
-    canaries: Sequence[Partition],
-    total: int,
-    chunk_task: Any,
-    cache: PartitionCache,
-    target_id: str,
-    run_id: str,
-    slots: int,
-    lost: Callable[[], bool],
-    out: _Outcome,
-) -> bool:
-    """The canary gate (:mod:`prefect_backfill.canary`): write the canaries, each in its own chunk,
-    publish what they changed, and ask. False stops the run (``out.gate`` says why)."""
-    logger = get_run_logger()
-    request, pipeline = prepared.request, prepared.pipeline
-    keys = [p.key for p in canaries]
-    logger.info("canary partitions first: %s", ", ".join(keys))
-    sizes = prepared.source.partitions if prepared.source is not None else {}
-    chunks = [Chunk((p,), sizes[p.key].size_bytes if p.key in sizes else 0) for p in canaries]
-    _collect(prepared, chunks, _submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost), out)
-    first = set(keys)
-    failed = [k for k, _ in out.failed if k in first]
-    if stopping.requested() is not None:
-        return False  # a stop signal: said as such by the summary, not as the gate's verdict
-    if failed or any(k in first for k in out.not_started):
-        out.gate = f"canary partition(s) did not complete ({', '.join(failed) or 'window closed'})"
-        return False
-    events = prepared.ledger.events(pipeline.name).to_pylist()
-    diffs = run_diffs(events, run_id)
-    text = diff_markdown(f"{pipeline.name}: canaries of run {run_id[:8]}", diffs)
-    artifact_id = create_markdown_artifact(
-        text, key=artifact_key(pipeline.name, "canary"), description=f"{pipeline.name}: canary diff"
-    )
-    if not request.approve:  # the progress artifact counts the whole range while it waits
-        create_progress_artifact(
-            100.0 * len(keys) / max(1, total),
-            key=artifact_key(pipeline.name, "progress"),
-            description=f"{pipeline.name}: {len(keys)} of {total} written, waiting for approval at the canary gate",
-        )
-    try:
-        with stopping.interruptible():  # Ctrl-C at the prompt, SIGTERM while paused: the run stops here
-            if request.approve:
-                decision = Decision(True, "--approve")
-            elif (ask := local_gate()) is not None:
-                decision = ask(text)
-            else:
-                summary = gate_summary(pipeline.name, diffs, max(0, total - len(keys)), _artifact_url(artifact_id))
-                decision = _pause_for_approval(request.canary_timeout_s, len(keys), summary)
-    except stopping.Interrupted:
-        stop = stopping.requested()
-        decision = Decision(False, stop.said if stop is not None else "a signal")
-    logger.info(
-        "canary gate: %s by %s%s",
-        "approved" if decision.approved else "stopped",
-        decision.by,
-        f" ({decision.note})" if decision.note else "",
-    )
-    if not decision.approved and stopping.requested() is None:  # a stop is said as a stop, not a rejection
-        how = "no answer within the timeout" if decision.by == "timeout" else f"rejected ({decision.by})"
-        out.gate = how + (f": {decision.note}" if decision.note else "")
-    return decision.approved
-
-
-def _artifact_url(artifact_id: object) -> str | None:
-    """The UI page of an artifact, where the server's UI address is known (Prefect's ``url_for`` has no
-    artifact route; the UI's own is ``/artifacts/artifact/<id>``)."""
-    from prefect.settings import get_current_settings
-
-    ui = get_current_settings().ui_url
-    return f"{str(ui).rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
-
-
-def _pause_for_approval(timeout_s: int, canaries: int, summary: str) -> Decision:
-    """Pause the flow run with the approval form on its page, ``summary`` as the form's description; the
-    answer (or the timeout) decides."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
-
-    get_run_logger().warning(
-        "%d canary partition(s) written: see the canary diff artifact, then approve or reject on this flow run's "
-        "page (Resume, then choose approve or reject); no answer within %d s stops the run",
-        canaries,
-        timeout_s,
-    )
-    try:
-        answer = pause_flow_run(
-            wait_for_input=CanaryDecision.with_initial_data(description=summary),
-            timeout=timeout_s,
-            poll_interval=max(1, int(get_settings().canary_poll_seconds)),
-            key="canary",
-        )
-    except FlowPauseTimeout:
-        return Decision(False, "timeout")
-    return Decision(answer.decision == "approve", "operator", answer.note)
-
-
-@dataclass
-class _Submitted:
-    """A chunk as submitted (possibly shrunk to fit the window) and its future; None if not started."""
-
-    chunk: Chunk
-    future: PrefectFuture[Any] | None
-    left: tuple[str, ...] = ()  # partitions of the chunk not started (window)
-
-
-def _submit(
-    prepared: PreparedRun,
-    chunks: Sequence[Chunk],
-    chunk_task: Any,
-    cache: PartitionCache,
-    target_id: str,
-    run_id: str,
-    limit: int,
-    lost: Callable[[], bool],
-) -> list[_Submitted]:
-    """Step 4: submit chunk after chunk, never more than ``limit`` in flight; stop at the window's end
-    or when the run's lease is lost; shrink a chunk that would not fit before the window closes."""
-    logger = get_run_logger()
-    request, pipeline = prepared.request, prepared.pipeline
-    settings = get_settings()
-    deadline = resolve_deadline(request.window_end, request.timezone, window.clock(), past_ok=True)
-    hard_stop = deadline + timedelta(seconds=settings.window_grace) if deadline is not None else None
-    if deadline is not None:
-        logger.info("window closes at %s: no chunk starts after that", deadline.isoformat())
-    per_partition = list(prepared.history)
-    reporter = ProgressReporter(
-        pipeline.name,
-        sum(len(c) for c in chunks),
-        limit,
-        history=prepared.history,
-        skipped=len(prepared.plan.skipped),
-    )
-    slots = threading.BoundedSemaphore(limit)
-    in_flight: dict[int, _Submitted] = {}
-    guard = threading.Lock()
-    submitted: list[_Submitted] = []
-
-    def fits(chunk: Chunk) -> int:
-        """How many of ``chunk``'s partitions can finish before the window closes (by history)."""
-        left = None if deadline is None else (deadline - window.clock()).total_seconds()
-        return window.partitions_that_fit(len(chunk), left, per_partition)
-
-    watchdog = _HardStop(hard_stop, lambda: [s.chunk for s in list(in_flight.values())], prepared, logger)
-    try:
-        for index, chunk in enumerate(chunks):
-            if lost() or stopping.requested() or fits(chunk) == 0:
-                submitted.append(_Submitted(chunk, None, tuple(chunk.keys)))
-                continue
-            slots.acquire()
-            n = fits(chunk)  # the window may have come closer while we waited
-            if lost() or stopping.requested() or n == 0:
-                slots.release()
-                submitted.append(_Submitted(chunk, None, tuple(chunk.keys)))
-                continue
-            run_now = Chunk(chunk.partitions[:n]) if n < len(chunk) else chunk
-            if n < len(chunk):
-                logger.info("chunk %s shrunk to %s to fit before the window closes", chunk.span, run_now.span)
-            begun = time.perf_counter()
-            try:
-                future = chunk_task.submit(
-                    pipeline=pipeline.name,
-                    partitions=run_now.keys,
-                    span=run_now.span,
-                    fingerprint=pipeline.fingerprint,
-                    target_id=target_id,
-                    ledger_path=prepared.ledger.path,
-                    run_id=run_id,
-                    source_digests=[
-                        prepared.source.digest(k) if prepared.source is not None else None for k in run_now.keys
-                    ],
-                    source_rows=prepared.source_rows(run_now.keys),
-                    retries=request.retries,
-                    retry_delay_seconds=request.retry_delay_seconds,
-                    deadline=deadline,
-                    hard_stop=hard_stop,
-                    result_storage=str(cache.storage),
-                )
-            except BaseException:
-                slots.release()
-                raise
-            entry = _Submitted(run_now, future, tuple(chunk.keys[n:]))
-            with guard:
-                in_flight[index] = entry
-
-            def finished(
-                f: PrefectFuture[Any], index: int = index, size: int = len(run_now), t0: float = begun
-            ) -> None:
-                slots.release()
-                with guard:
-                    in_flight.pop(index, None)
-                failed = _failed_in(f, size)
-                seconds = (time.perf_counter() - t0) / size
-                if not failed:
-                    per_partition.append(seconds)
-                reporter.partitions_finished(size, failed, seconds)
-
-            future.add_done_callback(finished)
-            submitted.append(entry)
-        for entry in submitted:
-            if entry.future is not None:
-                entry.future.wait()
-    finally:
-        watchdog.stop()
-        reporter.close(
-            done=sum(len(e.chunk) for e in submitted if e.future is not None),
-            failed=sum(_failed_in(e.future, len(e.chunk)) for e in submitted if e.future is not None),
-        )
-    return submitted
-
-
-def _failed_in(future: PrefectFuture[Any], size: int) -> int:
-    """How many of a finished chunk's partitions failed (all of them if the task itself crashed)."""
-    try:
-        state = future.state
-        if state.is_completed():
-            return 0
-        error = state.result(raise_on_failure=False)
-    except Exception:
-        return size
-    return len(error.result.failed) if isinstance(error, ChunkFailedError) else size
-
-
-class _HardStop:
-    """Cancel the Spark work of the chunks in flight at the window's hard stop (its end plus
-    ``BACKFILL_WINDOW_GRACE``), or on a stop signal (again every half second while chunks run: a chunk
-    that started its job just after a cancel is cancelled by the next). Their commit has not happened,
-    so their partitions go back to PENDING."""
-
-    def __init__(
-        self, at: datetime | None, running: Callable[[], list[Chunk]], prepared: PreparedRun, logger: Any
-    ) -> None:
-        self.at, self.running, self.prepared, self.logger = at, running, prepared, logger
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="backfill-hard-stop", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        told = False
-        while not self._stop.wait(0.5):
-            if self.at is not None and window.clock() >= self.at:
-                engine = get_engine()
-                for chunk in self.running():
-                    self.logger.warning("window hard stop: cancelling chunk %s", chunk.span)
-                    engine.cancel(self.prepared.pipeline, chunk.partitions)
-                return
-            if (stop := stopping.requested()) is not None and (running := self.running()):
-                if not told:
-                    spans = ", ".join(c.span for c in running)
-                    self.logger.warning("%s: cancelling the chunk(s) in flight: %s", stop.said, spans)
-                    told = True
-                with contextlib.suppress(Exception):  # the JVM may be gone (SIGTERM reaches it too)
-                    get_engine().cancel(self.prepared.pipeline)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def _collect(prepared: PreparedRun, chunks: Sequence[Chunk], submitted: Sequence[_Submitted], out: _Outcome) -> None:
-    """Step 5: every chunk's per-partition outcomes into the run's outcome."""
-    for entry in submitted:
-        out.not_started.extend(entry.left)
-        if entry.future is None:
-            continue
-        state = entry.future.state
-        if state.is_completed():
-            result = state.result()
-            assert isinstance(result, ChunkResult)
-        else:
-            error = state.result(raise_on_failure=False)
-            if isinstance(error, ChunkFailedError):
-                result = error.result
-            else:
-                message = one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
-                out.failed.extend((key, message) for key in entry.chunk.keys)
-                continue
-        for partition in result.completed:
-            out.rows_written += partition.rows_out
-            out.completed.append(partition.partition)
-            out.bookkeeping.append(partition.bookkeeping_s)
-        out.failed.extend(result.failed)
-        out.not_started.extend(result.not_started)
-    prepared.ledger.compact()
 
 
 def _summary_markdown(summary: BackfillSummary, resume_command: str) -> str:
