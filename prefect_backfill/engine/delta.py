@@ -21,8 +21,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefect_backfill import checks as checking
-from prefect_backfill.diff import KeyChanges, PartitionDiff, numeric_columns
 from prefect_backfill.engine import ChunkOutcome, TableInfo
+from prefect_backfill.engine.commits import committed_digests, find_commit
+from prefect_backfill.engine.measures import check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.predicates import (
     chunk_condition,
     chunk_predicate,
@@ -33,7 +34,6 @@ from prefect_backfill.engine.predicates import (
 )
 from prefect_backfill.engine.spark import get_spark, is_remote, started_spark
 from prefect_backfill.errors import (
-    CheckFailedError,
     EmptyOutputError,
     EmptySourcePartitionError,
     PartitionValidationError,
@@ -55,8 +55,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SparkDeltaEngine",
-    "committed_digests",
-    "find_commit",
     "register_ledger_views",
 ]
 
@@ -278,7 +276,7 @@ class SparkDeltaEngine:
                 )
             output = output.persist(StorageLevel.MEMORY_AND_DISK)
             try:
-                summed = self._summed_columns(pipeline, output)
+                summed = summed_columns(pipeline, output)
                 counted = (
                     output.groupBy(column)
                     .agg(
@@ -314,8 +312,12 @@ class SparkDeltaEngine:
                         "as it was (set allow_empty_output=True on the pipeline if an empty result is correct)",
                         partitions=emptied,
                     )
-                self._check(pipeline, output, keys, rows_in, rows_out, values)
-                diffs = self._diff(pipeline, output, parts, summed, rows_out, values) if pipeline.diff else {}
+                check_chunk(pipeline, output, keys, rows_in, rows_out, values)
+                diffs = (
+                    chunk_diff(pipeline, self._read_current(pipeline.target), output, parts, summed, rows_out, values)
+                    if pipeline.diff
+                    else {}
+                )
                 self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
             finally:
                 with _tidying("unpersist the chunk's output"):
@@ -341,126 +343,6 @@ class SparkDeltaEngine:
         )
 
     # -- checks and diff (before the commit) ----------------------------------------------------
-
-    @staticmethod
-    def _summed_columns(pipeline: Pipeline, output: DataFrame) -> tuple[str, ...]:
-        if not pipeline.diff:
-            return ()
-        available = numeric_columns(output.dtypes, exclude=(pipeline.partition_column, *pipeline.key))
-        if pipeline.diff_columns is None:
-            return available
-        return tuple(c for c in pipeline.diff_columns if c in set(available))
-
-    def _check(
-        self,
-        pipeline: Pipeline,
-        output: DataFrame,
-        keys: Sequence[str],
-        rows_in: Mapping[str, int],
-        rows_out: Mapping[str, int],
-        values: Mapping[str, Mapping[str, Any]],
-    ) -> None:
-        """Raise CheckFailedError naming every partition that fails a declared check, each with its own
-        first failure (check name, observed vs expected). Nothing has been committed yet."""
-        if not pipeline.checks:
-            return
-        failures: dict[str, list[checking.Failure]] = {}
-        for key in keys:
-            found = checking.evaluate(pipeline.checks, key, rows_in.get(key, 0), rows_out[key], values.get(key, {}))
-            if found:
-                failures[key] = found
-        for check in pipeline.checks:
-            if isinstance(check, checking.Custom):
-                for value, message in (check.fn(output) or {}).items():
-                    named = value if isinstance(value, str) else partition_key(value, pipeline.grain)
-                    if named is not None and named in rows_out:
-                        failures.setdefault(named, []).append(checking.Failure(named, check.name, str(message), ""))
-        if not failures:
-            return
-        column = pipeline.partition_column
-        details = {
-            key: (found[0].check, f"check {found[0]} ({column}={key}); the target partition was left as it was")
-            for key, found in failures.items()
-        }
-        first = next(iter(details.values()))[1]
-        raise CheckFailedError(
-            f"{len(failures)} partition(s) failed checks, e.g. {first}",
-            partitions=tuple(sorted(failures)),
-            details=details,
-        )
-
-    def _diff(
-        self,
-        pipeline: Pipeline,
-        output: DataFrame,
-        parts: Sequence[Partition],
-        summed: Sequence[str],
-        rows_out: Mapping[str, int],
-        values: Mapping[str, Mapping[str, Any]],
-    ) -> dict[str, PartitionDiff]:
-        """Each partition's rows and sums before (the old rows, as of the version this commit replaces)
-        and after (from the grouped count), plus key changes when the pipeline declares a key."""
-        from pyspark.sql import functions as F
-
-        column = pipeline.partition_column
-        old = self._read_current(pipeline.target).where(chunk_condition(column, parts))
-        old_summed = [c for c in summed if c in set(old.columns)]
-        before: dict[str, dict[str, Any]] = {}
-        for row in (
-            old.groupBy(column)
-            .agg(
-                F.count(F.lit(1)).alias("_bf_n"),
-                *[F.sum(F.col(c)).alias(f"_bf_s{summed.index(c)}") for c in old_summed],
-            )
-            .collect()
-        ):
-            found = partition_key(row[column], pipeline.grain)
-            if found is not None:
-                before[found] = row.asDict()
-        changes = self._key_changes(pipeline, old, output, parts) if pipeline.key else {}
-        out: dict[str, PartitionDiff] = {}
-        for p in parts:
-            b, a = before.get(p.key, {}), values.get(p.key, {})
-            sums = {
-                c: (_number(b.get(f"_bf_s{i}")) if b else None, _number(a.get(f"_bf_s{i}")) if a else None)
-                for i, c in enumerate(summed)
-            }
-            out[p.key] = PartitionDiff(p.key, int(b.get("_bf_n") or 0), rows_out[p.key], sums, changes.get(p.key))
-        return out
-
-    def _key_changes(
-        self, pipeline: Pipeline, old: DataFrame, new: DataFrame, parts: Sequence[Partition]
-    ) -> dict[str, KeyChanges]:
-        """Keys added, removed and changed (same key, another hash of the columns both versions have)."""
-        from pyspark.sql import functions as F
-
-        column, key = pipeline.partition_column, list(pipeline.key)
-        if any(k not in old.columns for k in key):  # the old version had no such key: nothing to match
-            return {}
-        shared = [c for c in new.columns if c in set(old.columns) and c != column and c not in key]
-        hashed = F.xxhash64(*[F.col(c) for c in shared]) if shared else F.lit(0)
-        o = old.select(column, *key, hashed.alias("_old"))
-        n = new.select(column, *key, hashed.alias("_new"))
-        joined = o.join(n, on=[column, *key], how="full_outer")
-        counted = (
-            joined.groupBy(column)
-            .agg(
-                F.sum(F.when(F.col("_old").isNull(), 1).otherwise(0)).alias("added"),
-                F.sum(F.when(F.col("_new").isNull(), 1).otherwise(0)).alias("removed"),
-                F.sum(
-                    F.when(
-                        F.col("_old").isNotNull() & F.col("_new").isNotNull() & (F.col("_old") != F.col("_new")), 1
-                    ).otherwise(0)
-                ).alias("changed"),
-            )
-            .collect()
-        )
-        out: dict[str, KeyChanges] = {p.key: KeyChanges(0, 0, 0) for p in parts}
-        for row in counted:
-            found = partition_key(row[column], pipeline.grain)
-            if found in out:
-                out[found] = KeyChanges(int(row["added"]), int(row["removed"]), int(row["changed"]))
-        return out
 
     def _read_current(self, table: TableRef) -> DataFrame:
         """The table as of its current version, pinned (path tables): the state this chunk's commit replaces,
@@ -592,44 +474,6 @@ def _tidying(what: str) -> Iterator[None]:
         yield
     except Exception as exc:
         logger.debug("could not %s: %s", what, exc)
-
-
-def _number(value: Any) -> float | None:
-    """A sum as a JSON-friendly number (Spark returns Decimal for decimal columns)."""
-    return None if value is None else float(value)
-
-
-def committed_digests(pipeline: Pipeline, keys: Sequence[str], version: int | None) -> dict[str, str]:
-    """The digest of each of ``keys``' target files as of our commit ``version`` (what ``backfill audit``
-    later compares with the table to see another writer's changes): one delta-rs log read per chunk, at
-    that version, so a commit of another chunk meanwhile changes nothing. Path targets with a known
-    version only; best effort: the chunk is committed already, and an unknown digest means "cannot tell"."""
-    if version is None or not pipeline.target.is_path:
-        return {}
-    try:
-        snapshot = read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain, version)
-    except Exception as exc:
-        logger.warning("target digests of %s at version %s not read (%s): drift cannot be told", keys, version, exc)
-        return {}
-    return {key: digest for key in keys if (digest := snapshot.digest(key)) is not None}
-
-
-def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:
-    """The version whose ``_delta_log/<version>.json`` carries ``commit_tag`` as its userMetadata,
-    searched from ``latest`` down (other chunks commit concurrently, so it need not be the latest)."""
-    import json
-    from pathlib import Path
-
-    log = Path(table_path) / "_delta_log"
-    for version in range(latest, max(-1, latest - look_back), -1):
-        try:
-            lines = (log / f"{version:020d}.json").read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if '"commitInfo"' in line and json.loads(line).get("commitInfo", {}).get("userMetadata") == commit_tag:
-                return version
-    return None
 
 
 def register_ledger_views(spark: SparkSession, ledger_path: str) -> None:

@@ -294,7 +294,7 @@ def test_rows_in_from_the_plan_reach_the_engine_only_when_known_for_the_whole_ch
 def test_the_commit_version_is_read_from_the_commit_files_not_guessed(tmp_path: Path) -> None:
     import json
 
-    from prefect_backfill.engine.delta import find_commit
+    from prefect_backfill.engine.commits import find_commit
 
     log = tmp_path / "t" / "_delta_log"
     log.mkdir(parents=True)
