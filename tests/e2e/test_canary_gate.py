@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +137,11 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
             # A bare Submit decides nothing: refused on the form, the run stays paused.
             click_decision(page, dialog, None)
             dialog.get_by_text("'decision' is a required property").wait_for(timeout=10_000)
-            # Longer than the zombie automation's 90 s window, as `make deployments` installs it: a paused
-            # run keeps beating, so it is still Paused and still answerable.
-            paused_at = time.monotonic()
-            while time.monotonic() - paused_at < 100:
+            # Paused longer than the zombie automation's 90 s window (as `make deployments` installs it) and
+            # past 240 s after the start, when Prefect renews a deployment concurrency lease (a deployment
+            # with a concurrency_limit had its paused run killed there): still Paused, still answerable.
+            started = datetime.fromisoformat(paused["start_time"])
+            while (datetime.now(UTC) - started).total_seconds() < 240:
                 time.sleep(5)
                 state = httpx.get(f"{prefect_server.api_url}/flow_runs/{approved}", timeout=10).json()["state_type"]
                 assert state == "PAUSED", state
@@ -157,7 +159,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
             run = wait_final(prefect_server, rejected, timeout=180)
     finally:
         stop_group(worker)
-    assert run["state_type"] == "FAILED"
+    assert run["state_type"] == "FAILED", (run["state"]["message"], (tmp_path / "worker.log").read_text()[-3000:])
     assert "rejected (operator): amounts look off" in run["state"]["message"]
     latest = ledger.current("demo_orders")
     assert latest["2024-01-02"].run_id == rejected and latest["2024-01-02"].status is Status.COMPLETE  # the canary

@@ -78,6 +78,8 @@ def assert_deployments_read_back(server: Server) -> None:
             assert (got.get("global_concurrency_limit") or {}).get("limit") == limit["limit"], name
             options = got.get("concurrency_options") or {}
             assert options.get("collision_strategy") == limit["collision_strategy"], name
+        else:  # none where the file sets none (a paused canary run would be killed at its lease renewal)
+            assert not got.get("global_concurrency_limit"), f"{name}: {got.get('global_concurrency_limit')}"
     assert "BACKFILL_TASK_RUNNER" in httpx.get(f"{server.api_url}/deployments/name/backfill/demo-orders-dask").json()[
         "job_variables"
     ].get("env", {}), "demo-orders-dask lost its Dask settings"
@@ -229,7 +231,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
 
     worker = start_worker(prefect_server, env, tmp_path / "worker2.log")
     try:
-        second = trigger(prefect_server, env, params)  # waits for the dead run's slot (ENQUEUE)
+        second = trigger(prefect_server, env, params)  # takes over the dead run's partitions (its lease is dead)
         assert wait_final(prefect_server, first, timeout=600)["state_type"] == "CRASHED"
         run = wait_final(prefect_server, second, timeout=420)
         assert run["state_type"] == "COMPLETED", (tmp_path / "worker2.log").read_text()[-3000:]
