@@ -2,8 +2,8 @@
 
 On a Prefect server, the zombie automation marks a run Crashed after 90 s without heartbeats, and an
 operator can cancel a run whose worker is gone. If the process is in fact alive (a network partition, a
-stalled heartbeat thread), it would go on writing while the UI says it is over and the deployment's
-concurrency slot is free for the next run. So while a run works it reads its own flow run's state every
+stalled heartbeat thread), it would go on writing while the UI says it is over and a next run is
+started in its place. So while a run works it reads its own flow run's state every
 ``BACKFILL_STATE_POLL_SECONDS`` (15 s); when the server says Crashed, Cancelling, Cancelled or Failed, it
 stops as on a signal (:func:`prefect_backfill.stopping.request_stop`): no new chunk, the Spark jobs in
 flight cancelled, their partitions PENDING. Only against a Prefect server (``PREFECT_API_URL``): on the
