@@ -74,8 +74,8 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     from prefect_backfill.engine.spark import get_spark
     from prefect_backfill.ledger import Ledger, LedgerEvent
     from prefect_backfill.planning import Status
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
     from prefect_backfill.tables import read_snapshot
     from tasks.chunk import _Chunk

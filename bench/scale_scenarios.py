@@ -60,7 +60,8 @@ def run_generate(args: argparse.Namespace) -> dict[str, Any]:
 def run_plan(args: argparse.Namespace) -> dict[str, Any]:
     """Planning alone, as the flow does it first: validate, read the ledger, plan. Cold, then warm."""
     t0 = time.perf_counter()
-    from prefect_backfill.request import BackfillRequest, prepare
+    from prefect_backfill.preparing import prepare
+    from prefect_backfill.request import BackfillRequest
 
     import_s = time.perf_counter() - t0
     timings = []
@@ -85,8 +86,8 @@ def _ledger_breakdown(pipeline: str) -> dict[str, float | int]:
     """Diagnostic, after the timed plans: where reading the ledger goes (Delta scan, Arrow → Python rows,
     folding events into current states)."""
     from prefect_backfill.ledger import Ledger, latest_states
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)
@@ -108,8 +109,8 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     from prefect_backfill.ledger import Ledger, LedgerEvent
     from prefect_backfill.partitions import partitions_between
     from prefect_backfill.planning import Status
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(args.pipeline)
@@ -272,8 +273,8 @@ def run_flow(args: argparse.Namespace) -> dict[str, Any]:
 
 def _ledger_durations(pipeline: str) -> list[float | None]:
     from prefect_backfill.ledger import Ledger
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)

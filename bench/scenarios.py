@@ -142,8 +142,8 @@ def _ledger_chunks(pipeline: str) -> dict[str, Any]:
     with delta-rs): each partition of a chunk carries ``duration_s`` = the chunk's engine time / its
     partitions. Never raises: a reporting nicety."""
     from prefect_backfill.ledger import Ledger
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     try:
@@ -175,8 +175,8 @@ def _check_versions(pipeline: str) -> dict[str, Any]:
     from pathlib import Path as _Path
 
     from prefect_backfill.ledger import Ledger
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     try:
@@ -300,8 +300,8 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
 
     import bench.pipelines  # noqa: F401
     from prefect_backfill.ledger import Ledger
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     argv = [str(Path(sys.executable).parent / "backfill"), *shlex.split(args.cli)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow
 from prefect.client.schemas.objects import State
@@ -11,7 +12,8 @@ from prefect.states import Cancelled, Completed
 
 from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError, RunStoppedError
 from prefect_backfill.orchestrate import run_prepared
-from prefect_backfill.request import BackfillRequest, prepare
+from prefect_backfill.preparing import handed_over, prepare
+from prefect_backfill.request import BackfillRequest
 from prefect_backfill.run_state import FLOW_NAME
 from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
@@ -19,6 +21,9 @@ from prefect_backfill.traces import trace_path
 from tasks.chunk import backfill_chunk
 
 __all__ = ["backfill"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _run_name() -> str:
@@ -31,6 +36,13 @@ def _run_name() -> str:
     return f"{params['pipeline']}-{params.get('start')}-{params.get('end')}"
 
 
+def _parameter_docs(fn: Callable[P, R]) -> Callable[P, R]:
+    """Append the request's help to the flow's docstring as its ``Args:``: Prefect shows them on the
+    deployment's form and in its parameter schema, and the CLI's ``--help`` shows the same words."""
+    fn.__doc__ = f"{fn.__doc__ or ''}\n{BackfillRequest.args_doc(indent='    ')}"
+    return fn
+
+
 @flow(
     name=FLOW_NAME,
     flow_run_name=_run_name,
@@ -39,6 +51,7 @@ def _run_name() -> str:
     task_runner=task_runner(get_settings()),
     persist_result=False,
 )
+@_parameter_docs
 def backfill(
     pipeline: str,
     start: str | None = None,
@@ -62,58 +75,12 @@ def backfill(
 ) -> dict[str, Any] | State[dict[str, Any]]:
     """Reprocess ``pipeline`` from ``start`` to ``end`` (inclusive), partition by partition.
 
-    Args:
-        pipeline: registered pipeline name (`backfill pipelines` lists them).
-        start: first partition, inclusive (YYYY-MM-DD; YYYY-MM-DDTHH for hourly, YYYY-MM for monthly).
-        end: last partition, inclusive.
-        partitions: an explicit list of partition keys instead of start/end.
-        reprocess: `missing` (default: all not complete for the current version), `failed`, or `all`.
-        max_concurrency: chunks (Spark jobs) in flight at once.
-        retries: retries per partition for transient errors (exponential backoff with jitter).
-        retry_delay_seconds: first retry delay; doubles each retry.
-        exclude: partition keys to leave out.
-        newest_first: run the newest partitions first.
-        chunk_mb: source megabytes per chunk: consecutive partitions share one Spark job and one Delta
-            commit (one task run) up to this size; each is still recorded, cached and failed on its own.
-        chunk_partitions: partitions per chunk at most; 1 runs one partition per job.
-        yes: confirm a range longer than the safety cap.
-        window_end: stop starting chunks at this time of day ("06:00", in `timezone`) or instant (ISO
-            timestamp); a chunk that would not fit is shrunk, running ones may finish within
-            BACKFILL_WINDOW_GRACE and are cancelled after it; the rest stays PENDING for the next run.
-        timezone: IANA timezone of `window_end`.
-        canary: write this many partitions first (spread: first, middle, last), publish their diff, and
-            pause for approval on this flow run's page before the rest; 0: no canary gate.
-        canary_partitions: explicit canary partition keys instead of a count.
-        approve: do not wait at the canary gate (the canaries still run first and their diff is published).
-            Scheduled deployments: leave it False to have a person approve each night's canaries, or set it
-            True to run unattended.
-        canary_timeout_s: no answer at the gate within this many seconds stops the run.
-
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
     """
+    given = {name: value for name, value in locals().items() if value is not None}  # the parameters, by name
     started = time.perf_counter()
-    request = BackfillRequest.build(
-        pipeline=pipeline,
-        start=start,
-        end=end,
-        partitions=tuple(partitions or ()),
-        reprocess=reprocess,
-        max_concurrency=max_concurrency,
-        retries=retries,
-        retry_delay_seconds=retry_delay_seconds,
-        exclude=tuple(exclude or ()),
-        newest_first=newest_first,
-        chunk_mb=chunk_mb,
-        chunk_partitions=chunk_partitions,
-        yes=yes,
-        window_end=window_end,
-        timezone=timezone,
-        canary=canary,
-        canary_partitions=tuple(canary_partitions or ()),
-        approve=approve,
-        canary_timeout_s=canary_timeout_s,
-    )
-    prepared = prepare(request, take_handed_over=True)  # the plan the CLI printed, when it started us
+    request = BackfillRequest.build(**given)  # lists become tuples; None means the field's default
+    prepared = handed_over(request) or prepare(request)  # the plan the CLI printed, when it started us
     summary = run_prepared(prepared, backfill_chunk, started)
     if summary.stopped is not None:
         # Ctrl-C, or the worker cancelling this flow run: ended on purpose, resumable, not a crash.

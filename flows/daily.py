@@ -17,8 +17,9 @@ from prefect_backfill import window
 from prefect_backfill.errors import BackfillFailedError
 from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.partitions import Grain, parse_bound
+from prefect_backfill.preparing import prepare
 from prefect_backfill.registry import get_pipeline
-from prefect_backfill.request import BackfillRequest, prepare
+from prefect_backfill.request import BackfillRequest
 from tasks.chunk import backfill_chunk
 
 __all__ = ["daily", "previous_partition"]

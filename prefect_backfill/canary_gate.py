@@ -16,8 +16,8 @@ from prefect_backfill.canary import CanaryDecision, Decision, gate_summary, loca
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.partitions import Partition
+from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import artifact_key
-from prefect_backfill.request import PreparedRun
 from prefect_backfill.settings import get_settings
 from prefect_backfill.submitting import Outcome, collect, submit
 

@@ -34,8 +34,8 @@ from prefect_backfill.events import emit_run_finished
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
 from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
+from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import artifact_key, publish_diff_artifact, publish_final_artifacts
-from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import BackfillSummary, PartitionResult
 from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.settings import get_settings

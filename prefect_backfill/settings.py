@@ -54,7 +54,6 @@ class BackfillSettings(BaseSettings):
         "folder: shared storage, so a resume on another machine still hits the cache.",
     )
     max_partitions: int = Field(400, ge=1, description="Safety cap: larger ranges need --yes / yes=True.")
-    max_concurrency: int = Field(2, ge=1, description="Default chunks (Spark jobs) in flight per run.")
     max_workers: int = Field(32, ge=1, description="Thread pool size of the flow; max_concurrency <= this.")
     pipeline_cap: int = Field(
         4,

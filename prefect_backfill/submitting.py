@@ -22,8 +22,8 @@ from prefect_backfill.caching import PartitionCache
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError, one_line
+from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import ProgressReporter
-from prefect_backfill.request import PreparedRun
 from prefect_backfill.results import ChunkResult
 from prefect_backfill.settings import get_settings
 from prefect_backfill.window import resolve_deadline

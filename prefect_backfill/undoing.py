@@ -32,8 +32,8 @@ from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.partitions import parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
+from prefect_backfill.preparing import ledger_location
 from prefect_backfill.registry import get_pipeline
-from prefect_backfill.request import ledger_location
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.tables import TableSnapshot, commits_touching, files_missing
 from prefect_backfill.undo import LogFacts, RunWrite, UndoPlan, plan_undo, resolve_run, run_writes

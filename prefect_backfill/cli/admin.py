@@ -10,8 +10,11 @@ import typer
 
 from prefect_backfill.cli.app import app, console
 from prefect_backfill.cli.review import diff
-from prefect_backfill.cli.run import run
+from prefect_backfill.cli.run import run_request
 from prefect_backfill.errors import BackfillError
+from prefect_backfill.request import BackfillRequest
+
+_MAX_CONCURRENCY = BackfillRequest.model_fields["max_concurrency"]
 
 
 @app.command()
@@ -52,7 +55,9 @@ def spark_connect(
 @app.command()
 def demo(
     rows_per_day: Annotated[int, typer.Option("--rows-per-day", min=1)] = 2_000,
-    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
+    max_concurrency: Annotated[
+        int, typer.Option("--max-concurrency", min=1, help=_MAX_CONCURRENCY.description)
+    ] = _MAX_CONCURRENCY.default,
     regenerate: Annotated[
         bool, typer.Option("--regenerate", help="Rewrite the bronze table and silver's version 1.")
     ] = False,
@@ -77,13 +82,15 @@ def demo(
     # Three canaries (first, middle, last day) go first and their diff is shown; --approve: the demo
     # runs unattended (`backfill run demo_orders … --canary 3` without it asks on a terminal).
     try:
-        run(
-            "demo_orders",
-            demo_module.DEMO_START,
-            demo_module.DEMO_END,
-            max_concurrency=max_concurrency,
-            canary=3,
-            approve=True,
+        run_request(
+            BackfillRequest.build(
+                pipeline="demo_orders",
+                start=demo_module.DEMO_START,
+                end=demo_module.DEMO_END,
+                max_concurrency=max_concurrency,
+                canary=3,
+                approve=True,
+            )
         )
     finally:
         with contextlib.suppress(BackfillError):

@@ -38,17 +38,11 @@ Start = Annotated[
     str | None, typer.Option("--start", help="First partition, inclusive (YYYY-MM-DD; 2024-01-03T05 hourly; 2024-01).")
 ]
 End = Annotated[str | None, typer.Option("--end", help="Last partition, inclusive.")]
-Partitions = Annotated[
-    str | None, typer.Option("--partitions", help="Explicit comma-separated partition keys, instead of --start/--end.")
-]
-ReprocessOpt = Annotated[
-    str, typer.Option("--reprocess", help="missing (default: not complete for this version) | failed | all")
-]
-Exclude = Annotated[list[str] | None, typer.Option("--exclude", help="Partition key to leave out (repeatable).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _keys(text: str | None) -> tuple[str, ...]:
+    """Comma-separated keys, blanks dropped."""
     return tuple(k.strip() for k in (text or "").split(",") if k.strip())
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import Annotated
 
-import typer
 from rich.table import Table
 
-from prefect_backfill.cli.app import AsJson, End, Exclude, Partitions, ReprocessOpt, Start, _keys, app, console
-from prefect_backfill.limits import MAX_CHUNK_PARTITIONS
+from prefect_backfill.cli.app import AsJson, app, console
+from prefect_backfill.cli.request_options import PLAN_FIELDS, request_options
+from prefect_backfill.request import BackfillRequest
 
 
 @app.command()
@@ -32,40 +31,14 @@ def pipelines() -> None:
 
 
 @app.command()
-def plan(
-    pipeline: str,
-    start: Start = None,
-    end: End = None,
-    partitions: Partitions = None,
-    reprocess: ReprocessOpt = "missing",
-    exclude: Exclude = None,
-    newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
-    yes: Annotated[bool, typer.Option("--yes")] = False,
-    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="For the estimate.")] = 2,
-    chunk_mb: Annotated[float, typer.Option("--chunk-mb", min=0.001, help="As for run.")] = 256.0,
-    chunk_partitions: Annotated[
-        int, typer.Option("--chunk-partitions", min=1, max=MAX_CHUNK_PARTITIONS, help="As for run.")
-    ] = 400,
-    as_json: AsJson = False,
-) -> None:
+@request_options(PLAN_FIELDS)
+def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
     """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
     they run in (one Spark job and one commit each) and how long it would take. Writes nothing."""
+    from prefect_backfill.preparing import prepare
     from prefect_backfill.progress import format_duration
-    from prefect_backfill.request import BackfillRequest, prepare
 
-    request = BackfillRequest.build(
-        pipeline=pipeline,
-        start=start,
-        end=end,
-        partitions=_keys(partitions),
-        reprocess=reprocess,
-        exclude=tuple(exclude or ()),
-        newest_first=newest_first,
-        yes=yes,
-        max_concurrency=max_concurrency,
-        chunk_mb=chunk_mb,
-        chunk_partitions=chunk_partitions,
-    )
+    max_concurrency = request.max_concurrency
     prepared = prepare(request)
     the_plan = prepared.plan
     chunks = prepared.chunks(the_plan.to_run, max_concurrency)

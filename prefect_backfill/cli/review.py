@@ -27,8 +27,8 @@ def diff(
     from prefect_backfill.diff import run_diffs, table_rows, totals
     from prefect_backfill.errors import InvalidRequestError
     from prefect_backfill.ledger import Ledger
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)
@@ -94,8 +94,8 @@ def _audit_report(pipeline: str, start: str | None, end: str | None) -> Any:
     from prefect_backfill.errors import InvalidRequestError, TargetLayoutError
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.partitions import parse_partition_key, partitions_between
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)

@@ -6,91 +6,27 @@ from __future__ import annotations
 import contextlib
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.markdown import Markdown
 
-from prefect_backfill.cli.app import (
-    End,
-    Exclude,
-    Partitions,
-    ReprocessOpt,
-    Start,
-    _exit_codes_help,
-    _keys,
-    _options,
-    _say,
-    app,
-    console,
-)
+from prefect_backfill.cli.app import _exit_codes_help, _options, _say, app, console
 from prefect_backfill.cli.entry import _interrupt_code
 from prefect_backfill.cli.live import _flush, _LedgerProgress, _print_summary, _quiet_cancelled_jobs
+from prefect_backfill.cli.request_options import RUN_FIELDS, request_options
 from prefect_backfill.errors import BackfillError
-from prefect_backfill.limits import MAX_CANARY, MAX_CHUNK_PARTITIONS, MAX_RETRIES
 from prefect_backfill.planning import Status
+from prefect_backfill.request import BackfillRequest
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
 
     from prefect_backfill.canary import Decision
-    from prefect_backfill.request import PreparedRun
+    from prefect_backfill.preparing import PreparedRun
 
 
-@app.command(epilog=_exit_codes_help())
-def run(
-    pipeline: str,
-    start: Start = None,
-    end: End = None,
-    partitions: Partitions = None,
-    reprocess: ReprocessOpt = "missing",
-    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1)] = 2,
-    retries: Annotated[
-        int, typer.Option("--retries", min=0, max=MAX_RETRIES, help="Retries per partition for transient errors.")
-    ] = 2,
-    retry_delay: Annotated[
-        float,
-        typer.Option("--retry-delay", min=0, help="Seconds before a partition's first retry; doubles each retry."),
-    ] = 5.0,
-    exclude: Exclude = None,
-    newest_first: Annotated[bool, typer.Option("--newest-first")] = False,
-    chunk_mb: Annotated[
-        float,
-        typer.Option("--chunk-mb", min=0.001, help="Source megabytes per chunk (one Spark job and one commit)."),
-    ] = 256.0,
-    chunk_partitions: Annotated[
-        int,
-        typer.Option(
-            "--chunk-partitions",
-            min=1,
-            max=MAX_CHUNK_PARTITIONS,
-            help="Partitions per chunk at most (1: one partition per job).",
-        ),
-    ] = 400,
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm a range above the safety cap.")] = False,
-    window_end: Annotated[
-        str | None, typer.Option("--window-end", help="Start no partition after this time (06:00) or instant.")
-    ] = None,
-    timezone: Annotated[str, typer.Option("--timezone", help="IANA timezone of --window-end.")] = "UTC",
-    canary: Annotated[
-        int,
-        typer.Option(
-            "--canary",
-            min=0,
-            max=MAX_CANARY,
-            help="Write N partitions first (first, middle, last…), show their diff, ask.",
-        ),
-    ] = 0,
-    canary_partitions: Annotated[
-        str | None, typer.Option("--canary-partitions", help="Comma-separated canary partition keys instead of N.")
-    ] = None,
-    approve: Annotated[
-        bool, typer.Option("--approve", help="Do not ask at the canary gate (unattended runs): go on after them.")
-    ] = False,
-    canary_timeout: Annotated[
-        int, typer.Option("--canary-timeout", min=1, help="Seconds to wait for an answer at the canary gate.")
-    ] = 3600,
-) -> None:
+def run_request(request: BackfillRequest) -> None:
     """Backfill PIPELINE from --start to --end (inclusive) as a Prefect flow run.
 
     Ctrl-C (or SIGTERM) stops taking partitions and cancels the running Spark jobs (their partitions stay
@@ -98,29 +34,9 @@ def run(
     A second Ctrl-C exits at once. Nothing is ever half-written: each chunk is one Delta commit."""
     from prefect_backfill import stopping
     from prefect_backfill.embedded import detach_embedded_server
-    from prefect_backfill.request import BackfillRequest, hand_over, prepare
+    from prefect_backfill.preparing import handing_over, prepare
 
-    request = BackfillRequest.build(
-        pipeline=pipeline,
-        start=start,
-        end=end,
-        partitions=_keys(partitions),
-        reprocess=reprocess,
-        max_concurrency=max_concurrency,
-        retries=retries,
-        retry_delay_seconds=retry_delay,
-        exclude=tuple(exclude or ()),
-        newest_first=newest_first,
-        chunk_mb=chunk_mb,
-        chunk_partitions=chunk_partitions,
-        yes=yes,
-        window_end=window_end,
-        timezone=timezone,
-        canary=canary,
-        canary_partitions=_keys(canary_partitions),
-        approve=approve,
-        canary_timeout_s=canary_timeout,
-    )
+    pipeline = request.pipeline
     gated = bool(request.canary or request.canary_partitions) and not request.approve
     if gated and not console.is_terminal and not _prefect_server():
         from prefect_backfill.errors import InvalidRequestError
@@ -141,7 +57,6 @@ def run(
     stop_scope.__enter__()
     try:
         detach_embedded_server()  # Ctrl-C is for this process: the server must see the run end
-        hand_over(prepared)  # the flow runs in this process: it takes this plan rather than planning again
         _warm_up(prepared)
         from flows.backfill import backfill
         from prefect_backfill.run_state import heartbeats
@@ -158,12 +73,11 @@ def run(
             _LedgerProgress(prepared)
             if console.is_terminal and prepared.plan.to_run and not ask_here
             else contextlib.nullcontext(),
+            handing_over(prepared),  # the flow runs in this call: it takes this plan rather than planning again
         ):
             # The flow's parameters are the request's fields, by name (one source of truth).
             state = backfill(**request.model_dump(mode="json"), return_state=True)
-        hand_over(None)
     except KeyboardInterrupt:  # a signal before the flow took over its signals, or after
-        hand_over(None)
         _report_interrupt(prepared, since)
         raise typer.Exit(_interrupt_code()) from None
     finally:
@@ -197,6 +111,10 @@ def run(
     code = _outcome(prepared, state, summary)
     if code:
         raise typer.Exit(code)
+
+
+#: ``backfill run``: every field of the request as an option.
+run = app.command("run", epilog=_exit_codes_help())(request_options(RUN_FIELDS)(run_request))
 
 
 def _cancel_running(prepared: PreparedRun) -> None:

@@ -29,9 +29,9 @@ def status(
     from prefect_backfill.leases import LeaseTable, lease_location
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.partitions import parse_partition_key, partitions_between
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.progress import estimate
     from prefect_backfill.registry import get_pipeline
-    from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
 
     spec = get_pipeline(pipeline)

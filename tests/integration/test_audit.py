@@ -20,7 +20,8 @@ from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Grain
 from prefect_backfill.planning import Status
-from prefect_backfill.request import BackfillRequest, prepare
+from prefect_backfill.preparing import prepare
+from prefect_backfill.request import BackfillRequest
 from prefect_backfill.tables import read_snapshot
 from tests.integration.conftest import ROWS_PER_DAY, Lake
 

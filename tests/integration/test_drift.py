@@ -18,7 +18,8 @@ from prefect_backfill.demo import generate_orders, to_silver_orders
 from prefect_backfill.errors import BackfillFailedError
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.planning import Status
-from prefect_backfill.request import BackfillRequest, prepare
+from prefect_backfill.preparing import prepare
+from prefect_backfill.request import BackfillRequest
 from tests.integration.conftest import Lake
 
 pytestmark = pytest.mark.spark

@@ -16,7 +16,7 @@ import pytest
 import typer
 
 import flows.backfill
-import prefect_backfill.request
+import prefect_backfill.preparing
 from prefect_backfill.cli import run_cli
 from prefect_backfill.errors import (
     EXIT_CODES,
@@ -31,8 +31,9 @@ from prefect_backfill.errors import (
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
+from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.registry import register
-from prefect_backfill.request import BackfillRequest, PreparedRun
+from prefect_backfill.request import BackfillRequest
 
 EVERY_FIELD = BackfillRequest(
     pipeline="orders",
@@ -103,7 +104,7 @@ def test_the_printed_resume_command_parses_back_into_the_same_request(
         seen.append(request)
         raise typer.Exit(0)
 
-    monkeypatch.setattr(prefect_backfill.request, "prepare", capture)
+    monkeypatch.setattr(prefect_backfill.preparing, "prepare", capture)
     argv = shlex.split(_resume_command(request_))
     assert argv[:2] == ["backfill", "run"]
     assert run_cli(argv[1:]) == 0
@@ -439,18 +440,21 @@ def test_the_flow_takes_the_plan_the_cli_made_once(pipeline: Pipeline, monkeypat
     """The CLI plans (to print it and refuse bad input early); the flow in the same process takes that
     plan instead of reading the ledger and the logs again, once."""
     from prefect_backfill.ledger import Ledger
-    from prefect_backfill.request import hand_over, prepare
+    from prefect_backfill.preparing import handed_over, handing_over, prepare
 
     reads: list[str] = []
     original = Ledger.read
     monkeypatch.setattr(Ledger, "read", lambda self, name: (reads.append(name), original(self, name))[1])
     request = BackfillRequest.build(pipeline=pipeline.name, start="2024-01-01", end="2024-01-02")
     made = prepare(request)
-    hand_over(made)
     again = BackfillRequest.build(**request.model_dump(mode="json"))  # as the flow rebuilds it
-    assert prepare(again) is not made and len(reads) == 2  # only the flow takes it
-    assert prepare(again, take_handed_over=True) is made and len(reads) == 2
-    assert prepare(again, take_handed_over=True) is not made and len(reads) == 3  # taken once only
+    with handing_over(made):
+        assert prepare(again) is not made and len(reads) == 2  # only the flow takes it
+        assert (handed_over(again) or prepare(again)) is made and len(reads) == 2
+        assert (handed_over(again) or prepare(again)) is not made and len(reads) == 3  # taken once only
+    with handing_over(made):
+        assert handed_over(BackfillRequest.build(pipeline=pipeline.name, partitions=["2024-01-01"])) is None
+    assert handed_over(again) is None  # scoped to the call that handed it over, never left behind
 
 
 def test_a_canary_nobody_can_answer_is_refused_before_anything_runs(
@@ -460,7 +464,7 @@ def test_a_canary_nobody_can_answer_is_refused_before_anything_runs(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     planned: list[BackfillRequest] = []
-    monkeypatch.setattr(prefect_backfill.request, "prepare", lambda request, settings=None: planned.append(request))
+    monkeypatch.setattr(prefect_backfill.preparing, "prepare", lambda request, settings=None: planned.append(request))
     with temporary_settings(updates={PREFECT_API_URL: None}):
         code = run_cli(["run", "orders", "--start", "2024-01-01", "--end", "2024-01-09", "--canary", "2"])
     err = capsys.readouterr().err.strip()
@@ -495,7 +499,7 @@ def test_non_finite_floats_are_refused_before_anything_runs(
     flag: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--chunk-mb inf` used to pass, record PENDING claims and then fail with OverflowError."""
-    import prefect_backfill.request as request
+    import prefect_backfill.preparing as request
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("planned a request with a non-finite float")

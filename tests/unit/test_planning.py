@@ -101,7 +101,7 @@ def test_partitions_held_by_a_live_run_are_left_to_it() -> None:
 
 def test_default_ledger_sits_beside_the_target_for_paths_and_uris() -> None:
     from prefect_backfill.pipeline import Pipeline
-    from prefect_backfill.request import ledger_location
+    from prefect_backfill.preparing import ledger_location
     from prefect_backfill.settings import BackfillSettings
 
     def keep(df):  # type: ignore[no-untyped-def]
