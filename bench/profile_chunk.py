@@ -1,7 +1,7 @@
 """Where the fixed cost of one small chunk goes: the chunk task's body, step by step, without Prefect.
 
 Run by ``bench/run.py`` (scenario ``profile``) in its own process: ``python -m bench.scenarios profile …``.
-It drives the very code a chunk task runs (``tasks.chunk._Chunk.run`` → ``SparkDeltaEngine.process_chunk``)
+It drives the very code a chunk task runs (``executing.ChunkExecutor.run`` → ``SparkDeltaEngine.process_chunk``)
 on the bench's demo bronze, with timers wrapped around the steps *in this process only* (nothing in the
 package changes):
 
@@ -72,13 +72,13 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     from prefect_backfill.caching import PartitionCache
     from prefect_backfill.engine.delta import SparkDeltaEngine
     from prefect_backfill.engine.spark import get_spark
+    from prefect_backfill.executing import ChunkExecutor as _Chunk
     from prefect_backfill.ledger import Ledger, LedgerEvent
     from prefect_backfill.planning import Status
     from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
     from prefect_backfill.settings import get_settings
     from prefect_backfill.tables import read_snapshot
-    from tasks.chunk import _Chunk
 
     t0 = time.perf_counter()
     spark = get_spark()

@@ -334,7 +334,7 @@ def _profile_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "## E. The fixed cost of one small chunk, step by step",
         "",
-        "`bench/profile_chunk.py`: the chunk task's body (`tasks.chunk._Chunk.run` → `SparkDeltaEngine.process_chunk`,"
+        "`bench/profile_chunk.py`: a chunk task's body (`ChunkExecutor.run` → `SparkDeltaEngine.process_chunk`,"
         " ledger events, cache records), without Prefect, on the demo bronze (2,000 rows a day), warm JVM "
         f"({sizes[keys[0]]['repeats']} chunks of 1 day after 5 warm-up chunks, then chunks of 7 and 30 days), with "
         "timers wrapped around each step in that process only. Medians in ms; a step's median need not add up to the "

@@ -22,6 +22,7 @@ from prefect_backfill.caching import PartitionCache
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.engine import get_engine
 from prefect_backfill.errors import ChunkFailedError, one_line
+from prefect_backfill.executing import ChunkJob
 from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import ProgressReporter
 from prefect_backfill.results import ChunkResult
@@ -108,22 +109,24 @@ def submit(
             begun = time.perf_counter()
             try:
                 future = chunk_task.submit(
-                    pipeline=pipeline.name,
-                    partitions=run_now.keys,
-                    span=run_now.span,
-                    fingerprint=pipeline.fingerprint,
-                    target_id=target_id,
-                    ledger_path=prepared.ledger.path,
-                    run_id=run_id,
-                    source_digests=[
-                        prepared.source.digest(k) if prepared.source is not None else None for k in run_now.keys
-                    ],
-                    source_rows=prepared.source_rows(run_now.keys),
-                    retries=request.retries,
-                    retry_delay_seconds=request.retry_delay_seconds,
-                    deadline=deadline,
-                    hard_stop=hard_stop,
-                    result_storage=str(cache.storage),
+                    ChunkJob(
+                        pipeline=pipeline.name,
+                        partitions=tuple(run_now.keys),
+                        span=run_now.span,
+                        fingerprint=pipeline.fingerprint,
+                        target_id=target_id,
+                        ledger_path=prepared.ledger.path,
+                        run_id=run_id,
+                        source_digests=tuple(
+                            prepared.source.digest(k) if prepared.source is not None else None for k in run_now.keys
+                        ),
+                        source_rows=tuple(prepared.source_rows(run_now.keys)),
+                        retries=request.retries,
+                        retry_delay_seconds=request.retry_delay_seconds,
+                        deadline=deadline,
+                        hard_stop=hard_stop,
+                        result_storage=str(cache.storage),
+                    )
                 )
             except BaseException:
                 slots.release()

@@ -17,13 +17,14 @@ from prefect_backfill.caching import PartitionCache, cache_key
 from prefect_backfill.chunking import Chunk, make_chunks, split_runs
 from prefect_backfill.engine import ChunkOutcome
 from prefect_backfill.errors import ChunkFailedError, EmptyOutputError
+from prefect_backfill.executing import ChunkExecutor as _Chunk
+from prefect_backfill.executing import backoff_delay
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Grain, Partition, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
 from prefect_backfill.results import ChunkResult, PartitionResult
 from prefect_backfill.settings import BackfillSettings
-from tasks.chunk import _Chunk, backoff_delay
 
 DAYS = partitions_between("2024-01-01", "2024-01-30", Grain.DAY)
 MB = 1024 * 1024
