@@ -20,16 +20,29 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 from prefect_backfill import stopping
 
-__all__ = ["ENDED", "FLOW_NAME", "HEARTBEAT_SECONDS", "ServerSideEnd", "heartbeats"]
+__all__ = ["ENDED", "FLOW_ENTRYPOINT", "FLOW_NAME", "HEARTBEAT_SECONDS", "ServerSideEnd", "heartbeats", "load_flow"]
 
 logger = logging.getLogger(__name__)
 
 #: The backfill flow's name in Prefect: what the zombie automation matches, so it never touches other flows.
 FLOW_NAME = "backfill"
+#: Where the flow lives, as prefect.yaml's deployments name it (``flows/backfill.py:backfill``): the CLI
+#: loads it from there by name, as a worker does, so the core never imports the flows package.
+FLOW_ENTRYPOINT = "flows/backfill.py:backfill"
+
+
+def load_flow() -> Any:
+    """The backfill flow, loaded the way a worker loads a deployment's entrypoint (by module and name)."""
+    import importlib
+
+    path, name = FLOW_ENTRYPOINT.split(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
 
 #: Seconds between a backfill flow run's heartbeats: three per window of the zombie automation (90 s by
 #: default, deployments/setup.py). Prefect's own default (180 s) is longer than that window, so a run left

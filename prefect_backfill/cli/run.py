@@ -58,8 +58,9 @@ def run_request(request: BackfillRequest) -> None:
     try:
         detach_embedded_server()  # Ctrl-C is for this process: the server must see the run end
         _warm_up(prepared)
-        from flows.backfill import backfill
-        from prefect_backfill.run_state import heartbeats
+        from prefect_backfill.run_state import heartbeats, load_flow
+
+        backfill = load_flow()
 
         if ask_here:
             from prefect_backfill.canary import install_local_gate

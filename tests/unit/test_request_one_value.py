@@ -100,3 +100,11 @@ def test_every_field_has_a_flag_and_help() -> None:
     for name in PARAMETERS:
         assert BackfillRequest.flag(name).startswith("--"), name
         assert FIELDS[name].description, name
+
+
+def test_the_cli_runs_the_flow_prefect_yaml_deploys() -> None:
+    """The CLI loads the flow by the entrypoint the deployments name (the core imports no flows)."""
+    from prefect_backfill.run_state import FLOW_ENTRYPOINT, load_flow
+
+    assert load_flow() is backfill
+    assert {d["entrypoint"] for d in _backfill_deployments()} == {FLOW_ENTRYPOINT}
