@@ -15,8 +15,6 @@ from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.preparing import handed_over, prepare
 from prefect_backfill.request import BackfillRequest
 from prefect_backfill.run_state import FLOW_NAME
-from prefect_backfill.runners import task_runner
-from prefect_backfill.settings import get_settings
 from prefect_backfill.traces import trace_path
 from tasks.chunk import backfill_chunk
 
@@ -46,9 +44,9 @@ def _parameter_docs(fn: Callable[P, R]) -> Callable[P, R]:
 @flow(
     name=FLOW_NAME,
     flow_run_name=_run_name,
-    # Thread pool or Dask, by BACKFILL_TASK_RUNNER; either way the run's own max_concurrency bounds
-    # partitions in flight (the pool size only caps threads).
-    task_runner=task_runner(get_settings()),
+    # The chunks' task runner (thread pool or Dask, by BACKFILL_TASK_RUNNER) is chosen when a run
+    # starts (orchestrate.run_prepared), not here at import; the run's max_concurrency bounds chunks in
+    # flight either way.
     persist_result=False,
 )
 @_parameter_docs

@@ -5,7 +5,6 @@ paused flow run's form, the terminal, or ``--approve``). What is asked and the f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.logging import get_run_logger
@@ -19,7 +18,7 @@ from prefect_backfill.partitions import Partition
 from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import artifact_key
 from prefect_backfill.settings import get_settings
-from prefect_backfill.submitting import Outcome, collect, submit
+from prefect_backfill.submitting import Outcome, SubmitChunk, collect, submit
 
 __all__ = ["canaries_pass"]
 
@@ -28,7 +27,7 @@ def canaries_pass(
     prepared: PreparedRun,
     canaries: Sequence[Partition],
     total: int,
-    chunk_task: Any,
+    submit_chunk: SubmitChunk,
     cache: PartitionCache,
     target_id: str,
     run_id: str,
@@ -44,7 +43,7 @@ def canaries_pass(
     logger.info("canary partitions first: %s", ", ".join(keys))
     sizes = prepared.source.partitions if prepared.source is not None else {}
     chunks = [Chunk((p,), sizes[p.key].size_bytes if p.key in sizes else 0) for p in canaries]
-    collect(prepared, chunks, submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost), out)
+    collect(prepared, chunks, submit(prepared, chunks, submit_chunk, cache, target_id, run_id, slots, lost), out)
     first = set(keys)
     failed = [k for k, _ in out.failed if k in first]
     if stopping.requested() is not None:

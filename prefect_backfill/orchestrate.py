@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
@@ -31,6 +32,7 @@ from prefect_backfill.coordination import claim, pipeline_cap, target_key
 from prefect_backfill.drift import is_target_drift, target_drift
 from prefect_backfill.engine import get_engine
 from prefect_backfill.events import emit_run_finished
+from prefect_backfill.executing import ChunkJob
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
 from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
@@ -38,8 +40,9 @@ from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.results import BackfillSummary, PartitionResult
 from prefect_backfill.run_state import ServerSideEnd
+from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
-from prefect_backfill.submitting import Outcome, collect, submit
+from prefect_backfill.submitting import Outcome, SubmitChunk, collect, submit
 from prefect_backfill.tables import TableSnapshot
 
 __all__ = ["run_prepared"]
@@ -72,7 +75,15 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
                 cache = PartitionCache.from_settings(get_settings())
                 the_plan = _serve_cached(prepared, the_plan, cache, target_id, run_id, out)
                 if the_plan.to_run:
-                    the_plan = _claim_and_run(prepared, the_plan, chunk_task, cache, target_id, run_id, out)
+                    # The task runner is chosen now, by this call's settings (never at import), and only
+                    # started when there is work: a Dask cluster costs seconds.
+                    with task_runner(get_settings(), api_url=_api_url()) as runner:
+
+                        def submit_chunk(job: ChunkJob) -> PrefectFuture[Any]:
+                            future: PrefectFuture[Any] = runner.submit(chunk_task, {"job": job})
+                            return future
+
+                        the_plan = _claim_and_run(prepared, the_plan, submit_chunk, cache, target_id, run_id, out)
             stop = stopping.requested()
             if stop is not None:
                 out.stopped, out.stop_code = stop.name, stop.exit_code
@@ -194,7 +205,7 @@ def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
 def _claim_and_run(
     prepared: PreparedRun,
     the_plan: Plan,
-    chunk_task: Any,
+    submit_chunk: SubmitChunk,
     cache: PartitionCache,
     target_id: str,
     run_id: str,
@@ -221,7 +232,7 @@ def _claim_and_run(
         canaries = prepared.canaries(mine.to_run)
         if canaries:
             total = len(mine.to_run)
-            if not canaries_pass(prepared, canaries, total, chunk_task, cache, target_id, run_id, slots, lost, out):
+            if not canaries_pass(prepared, canaries, total, submit_chunk, cache, target_id, run_id, slots, lost, out):
                 written_first = set(canaries)
                 out.not_started.extend(p.key for p in mine.to_run if p not in written_first)
                 return
@@ -234,7 +245,7 @@ def _claim_and_run(
             f"{request.chunk_mb:g}",
             request.chunk_partitions,
         )
-        futures = submit(prepared, chunks, chunk_task, cache, target_id, run_id, slots, lost)
+        futures = submit(prepared, chunks, submit_chunk, cache, target_id, run_id, slots, lost)
         collect(prepared, chunks, futures, out)
 
     if not settings.coordinate:
@@ -265,6 +276,15 @@ def _claim_and_run(
         if got.plan.to_run:
             execute(got.plan, got.slots, lambda: lease.lost)
     return got.plan
+
+
+def _api_url() -> str | None:
+    """The Prefect API this flow run reports to (embedded or not), for task runners whose workers are
+    other processes: they must report to it too, not start servers of their own."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as api:
+        return str(api.api_url).rstrip("/") or None
 
 
 def _pause_unless_stopped(seconds: float) -> None:

@@ -14,18 +14,23 @@ decides *where* they run.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
 
 from prefect_backfill.settings import BackfillSettings
 
 __all__ = ["BackfillDaskTaskRunner", "task_runner"]
 
 
-def task_runner(settings: BackfillSettings) -> TaskRunner[Any]:
-    """The task runner ``settings`` ask for (constructed lazily: no cluster starts until a task is submitted)."""
+def task_runner(settings: BackfillSettings, api_url: str | None = None) -> TaskRunner[Any]:
+    """The task runner ``settings`` ask for, chosen when a run starts (never at import).
+
+    ``api_url``: the Prefect API the run reports to. A local Dask cluster's worker processes get it in
+    their environment (the nanny's ``env``): without it, each would start a temporary Prefect server of
+    its own (three servers and 1.3 GB were seen) and report task runs to servers nobody looks at. This
+    process's environment is never changed for it."""
     if settings.task_runner == "dask":
         if settings.dask_address:
             return BackfillDaskTaskRunner(address=settings.dask_address)
@@ -35,38 +40,12 @@ def task_runner(settings: BackfillSettings) -> TaskRunner[Any]:
                 "threads_per_worker": settings.dask_threads_per_worker,
                 "processes": True,
                 "dashboard_address": None,
+                "env": {"PREFECT_API_URL": api_url} if api_url else {},
             }
         )
     return ThreadPoolTaskRunner(max_workers=settings.max_workers)
 
 
-def _dask_runner_class() -> type[Any]:
-    from prefect_dask.task_runners import DaskTaskRunner
-
-    return DaskTaskRunner
-
-
-class BackfillDaskTaskRunner(_dask_runner_class()):  # type: ignore[misc]
-    """prefect-dask's runner, plus one thing: local worker processes inherit this process's Prefect API.
-
-    Without ``PREFECT_API_URL`` in their environment, each Dask worker process would start its own
-    temporary Prefect server (three servers and 1.3 GB were seen), and the task runs would be reported
-    to servers nobody looks at. So before the local cluster spawns its workers, the API this flow talks
-    to, embedded or not, is exported (and restored afterwards).
-    """
-
-    @property
-    def client(self) -> Any:
-        if self._client or self.address or self._cluster:
-            return super().client
-        saved = os.environ.get("PREFECT_API_URL")
-        if not saved:
-            from prefect.client.orchestration import get_client
-
-            with get_client(sync_client=True) as api:
-                os.environ["PREFECT_API_URL"] = str(api.api_url).rstrip("/")
-        try:
-            return super().client
-        finally:
-            if not saved:
-                os.environ.pop("PREFECT_API_URL", None)
+class BackfillDaskTaskRunner(DaskTaskRunner):
+    """prefect-dask's runner, made per run by :func:`task_runner` (its local cluster's workers report to the
+    run's Prefect API). A class of its own so that a run's runner is recognisable in logs and tests."""

@@ -29,7 +29,10 @@ from prefect_backfill.results import ChunkResult
 from prefect_backfill.settings import get_settings
 from prefect_backfill.window import resolve_deadline
 
-__all__ = ["Outcome", "collect", "submit"]
+__all__ = ["Outcome", "SubmitChunk", "collect", "submit"]
+
+#: Starts one chunk's task run on the run's task runner (thread pool or Dask) and returns its future.
+SubmitChunk = Callable[[ChunkJob], PrefectFuture[Any]]
 
 
 @dataclass
@@ -57,7 +60,7 @@ class _Submitted:
 def submit(
     prepared: PreparedRun,
     chunks: Sequence[Chunk],
-    chunk_task: Any,
+    submit_chunk: SubmitChunk,
     cache: PartitionCache,
     target_id: str,
     run_id: str,
@@ -108,7 +111,7 @@ def submit(
                 logger.info("chunk %s shrunk to %s to fit before the window closes", chunk.span, run_now.span)
             begun = time.perf_counter()
             try:
-                future = chunk_task.submit(
+                future = submit_chunk(
                     ChunkJob(
                         pipeline=pipeline.name,
                         partitions=tuple(run_now.keys),

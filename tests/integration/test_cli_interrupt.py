@@ -37,7 +37,7 @@ pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[2]
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 NAME = "ctrl_c_orders"
-KEYS = [f"2024-01-0{d}" for d in range(1, 8)]
+KEYS = [f"2024-01-0{d}" for d in range(1, 9)]  # the whole bronze: every stop below leaves some to do
 #: One partition per job, one at a time: every moment of a run (startup, a chunk's Spark job, between
 #: chunks) lasts long enough to be hit on purpose.
 ARGS = ["run", NAME, "--start", KEYS[0], "--end", KEYS[-1], "--max-concurrency", "1", "--retries", "0"]
@@ -258,6 +258,15 @@ def test_sigterm_to_the_group_mid_chunk_exits_143(cli: Cli) -> None:
     run = cli.start("sigterm")
     _mid_chunk(cli, run)
     _stopped_well(cli, run, run.signal(signal.SIGTERM), 143, started=done + 1)
+
+
+def test_ctrl_c_as_a_chunk_commits_exits_130_with_that_chunk_complete(cli: Cli) -> None:
+    """The moment between chunks: the signal lands as soon as the ledger shows one more partition COMPLETE
+    (its commit landed; the next chunk is being submitted or has just started)."""
+    done = sum(1 for s in cli.statuses().values() if s is Status.COMPLETE)
+    run = cli.start("between")
+    _until(lambda: sum(1 for s in cli.statuses().values() if s is Status.COMPLETE) > done, run)
+    _stopped_well(cli, run, run.signal(signal.SIGINT), 130, started=done + 1)
 
 
 def test_a_second_ctrl_c_exits_at_once(cli: Cli) -> None:
