@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from prefect import flow
 from prefect.client.schemas.objects import State
@@ -14,6 +14,7 @@ from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError, Run
 from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.preparing import handed_over, prepare
 from prefect_backfill.request import BackfillRequest
+from prefect_backfill.results import BackfillSummary
 from prefect_backfill.run_state import FLOW_NAME
 from prefect_backfill.traces import trace_path
 from tasks.chunk import backfill_chunk
@@ -70,7 +71,7 @@ def backfill(
     canary_partitions: list[str] | None = None,
     approve: bool = False,
     canary_timeout_s: int = 3600,
-) -> dict[str, Any] | State[dict[str, Any]]:
+) -> BackfillSummary | State[BackfillSummary]:
     """Reprocess ``pipeline`` from ``start`` to ``end`` (inclusive), partition by partition.
 
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
@@ -87,7 +88,7 @@ def backfill(
             f"stopped by {summary.stopped}: {done} partition(s) complete, {len(summary.not_started)} left PENDING, "
             f"{len(summary.failed)} failed; the same command resumes: {prepared.resume_command}"
         )
-        stopped = RunStoppedError(message, summary.to_dict(), summary.stop_code or 1)
+        stopped = RunStoppedError(message, summary, summary.stop_code or 1)
         return Cancelled(message=message, data=stopped)
     if summary.failed:
         traces = trace_path(summary.run_id)
@@ -107,13 +108,13 @@ def backfill(
             name="PartlyHeld",
             message=f"{len(summary.held)} partition(s) were left to another live run; rerun when it ends: "
             f"{prepared.resume_command}",
-            data=summary.to_dict(),
+            data=summary,
         )
     if summary.not_started:
         # Not a failure: the night is over. A named Completed state says so in the UI.
         return Completed(
             name="WindowClosed",
             message=f"window closed: {len(summary.not_started)} partitions remain; the next run resumes",
-            data=summary.to_dict(),
+            data=summary,
         )
-    return summary.to_dict()
+    return summary

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -20,6 +19,7 @@ from prefect_backfill.partitions import Grain, parse_bound
 from prefect_backfill.preparing import prepare
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.request import BackfillRequest
+from prefect_backfill.results import BackfillSummary
 from tasks.chunk import backfill_chunk
 
 __all__ = ["daily", "previous_partition"]
@@ -42,7 +42,7 @@ def previous_partition(grain: Grain, now_key: str | None = None) -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
     persist_result=False,
 )
-def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> dict[str, Any]:
+def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> BackfillSummary:
     """Process ``partition`` of ``pipeline`` (default: the latest closed one, e.g. yesterday)."""
     started = time.perf_counter()
     spec = get_pipeline(pipeline)
@@ -52,4 +52,4 @@ def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> dict
     summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
-    return summary.to_dict()
+    return summary

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prefect_backfill.results import ChunkResult
+    from prefect_backfill.results import BackfillSummary, ChunkResult
 
 #: What the ``backfill`` CLI exits with. Scripts and schedulers can rely on these.
 EXIT_CODES = {
@@ -207,8 +207,8 @@ class RunStoppedError(BackfillError):
     with this as its data. Nothing failed: the partitions not written stay PENDING and the same command
     resumes. Carries the run's summary (what was done) and the signal's exit code (130, 143)."""
 
-    def __init__(self, message: str, summary: Mapping[str, Any], exit_code: int) -> None:
-        self.summary = dict(summary)
+    def __init__(self, message: str, summary: BackfillSummary, exit_code: int) -> None:
+        self.summary = summary
         self.exit_code = exit_code
         super().__init__(message)
 

@@ -9,9 +9,12 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_backfill.cli.app import _say, console
+
+if TYPE_CHECKING:
+    from prefect_backfill.results import BackfillSummary
 
 
 class _CancelledJobFilter(logging.Filter):
@@ -118,13 +121,13 @@ class _LedgerProgress:
             self._poll()
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: BackfillSummary) -> None:
     console.print(
-        f"[bold]{summary['pipeline']}[/]: {len(summary['completed'])} completed, {len(summary['cached'])} cached, "
-        f"{summary['skipped']} skipped, {len(summary['failed'])} failed of {summary['total']}; "
-        f"{summary['rows_written']:,} rows written in {summary['duration_s']:.1f}s",
+        f"[bold]{summary.pipeline}[/]: {len(summary.completed)} completed, {len(summary.cached)} cached, "
+        f"{summary.skipped} skipped, {len(summary.failed)} failed of {summary.total}; "
+        f"{summary.rows_written:,} rows written in {summary.duration_s:.1f}s",
         highlight=False,
     )
-    if summary.get("completed") and summary.get("run_id"):  # what wrote something can be undone: say how
-        run_id = str(summary["run_id"])
-        _say(f"run {run_id}: undo it with `backfill undo {summary['pipeline']} --run {run_id[:8]}`")
+    if summary.completed and summary.run_id:  # what wrote something can be undone: say how
+        run_id = summary.run_id
+        _say(f"run {run_id}: undo it with `backfill undo {summary.pipeline} --run {run_id[:8]}`")

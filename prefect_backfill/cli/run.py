@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from prefect_backfill.canary import Decision
     from prefect_backfill.preparing import PreparedRun
+    from prefect_backfill.results import BackfillSummary
 
 
 def run_request(request: BackfillRequest) -> None:
@@ -107,7 +108,7 @@ def run_request(request: BackfillRequest) -> None:
             f"the same command runs new canaries: {prepared.resume_command}"
         )
     # raises BackfillFailedError (one line, exit 1) if partitions failed
-    summary = cast(dict[str, Any], state.result())
+    summary = cast("BackfillSummary", state.result())
     _print_summary(summary)
     code = _outcome(prepared, state, summary)
     if code:
@@ -191,11 +192,10 @@ def _start_embedded_server() -> None:
         SubprocessASGIServer().start()
 
 
-def _outcome(prepared: PreparedRun, state: State[Any], summary: dict[str, Any]) -> int:
+def _outcome(prepared: PreparedRun, state: State[Any], summary: BackfillSummary) -> int:
     """Exit code of a run that raised nothing: 4 if partitions were left to another live run, 3 if the
     night window closed before every partition started, else 0 (see EXIT_CODES)."""
-    held = list(summary.get("held") or ())
-    not_started = list(summary.get("not_started") or ())
+    held, not_started = summary.held, summary.not_started
     command = prepared.resume_command
     if held:
         _say(

@@ -102,7 +102,7 @@ def test_drift_by_another_writer_is_reported_then_repaired_by_a_plain_run(
         "2024-01-04": f"row count in the target differs from the ledger ({left} rows, the ledger says {ROWS_PER_DAY})",
     }
 
-    summary = backfill(pipeline=p.name, start=FIRST, end=LAST, retries=0)
+    summary = backfill(pipeline=p.name, start=FIRST, end=LAST, retries=0).to_dict()
     assert sorted(summary["completed"]) == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
     assert summary["cached"] == [] and summary["skipped"] == 1  # computed again, never served from a record
     assert rows(spark, lake.target) == expected(spark, lake.bronze)
@@ -137,7 +137,7 @@ def test_a_ledger_of_an_older_release_reports_no_false_drift(
     spark.sql(f"DELETE FROM delta.`{lake.target}` WHERE {on_day('2024-01-03')} AND order_id % 2 = 0")
     code, report = audit_json(p.name, capsys)
     assert code == 1 and [(f["partition"], f["kind"]) for f in report["findings"]] == [("2024-01-03", "rows")]
-    summary = backfill(pipeline=p.name, start=FIRST, end=last, retries=0)
+    summary = backfill(pipeline=p.name, start=FIRST, end=last, retries=0).to_dict()
     assert summary["completed"] == ["2024-01-03"] and summary["cached"] == []
     assert rows(spark, lake.target) == expected(spark, lake.bronze, last)
     code, report = audit_json(p.name, capsys)  # the old ledger gained the column with the repair
@@ -150,7 +150,7 @@ def test_a_lost_ledger_does_not_serve_cache_records_over_drifted_data(lake: Lake
     backfill(pipeline=p.name, start=FIRST, end=last, retries=0)
     spark.sql(f"UPDATE delta.`{lake.target}` SET amount = amount + 1 WHERE {on_day('2024-01-02')}")
     shutil.rmtree(lake.ledger)
-    summary = backfill(pipeline=p.name, start=FIRST, end=last, retries=0)
+    summary = backfill(pipeline=p.name, start=FIRST, end=last, retries=0).to_dict()
     assert summary["cached"] == ["2024-01-01"] and summary["completed"] == ["2024-01-02"]
     assert rows(spark, lake.target) == expected(spark, lake.bronze, last)
     assert due(p.name, last) == {}

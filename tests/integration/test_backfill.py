@@ -70,7 +70,7 @@ def snapshot(spark: Any, path: str) -> tuple[int, int, int]:
 
 def run(lake: Lake, name: str, start: str, end: str, **kw: Any) -> dict[str, Any]:
     kw.setdefault("retries", 0)
-    return backfill(pipeline=name, start=start, end=end, **kw)  # type: ignore[no-any-return]
+    return backfill(pipeline=name, start=start, end=end, **kw).to_dict()
 
 
 def test_backfill_twice_gives_an_identical_table_and_the_rerun_skips_everything(lake: Lake, spark: Any) -> None:

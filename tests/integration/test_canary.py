@@ -58,7 +58,7 @@ def test_approved_canaries_let_the_rest_run(lake: Lake, spark: Any) -> None:
     try:
         summary = backfill(
             pipeline=pipeline.name, start=BRONZE_START, end=BRONZE_END, canary_partitions=["2024-01-04"], retries=0
-        )
+        ).to_dict()
     finally:
         install_local_gate(None)
     assert summary["ok"] and len(summary["completed"]) == 8
@@ -133,7 +133,7 @@ def test_the_approval_form_on_the_paused_flow_run_decides(
     answered: list[Any] = []
     thread = _answer_when_paused(pipeline.name, approve, "" if approve else "factor is off", answered)
     if approve:
-        summary = backfill(pipeline=pipeline.name, start=BRONZE_START, end="2024-01-03", canary=1, retries=0)
+        summary = backfill(pipeline=pipeline.name, start=BRONZE_START, end="2024-01-03", canary=1, retries=0).to_dict()
         assert summary["ok"] and len(summary["completed"]) == 3
     else:
         with pytest.raises(CanaryStoppedError, match=r"rejected \(operator\): factor is off"):

@@ -58,7 +58,7 @@ def test_failed_checks_keep_the_old_rows_and_name_the_check(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = lake.make(version_one, version="1", checks=CHECKS)
-    assert backfill(pipeline=good.name, start=DAYS[0], end=DAYS[1], retries=0)["ok"]
+    assert backfill(pipeline=good.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()["ok"]
     before = {day: rows(spark, lake.target, day) for day in ("2024-01-02", "2024-01-03", "2024-01-04")}
 
     bad = lake.make(broken, version="2", checks=CHECKS)
@@ -127,14 +127,14 @@ def test_the_diff_of_version_one_to_two_is_recorded_per_partition(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     v1 = lake.make(version_one, version="1", key=("order_id",))
-    first = backfill(pipeline=v1.name, start=DAYS[0], end=DAYS[1], retries=0)
+    first = backfill(pipeline=v1.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     events = Ledger(lake.ledger).events(v1.name).to_pylist()
     created = [e for e in events if e["status"] == "COMPLETE"]
     assert all(json.loads(e["diff"])["rows"] == [0, 40] for e in created)  # a new target: nothing before
     assert all(e["replaced_version"] == e["table_version"] - 1 for e in created)
 
     v2 = lake.make(to_silver_orders, version="2", key=("order_id",))
-    second = backfill(pipeline=v2.name, start=DAYS[0], end=DAYS[1], retries=0)
+    second = backfill(pipeline=v2.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     assert first["ok"] and second["ok"]
     states = Ledger(lake.ledger).events(v2.name).to_pylist()
     latest = {e["partition"]: e for e in states if e["status"] == "COMPLETE" and e["run_id"] == second["run_id"]}

@@ -59,8 +59,8 @@ def slow(df: DataFrame) -> DataFrame:
 def test_chunk_writes_equal_one_partition_per_job_row_for_row(lake: Lake, spark: Any) -> None:
     chunked = lake.make(to_silver_orders, name="chunked")
     one_by_one = lake.make(to_silver_orders, name="one_by_one", target=str(lake.root / "silver" / "single"))
-    a = backfill(pipeline=chunked.name, start="2024-01-01", end="2024-01-08", max_concurrency=2)
-    b = backfill(pipeline=one_by_one.name, start="2024-01-01", end="2024-01-08", chunk_partitions=1)
+    a = backfill(pipeline=chunked.name, start="2024-01-01", end="2024-01-08", max_concurrency=2).to_dict()
+    b = backfill(pipeline=one_by_one.name, start="2024-01-01", end="2024-01-08", chunk_partitions=1).to_dict()
     assert len(a["completed"]) == len(b["completed"]) == 8
     assert rows(spark, lake.target) == rows(spark, str(lake.root / "silver" / "single"))
     assert len(write_commits(lake.target)) == 2 and len(write_commits(str(lake.root / "silver" / "single"))) == 8
@@ -99,7 +99,7 @@ def test_complete_partitions_split_the_chunks_and_are_never_rewritten(lake: Lake
     kept = {
         f for f in DeltaTable(lake.target).file_uris() if "order_date=2024-01-03" in f or "order_date=2024-01-06" in f
     }
-    summary = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-08", max_concurrency=1)
+    summary = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-08", max_concurrency=1).to_dict()
     assert sorted(summary["completed"]) == [f"2024-01-0{d}" for d in (1, 2, 4, 5, 7, 8)]
     commits = write_commits(lake.target)  # newest first
     assert len(commits) == 2 + 3  # the two lone days, then three chunks around them
@@ -138,7 +138,7 @@ def test_the_windows_hard_stop_cancels_a_running_chunk_and_leaves_it_pending(
     )
     assert time.monotonic() - began < 60  # cancelled, not left to crawl through 80 rows × 0.1 s × 2 jobs
     assert state.is_completed() and state.name == "WindowClosed"
-    summary = state.result()
+    summary = state.result().to_dict()
     assert sorted(summary["not_started"]) == ["2024-01-01", "2024-01-02"] and summary["completed"] == []
     current = Ledger(lake.ledger).current(p.name)
     assert {s.status for s in current.values()} == {Status.PENDING}
@@ -168,7 +168,7 @@ def test_a_commit_that_landed_is_complete_even_if_the_driver_dies_right_after(
 
     monkeypatch.setattr(DataFrameWriter, "save", save_then_die)
     monkeypatch.setattr(DataFrame, "unpersist", gone)
-    summary = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-03", max_concurrency=1, retries=0)
+    summary = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-03", max_concurrency=1, retries=0).to_dict()
     assert sorted(summary["completed"]) == ["2024-01-01", "2024-01-02", "2024-01-03"], summary
     assert summary["failed"] == []
     current = Ledger(lake.ledger).current(p.name)

@@ -52,7 +52,7 @@ def test_overlapping_runs_share_the_cap_and_never_write_one_partition_twice(lake
         t.join()
     assert all(state.is_completed() for state in results.values()), results
     for state in results.values():  # partitions left to the other run: never a plain Completed
-        assert state.name == ("PartlyHeld" if state.result()["held"] else "Completed"), state
+        assert state.name == ("PartlyHeld" if state.result().held else "Completed"), state
 
     events = Ledger(lake.ledger).events(p.name).to_pylist()
     writers: dict[str, set[str]] = defaultdict(set)

@@ -41,7 +41,7 @@ def test_local_dask_cluster_runs_partitions_in_worker_processes(
     assert isinstance(runner, BackfillDaskTaskRunner)
     out = backfill.with_options(task_runner=runner)(
         pipeline="bench_noop_day", start="2024-03-01", end="2024-03-06", max_concurrency=4
-    )
+    ).to_dict()
     assert isinstance(out, dict), out
     assert len(out["completed"]) == 6 and not out["failed"]
     assert "PREFECT_API_URL" not in os.environ  # exported for the workers only while they started

@@ -77,7 +77,7 @@ def test_an_empty_output_fails_the_partition_and_keeps_its_rows(lake: Lake, spar
     assert len([e for e in attempts if e["partition"] == "2024-01-02"]) == 1  # a validation failure: no retry
 
     allowed = lake.make(drops_the_fifth, version="2", allow_empty_output=True)
-    summary = backfill(pipeline=allowed.name, start=DAYS[0], end=DAYS[1], retries=0)
+    summary = backfill(pipeline=allowed.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     assert summary["completed"] == ["2024-01-02"] and rows(spark, lake.target, "2024-01-02") == []
     assert due(allowed.name) == {}  # an allowed empty partition stays complete with no files
 
@@ -87,7 +87,7 @@ def test_a_deleted_target_is_rebuilt_not_resumed(lake: Lake, spark: Any) -> None
     backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0)
     shutil.rmtree(lake.target)
     assert set(due(p.name).values()) == {"target table missing"}
-    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0)
+    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     assert sorted(summary["completed"]) == ["2024-01-01", "2024-01-02", "2024-01-03"] and summary["cached"] == []
     assert rows(spark, lake.target) == expected(spark, lake.bronze)
     assert due(p.name) == {}
@@ -106,7 +106,7 @@ def test_a_recreated_target_and_a_partition_deleted_by_another_writer_are_writte
     # Another writer deletes one day: the ledger still says COMPLETE, the log says it is gone.
     spark.sql(f"DELETE FROM delta.`{lake.target}` WHERE order_date = DATE '2024-01-03'")
     assert due(p.name) == {"2024-01-03": "partition missing from the target"}
-    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0)
+    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     assert summary["completed"] == ["2024-01-03"] and summary["cached"] == []  # not served from the cache
     assert rows(spark, lake.target) == expected(spark, lake.bronze)
 
@@ -140,7 +140,7 @@ def test_changed_source_after_an_interrupted_reprocess_is_recomputed_not_cached(
     reasons = due(p.name)
     assert set(reasons) == {"2024-01-01", "2024-01-02", "2024-01-03"}  # interrupted claims are due again
 
-    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0)
+    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     assert "2024-01-02" in summary["completed"]  # computed, not "cached" from before the change
     assert rows(spark, lake.target) == expected(spark, bronze)
     assert statuses(lake, p.name) == dict.fromkeys(("2024-01-01", "2024-01-02", "2024-01-03"), Status.COMPLETE)
@@ -148,7 +148,7 @@ def test_changed_source_after_an_interrupted_reprocess_is_recomputed_not_cached(
     # The same change with a lost ledger: the cache serves only what the source still holds.
     spark.sql(f"UPDATE delta.`{bronze}` SET amount = amount + 1 WHERE order_date = DATE '2024-01-03'")
     shutil.rmtree(lake.ledger)
-    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0)
+    summary = backfill(pipeline=p.name, start=DAYS[0], end=DAYS[1], retries=0).to_dict()
     assert sorted(summary["cached"]) == ["2024-01-01", "2024-01-02"] and summary["completed"] == ["2024-01-03"]
     assert rows(spark, lake.target) == expected(spark, bronze)
     assert due(p.name) == {}  # the rebuilt ledger agrees with the logs

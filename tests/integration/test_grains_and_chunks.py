@@ -88,7 +88,7 @@ def rows_by_partition(path: str, column: str) -> dict[str, int]:
 
 def test_hourly_in_chunks_resumes_from_ledger_and_from_cache(lake: Lake, hourly_source: str) -> None:
     p = lake.make(doubled, source=hourly_source, partition_column="event_hour", grain=Grain.HOUR)
-    first = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", max_concurrency=2)
+    first = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", max_concurrency=2).to_dict()
     commits = [c for c in DeltaTable(lake.target).history() if "predicate" in (c.get("operationParameters") or {})]
     assert len(commits) == 2  # two chunks of three hours: one replaceWhere commit each
     assert len(first["completed"]) == HOURS and first["rows_written"] == HOURS * ROWS_PER_HOUR
@@ -98,14 +98,14 @@ def test_hourly_in_chunks_resumes_from_ledger_and_from_cache(lake: Lake, hourly_
     assert {s.status for s in current.values()} == {Status.COMPLETE}
     assert {s.rows_out for s in current.values()} == {ROWS_PER_HOUR}
 
-    again = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05")
+    again = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05").to_dict()
     assert again["skipped"] == HOURS and not again["completed"]
 
     # The ledger is lost: every partition's own cache record serves it (whatever chunk it ran in), and
     # nothing is rewritten.
     shutil.rmtree(lake.ledger)
     version = DeltaTable(lake.target).version()
-    cached = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", chunk_partitions=1)
+    cached = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05", chunk_partitions=1).to_dict()
     assert len(cached["cached"]) == HOURS and not cached["completed"]
     assert DeltaTable(lake.target).version() == version
     assert {s.status for s in Ledger(lake.ledger).current(p.name).values()} == {Status.COMPLETE}
@@ -152,21 +152,21 @@ def test_window_closes_between_chunks(lake: Lake, hourly_source: str, monkeypatc
         return_state=True,
     )
     assert state.is_completed() and state.name == "WindowClosed"
-    summary = state.result()
+    summary = state.result().to_dict()
     assert len(summary["completed"]) == 2 and len(summary["not_started"]) == 4
     monkeypatch.setattr(window, "clock", window.system_clock)
     # The next run takes what remains (the ledger says which partitions those are).
-    rest = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05")
+    rest = backfill(pipeline=p.name, start="2024-01-01T00", end="2024-01-01T05").to_dict()
     assert len(rest["completed"]) == 4 and rest["skipped"] == 2
     assert len(rows_by_partition(lake.target, "event_hour")) == HOURS
 
 
 def test_monthly_explicit_list_newest_first(lake: Lake, monthly_source: str) -> None:
     p = lake.make(with_tax, source=monthly_source, partition_column="month", grain=Grain.MONTH)
-    out = backfill(pipeline=p.name, partitions=["2024-02", "2024-04", "2024-02"], newest_first=True)
+    out = backfill(pipeline=p.name, partitions=["2024-02", "2024-04", "2024-02"], newest_first=True).to_dict()
     assert out["completed"] == ["2024-04", "2024-02"] and out["total"] == 2
     assert rows_by_partition(lake.target, "month") == {"2024-02-01": 10, "2024-04-01": 10}
-    ranged = backfill(pipeline=p.name, start="2024-01", end="2024-04", chunk_partitions=3)
+    ranged = backfill(pipeline=p.name, start="2024-01", end="2024-04", chunk_partitions=3).to_dict()
     assert sorted(ranged["completed"]) == ["2024-01", "2024-03"] and ranged["skipped"] == 2
     table = DeltaTable(lake.target).to_pyarrow_table()
     assert table.num_rows == 40

@@ -65,7 +65,7 @@ def test_undo_of_a_wrong_version_restores_the_rows_exactly_refuses_what_changed_
     assert len(before) == 60
 
     wrong = lake.make(wrong_factor, version="2", source=bronze10)
-    summary = backfill(pipeline=wrong.name, start=TEN[0], end=TEN[1], retries=0, chunk_partitions=4)
+    summary = backfill(pipeline=wrong.name, start=TEN[0], end=TEN[1], retries=0, chunk_partitions=4).to_dict()
     run_id = summary["run_id"]
     assert sorted(summary["completed"]) == DAYS and rows(spark, lake.target) != before
     # Another writer changes one day after the wrong run.
@@ -125,7 +125,7 @@ def test_undo_of_a_wrong_version_restores_the_rows_exactly_refuses_what_changed_
             survivor["source_digest"], survivor["target_id"],
         )
     )  # fmt: skip
-    again = backfill(pipeline=wrong.name, start=TEN[0], end=TEN[1], retries=0)
+    again = backfill(pipeline=wrong.name, start=TEN[0], end=TEN[1], retries=0).to_dict()
     assert sorted(again["completed"]) == DAYS and again["cached"] == []
     latest = Ledger(lake.ledger).current(wrong.name)
     assert {(s.status, s.run_id, s.cached) for s in latest.values()} == {(Status.COMPLETE, again["run_id"], False)}
@@ -136,7 +136,7 @@ def test_a_vacuumed_version_is_refused_and_the_flow_ends_failed(lake: Lake, spar
     good = lake.make(to_silver_orders, version="1")
     backfill(pipeline=good.name, start="2024-01-01", end="2024-01-02", retries=0)
     wrong = lake.make(wrong_factor, version="2")
-    run_id = backfill(pipeline=wrong.name, start="2024-01-01", end="2024-01-02", retries=0)["run_id"]
+    run_id = backfill(pipeline=wrong.name, start="2024-01-01", end="2024-01-02", retries=0).to_dict()["run_id"]
     # VACUUM with retention 0 and the retention check off (delta-rs's: the same file deletions as Spark's
     # VACUUM, in milliseconds instead of ~40 s of Spark jobs on this machine).
     deleted = DeltaTable(lake.target).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
@@ -158,7 +158,7 @@ def test_the_first_runs_undo_removes_what_it_created_and_bad_requests_write_noth
     p = lake.make(to_silver_orders)
     assert run_cli(["undo", p.name, "--run", "whatever-run", "--yes"]) == 2  # no ledger yet
     assert "has no ledger at" in capsys.readouterr().err
-    run_id = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02", retries=0)["run_id"]
+    run_id = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02", retries=0).to_dict()["run_id"]
     at, recorded = version(lake.target), len(events(lake, p.name))
 
     for argv, says in [

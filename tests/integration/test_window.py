@@ -45,13 +45,13 @@ def test_window_closes_mid_run_and_the_next_run_finishes(lake: Lake, monkeypatch
     )
     assert state.is_completed() and state.name == "WindowClosed"
     assert "3 partitions remain; the next run resumes" in (state.message or "")
-    summary = state.result()
+    summary = state.result().to_dict()
     assert sorted(summary["completed"]) == ["2024-01-01", "2024-01-02"]
     assert summary["not_started"] == ["2024-01-03", "2024-01-04", "2024-01-05"]
     current = Ledger(lake.ledger).current(p.name)
     assert {k for k, s in current.items() if s.status is Status.PENDING} == {"2024-01-03", "2024-01-04", "2024-01-05"}
 
     monkeypatch.setattr(window, "clock", window.system_clock)
-    after = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-05", window_end=deadline.isoformat())
+    after = backfill(pipeline=p.name, start="2024-01-01", end="2024-01-05", window_end=deadline.isoformat()).to_dict()
     assert sorted(after["completed"]) == ["2024-01-03", "2024-01-04", "2024-01-05"] and after["skipped"] == 2
     assert {s.status for s in Ledger(lake.ledger).current(p.name).values()} == {Status.COMPLETE}

@@ -4,6 +4,7 @@ Delta, is tests/integration/test_undo.py); the plan printed is the real planner'
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import prefect_backfill.cli.live as cli
 import prefect_backfill.cli.undo as undo_cli
 import prefect_backfill.undoing as undoing
 from prefect_backfill.cli import run_cli
+from prefect_backfill.results import BackfillSummary
 from prefect_backfill.undo import Refusal, Restore, UndoPlan
 from prefect_backfill.undoing import UndoOutcome
 
@@ -76,20 +78,21 @@ def test_without_a_terminal_it_asks_for_yes_and_writes_nothing(
 
 
 def test_a_run_that_wrote_something_says_how_to_undo_it(capsys: pytest.CaptureFixture[str]) -> None:
-    summary: dict[str, Any] = {
-        "pipeline": "orders",
-        "run_id": "0b1c2d3e-aaaa-bbbb",
-        "completed": ["2024-01-01"],
-        "cached": [],
-        "skipped": 0,
-        "failed": [],
-        "total": 1,
-        "rows_written": 40,
-        "duration_s": 1.0,
-    }
+    summary = BackfillSummary(
+        pipeline="orders",
+        run_id="0b1c2d3e-aaaa-bbbb",
+        start="2024-01-01",
+        end="2024-01-01",
+        fingerprint="f",
+        completed=("2024-01-01",),
+        skipped=0,
+        total=1,
+        rows_written=40,
+        duration_s=1.0,
+    )
     cli._print_summary(summary)
     assert "run 0b1c2d3e-aaaa-bbbb: undo it with `backfill undo orders --run 0b1c2d3e`" in capsys.readouterr().out
-    cli._print_summary({**summary, "completed": []})
+    cli._print_summary(dataclasses.replace(summary, completed=()))
     assert "undo it" not in capsys.readouterr().out
 
 
