@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars browser demo test lint bench bench-scale clean server deployments worker-backfill worker-daily
+.PHONY: setup jars browser demo test screenshot lint bench bench-scale clean server deployments worker-backfill worker-daily
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -n 2 --dist loadfile
+
+# The UI test writes its screenshot to out/ (ignored); this publishes it as the README's picture.
+screenshot: setup
+	rm -f out/ui-flow-run-artifacts.png
+	$(VENV)/bin/pytest tests/e2e/test_ui.py
+	cp out/ui-flow-run-artifacts.png docs/ui-flow-run-artifacts.png
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -92,4 +98,4 @@ worker-daily: setup
 	$(SERVER_API) $(VENV)/bin/prefect worker start --pool daily --type process
 
 clean:
-	rm -rf .data .prefect .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .data .prefect out .pytest_cache .mypy_cache .ruff_cache
