@@ -2,6 +2,7 @@
 #   make demo   builds the environment, fetches the Delta jars once, writes the demo bronze table and
 #               backfills it (182 days) with Prefect's embedded server.
 #   make test   the whole test suite (real Spark + Delta, real Prefect), as CI runs it.
+#   make test-unit / test-integration / test-e2e   one layer of it (tests/unit, tests/integration, tests/e2e).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -19,7 +20,8 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars browser demo test lint bench bench-scale clean server deployments worker-backfill worker-daily
+.PHONY: setup jars browser demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
+	deployments worker-backfill worker-daily
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +51,33 @@ browser:
 demo: $(VENV)/.installed jars
 	$(VENV)/bin/backfill demo
 
+# Two pytest workers, one test file each at a time.
+PYTEST := $(VENV)/bin/pytest -n 2 --dist loadfile
+
+# Lint, types, then all three layers (the import contracts too: tests/unit/test_import_contracts.py) in ONE
+# pytest run, so each worker starts its Spark session and its servers once for all of them.
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(PYTEST)
+
+# One layer each. Unit: pure logic, the CLI with fakes, delta-rs tables; no JVM, no server.
+test-unit: $(VENV)/.installed
+	$(PYTEST) tests/unit
+
+# Real Spark + Delta (the jars) and Prefect's test server.
+test-integration: $(VENV)/.installed jars
+	$(PYTEST) tests/integration
+
+# Real `prefect server start`, process workers, Spark clusters, SIGKILL, headless Chromium.
+test-e2e: setup
+	$(PYTEST) tests/e2e
+
+# The UI test writes its screenshot to out/ (ignored); this publishes it as the README's picture.
+screenshot: setup
+	rm -f out/ui-flow-run-artifacts.png
+	$(VENV)/bin/pytest tests/e2e/test_ui.py
+	cp out/ui-flow-run-artifacts.png docs/ui-flow-run-artifacts.png
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -92,4 +117,4 @@ worker-daily: setup
 	$(SERVER_API) $(VENV)/bin/prefect worker start --pool daily --type process
 
 clean:
-	rm -rf .data .prefect .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .data .prefect out .pytest_cache .mypy_cache .ruff_cache

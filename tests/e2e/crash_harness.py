@@ -50,6 +50,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
+from deltalake.exceptions import TableNotFoundError
 
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.planning import Status
@@ -218,10 +219,12 @@ def write_bronze(lake: CrashLake, salt: int, rows_per_day: int) -> None:
 
 
 def read_rows(path: str, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    """All rows of a Delta table (partition columns included), sorted; [] if there is no table."""
+    """All rows of a Delta table (partition columns included), sorted; [] if there is no table yet (no
+    folder, or no commit in its log: a run killed before its first commit). Anything else (a log that
+    cannot be read, a missing column) is raised: an unreadable silver must not pass as an empty one."""
     try:
         table = DeltaTable(path)
-    except Exception:
+    except TableNotFoundError:
         return []
     reader = QueryBuilder().register("t", table).execute(f"SELECT {', '.join(columns)} FROM t")
     rows = pa.table(reader).to_pylist()  # an Arrow stream: DataFusion reads partition values and deletion vectors

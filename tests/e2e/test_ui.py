@@ -2,7 +2,8 @@
 
 Runs `backfill run` as a user would (its own process, PREFECT_API_URL pointing at the server), then
 opens the flow run in headless Chromium (Debian's package, driven by Playwright) and saves a
-screenshot for the README.
+screenshot of the page in ``out/`` (ignored by git). The README's picture, ``docs/ui-flow-run-artifacts.png``,
+is only replaced on purpose: ``make screenshot`` runs this test and copies it there.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = ROOT / "docs" / "ui-flow-run-artifacts.png"
+OUT = ROOT / "out"  # ignored by git; `make screenshot` publishes the screenshot to docs/
+SCREENSHOT = OUT / "ui-flow-run-artifacts.png"
 
 
 @pytest.fixture
@@ -95,14 +97,15 @@ def test_flow_run_page_shows_progress_table_and_calendar(prefect_server: Server,
                 page.get_by_text("Artifacts", exact=True).first.click()
                 page.get_by_text("backfill-demo-orders-progress").first.wait_for(timeout=60_000)
             except Exception:
-                page.screenshot(path="/tmp/ui-debug.png", full_page=True)
-                Path("/tmp/ui-debug.html").write_text(page.content())
+                OUT.mkdir(exist_ok=True)
+                page.screenshot(path=str(OUT / "ui-debug.png"), full_page=True)
+                (OUT / "ui-debug.html").write_text(page.content())
                 raise
             text = page.inner_text("body")
             assert "backfill-demo-orders-partitions" in text
             assert "backfill-demo-orders-calendar" in text
             assert "3 of 3 partitions (100%)" in text
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
             browser.close()
