@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
-from prefect_backfill.tables import TableSnapshot
+from prefect_backfill.snapshots import TableSnapshot
 
 __all__ = ["PerPartitionLimitEngine", "SleepEngine"]
 

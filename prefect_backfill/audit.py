@@ -19,7 +19,8 @@ from typing import Any
 from prefect_backfill.drift import DriftKind, target_drift
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import PartitionState, Status
-from prefect_backfill.tables import TableSnapshot, read_snapshot
+from prefect_backfill.snapshots import TableSnapshot
+from prefect_backfill.tables import read_snapshot
 
 __all__ = ["AuditReport", "Finding", "audit", "read_target"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from prefect_backfill.tables import TableSnapshot
+from prefect_backfill.snapshots import TableSnapshot
 
 __all__ = ["Drift", "DriftKind", "is_target_drift", "target_drift"]
 

@@ -42,8 +42,8 @@ from prefect_backfill.results import BackfillSummary, PartitionResult
 from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
+from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.submitting import Outcome, SubmitChunk, collect, submit
-from prefect_backfill.tables import TableSnapshot
 
 __all__ = ["run_prepared"]
 

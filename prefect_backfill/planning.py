@@ -15,7 +15,7 @@ from datetime import datetime
 from prefect_backfill.drift import target_drift
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
-from prefect_backfill.tables import TableSnapshot
+from prefect_backfill.snapshots import TableSnapshot
 
 __all__ = [
     "UNDONE",

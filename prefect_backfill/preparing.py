@@ -25,7 +25,7 @@ from prefect_backfill.planning import Plan, plan, without_held
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.request import BackfillRequest
 from prefect_backfill.settings import BackfillSettings, get_settings
-from prefect_backfill.tables import TableSnapshot
+from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["PreparedRun", "handed_over", "handing_over", "ledger_location", "prepare"]

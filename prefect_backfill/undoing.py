@@ -35,7 +35,8 @@ from prefect_backfill.planning import Status
 from prefect_backfill.preparing import ledger_location
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
-from prefect_backfill.tables import TableSnapshot, commits_touching, files_missing
+from prefect_backfill.snapshots import TableSnapshot
+from prefect_backfill.tables import commits_touching, files_missing
 from prefect_backfill.undo import LogFacts, RunWrite, UndoPlan, plan_undo, resolve_run, run_writes
 
 __all__ = ["PreparedUndo", "UndoOutcome", "carry_out", "commit_tag", "prepare_undo", "raise_if_refused"]

@@ -16,7 +16,7 @@ from prefect_backfill.errors import ConfigurationError
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
-from prefect_backfill.tables import TableSnapshot
+from prefect_backfill.snapshots import TableSnapshot
 
 __all__ = ["ChunkOutcome", "Engine", "TableInfo", "get_engine"]
 

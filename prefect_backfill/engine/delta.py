@@ -46,7 +46,8 @@ from prefect_backfill.errors import (
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
-from prefect_backfill.tables import TableSnapshot, partition_key, read_snapshot
+from prefect_backfill.snapshots import TableSnapshot, partition_key
+from prefect_backfill.tables import read_snapshot
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

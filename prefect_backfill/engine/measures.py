@@ -14,7 +14,7 @@ from prefect_backfill.engine.predicates import chunk_condition
 from prefect_backfill.errors import CheckFailedError
 from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline
-from prefect_backfill.tables import partition_key
+from prefect_backfill.snapshots import partition_key
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -22,7 +22,8 @@ from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.planning import PartitionState, Reprocess, Status, plan
 from prefect_backfill.registry import register
-from prefect_backfill.tables import PartitionFiles, TableSnapshot, read_snapshot
+from prefect_backfill.snapshots import PartitionFiles, TableSnapshot
+from prefect_backfill.tables import read_snapshot
 
 FP = "1:abc"
 T0 = datetime(2024, 7, 1, tzinfo=UTC)

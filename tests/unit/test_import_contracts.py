@@ -66,12 +66,6 @@ PROJECT_PACKAGES = (CORE, *ABOVE_CORE)
 # Known violations today: (pure module, the project module whose import loads it, forbidden package) -> why.
 # Another engineer is restructuring these; delete an entry when its violation is gone (its xfail says so).
 KNOWN_IMPURE: dict[tuple[str, str, str], str] = {
-    # tables.py holds both the TableSnapshot value (which planning and drift compare) and read_snapshot, which
-    # reads a Delta log with delta-rs (a lazy import): one value module and one reader would clear all four.
-    ("prefect_backfill.planning", "prefect_backfill.tables", "deltalake"): "planning imports tables.TableSnapshot",
-    ("prefect_backfill.drift", "prefect_backfill.tables", "deltalake"): "drift imports tables.TableSnapshot",
-    ("prefect_backfill.undo", "prefect_backfill.tables", "deltalake"): "undo imports planning (-> tables)",
-    ("prefect_backfill.calendar", "prefect_backfill.tables", "deltalake"): "calendar imports planning (-> tables)",
     # The canary's approval form is a Prefect RunInput, defined beside the pure selection of canary partitions.
     ("prefect_backfill.canary", "prefect_backfill.canary", "prefect"): "canary.CanaryDecision(prefect.input.RunInput)",
     # checks.aggregates compiles the checks into Spark columns (a lazy pyspark import): the engine's half.

@@ -116,7 +116,7 @@ def test_default_ledger_sits_beside_the_target_for_paths_and_uris() -> None:
 
 # -- the ledger against the tables' logs --------------------------------------------------------
 
-from prefect_backfill.tables import PartitionFiles, TableSnapshot  # noqa: E402
+from prefect_backfill.snapshots import PartitionFiles, TableSnapshot  # noqa: E402
 
 
 def recorded(key: str, digest: str | None = "d1", target_id: str = "t1", rows_out: int = 5) -> PartitionState:
