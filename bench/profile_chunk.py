@@ -70,7 +70,7 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     import bench.pipelines  # noqa: F401
     from bench.pipelines import PIPELINE_NAME
     from prefect_backfill.caching import PartitionCache
-    from prefect_backfill.engine.delta import SparkDeltaEngine
+    from prefect_backfill.engine import get_engine
     from prefect_backfill.engine.spark import get_spark
     from prefect_backfill.executing import ChunkExecutor as _Chunk
     from prefect_backfill.ledger import Ledger, LedgerEvent
@@ -85,7 +85,7 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     spark_s = time.perf_counter() - t0
     settings = get_settings()
     spec = get_pipeline(PIPELINE_NAME)
-    engine = SparkDeltaEngine.instance()
+    engine = get_engine()
     t0 = time.perf_counter()
     target_id = engine.ensure_target(spec).table_id or spec.target.location
     ensure_target_s = time.perf_counter() - t0  # creates the empty target: the first Delta write of a fresh JVM

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from prefect_backfill.demo import generate_orders, to_silver_orders, write_version_one
-    from prefect_backfill.engine.delta import SparkDeltaEngine
+    from prefect_backfill.engine import get_engine
     from prefect_backfill.partitions import Grain, partitions_between
     from prefect_backfill.pipeline import Pipeline, TableRef
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "diff+key": replace(base, diff=True, key=("order_id",)),
         "all": replace(base, diff=True, key=("order_id",), checks=checks),
     }
-    engine = SparkDeltaEngine.instance()
+    engine = get_engine()
     for pipeline in configs.values():  # warm-up: one of each, not measured
         engine.process_chunk(pipeline, parts, commit_tag=f"warm {time.time_ns()}")
     seconds: dict[str, list[float]] = {name: [] for name in configs}

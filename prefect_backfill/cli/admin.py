@@ -65,10 +65,10 @@ def demo(
     """Create the demo bronze table and the silver table version 1 wrote (once each), then backfill
     demo_orders version 2 over 2024-01-01 … 2024-06-30: three canaries first, then the rest, and the diff."""
     from prefect_backfill import demo as demo_module
-    from prefect_backfill.engine.delta import SparkDeltaEngine
+    from prefect_backfill.engine import get_engine
     from prefect_backfill.pipeline import TableRef
 
-    engine = SparkDeltaEngine.instance()
+    engine = get_engine()  # Spark, unless BACKFILL_ENGINE says otherwise
     if regenerate or not engine.describe(TableRef(demo_module.bronze_path())).exists:
         rows = demo_module.generate_orders(demo_module.bronze_path(), rows_per_day=rows_per_day)
         console.print(f"wrote {rows:,} bronze orders to {demo_module.bronze_path()}", highlight=False)

@@ -110,7 +110,7 @@ def _load(name: str) -> Engine:
     if name == "spark":
         from prefect_backfill.engine.delta import SparkDeltaEngine
 
-        return SparkDeltaEngine.instance()
+        return SparkDeltaEngine()
     module_name, _, attr = name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)

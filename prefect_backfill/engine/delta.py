@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from prefect_backfill import checks as checking
 from prefect_backfill.engine import ChunkOutcome, TableInfo
@@ -73,15 +73,8 @@ def _describe_path(location: str) -> TableInfo:
 
 
 class SparkDeltaEngine:
-    _instance: ClassVar[SparkDeltaEngine | None] = None
-    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def instance(cls) -> SparkDeltaEngine:
-        with cls._instance_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
+    """Spark + Delta. One per process, made by :func:`prefect_backfill.engine.get_engine` (the only
+    engine singleton): its session is the process's one Spark session."""
 
     def __init__(self) -> None:
         self._create_lock = threading.Lock()
