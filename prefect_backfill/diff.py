@@ -198,3 +198,21 @@ def run_diffs(events: Iterable[Mapping[str, Any]], run_id: str) -> list[Partitio
             key = str(event["partition"])
             found[key] = PartitionDiff.from_json(key, str(event["diff"]))
     return [found[k] for k in sorted(found)]
+
+
+def diffed_run(events: Sequence[Mapping[str, Any]], run_id: str | None, pipeline: str) -> str:
+    """The run whose diff ``backfill diff`` shows: ``run_id`` (the full id, or 8+ first characters of
+    exactly one run) among the runs that recorded a diff, else the latest of them."""
+    from prefect_backfill.errors import InvalidRequestError
+
+    runs = [e["run_id"] for e in events if e["status"] == "COMPLETE" and e.get("diff")]  # oldest first
+    if not runs:
+        raise InvalidRequestError(f"{pipeline}: no run has recorded a diff yet: run `backfill run {pipeline} …` first")
+    if run_id is None:
+        return str(runs[-1])
+    matches = sorted({r for r in runs if r == run_id or (len(run_id) >= 8 and r.startswith(run_id))})
+    if len(matches) != 1:
+        known = ", ".join(sorted(set(runs), key=runs.index)[-5:])
+        what = "matches several runs" if matches else "is not a run of this pipeline with a recorded diff"
+        raise InvalidRequestError(f"--run {run_id} {what}: give one of {known}")
+    return str(matches[0])

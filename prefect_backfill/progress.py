@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Eta", "estimate", "format_duration"]
+__all__ = ["Eta", "estimate", "format_duration", "wave_estimate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,15 @@ def estimate(remaining: int, durations: Sequence[float], concurrency: int, histo
     per_partition = statistics.median(samples)
     waves = math.ceil(remaining / max(1, concurrency))
     return Eta(remaining, waves * per_partition, f"{basis}, median {per_partition:.1f}s per partition")
+
+
+def wave_estimate(chunk_sizes: Sequence[int], concurrency: int, per_partition: float | None) -> float | None:
+    """Seconds for chunks of ``chunk_sizes`` partitions run ``concurrency`` at a time, each partition
+    taking ``per_partition`` (None: no history, no estimate): each wave lasts as long as its longest chunk."""
+    if per_partition is None:
+        return None
+    waves = [chunk_sizes[i : i + concurrency] for i in range(0, len(chunk_sizes), concurrency)]
+    return sum(max(per_partition * size for size in wave) for wave in waves)
 
 
 def format_duration(seconds: float) -> str:

@@ -36,7 +36,7 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
     """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
     they run in (one Spark job and one commit each) and how long it would take. Writes nothing."""
     from prefect_backfill.preparing import prepare
-    from prefect_backfill.progress import format_duration
+    from prefect_backfill.progress import format_duration, wave_estimate
 
     max_concurrency = request.max_concurrency
     prepared = prepare(request)
@@ -47,9 +47,7 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
     def chunk_seconds(size: int) -> float | None:
         return per_partition * size if per_partition is not None else None
 
-    # Chunks run in waves of max_concurrency: the estimate adds up each wave's longest chunk.
-    waves = [chunks[i : i + max_concurrency] for i in range(0, len(chunks), max_concurrency)]
-    eta = sum(max(per_partition * len(c) for c in wave) for wave in waves) if per_partition is not None else None
+    eta = wave_estimate([len(c) for c in chunks], max_concurrency, per_partition)
     if as_json:
         print(
             json.dumps(

@@ -24,8 +24,7 @@ def diff(
 ) -> None:
     """What a run changed: per partition it overwrote, rows and column sums before and after, and keys
     added, removed and changed when the pipeline declares a key. Reads only the ledger."""
-    from prefect_backfill.diff import run_diffs, table_rows, totals
-    from prefect_backfill.errors import InvalidRequestError
+    from prefect_backfill.diff import diffed_run, run_diffs, table_rows, totals
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.preparing import ledger_location
     from prefect_backfill.registry import get_pipeline
@@ -33,18 +32,7 @@ def diff(
 
     spec = get_pipeline(pipeline)
     events = Ledger(ledger_location(spec, get_settings())).events(pipeline).to_pylist()
-    runs = [e["run_id"] for e in events if e["status"] == "COMPLETE" and e.get("diff")]  # oldest first
-    if not runs:
-        raise InvalidRequestError(f"{pipeline}: no run has recorded a diff yet: run `backfill run {pipeline} …` first")
-    if run_id is None:
-        chosen = runs[-1]
-    else:
-        matches = sorted({r for r in runs if r == run_id or (len(run_id) >= 8 and r.startswith(run_id))})
-        if len(matches) != 1:
-            known = ", ".join(sorted(set(runs), key=runs.index)[-5:])
-            what = "matches several runs" if matches else "is not a run of this pipeline with a recorded diff"
-            raise InvalidRequestError(f"--run {run_id} {what}: give one of {known}")
-        chosen = matches[0]
+    chosen = diffed_run(events, run_id, pipeline)
     diffs = run_diffs(events, chosen)
     if as_json:
         print(

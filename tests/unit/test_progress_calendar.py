@@ -3,7 +3,7 @@ from datetime import datetime
 from prefect_backfill.calendar import Cell, build_grid, cell_of, render_markdown
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.planning import PartitionState, Status
-from prefect_backfill.progress import estimate, format_duration
+from prefect_backfill.progress import estimate, format_duration, wave_estimate
 
 FP = "2:abc"
 
@@ -96,3 +96,10 @@ def test_bad_windows_say_how_to_fix_them() -> None:
         resolve_deadline("06:00", "Mars/Olympus", now)
     with pytest.raises(InvalidRequestError, match="neither a time of day"):
         resolve_deadline("dawn", "UTC", now)
+
+
+def test_a_plan_estimate_adds_up_each_waves_longest_chunk() -> None:
+    """`backfill plan`'s estimate: chunks of 3, 1, 2, 2 partitions two at a time, 10 s a partition."""
+    assert wave_estimate([3, 1, 2, 2], 2, 10.0) == 30.0 + 20.0
+    assert wave_estimate([3, 1], 2, None) is None  # no history, no estimate
+    assert wave_estimate([], 2, 10.0) == 0
