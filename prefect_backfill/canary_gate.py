@@ -10,40 +10,30 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.logging import get_run_logger
 
 from prefect_backfill import stopping
-from prefect_backfill.caching import PartitionCache
 from prefect_backfill.canary import CanaryDecision, Decision, gate_summary, local_gate
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.partitions import Partition
-from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import artifact_key
 from prefect_backfill.settings import get_settings
-from prefect_backfill.submitting import Outcome, SubmitChunk, collect, submit
+from prefect_backfill.submitting import RunContext, collect, submit
 
 __all__ = ["canaries_pass"]
 
 
 def canaries_pass(
-    prepared: PreparedRun,
-    canaries: Sequence[Partition],
-    total: int,
-    submit_chunk: SubmitChunk,
-    cache: PartitionCache,
-    target_id: str,
-    run_id: str,
-    slots: int,
-    lost: Callable[[], bool],
-    out: Outcome,
+    ctx: RunContext, canaries: Sequence[Partition], total: int, slots: int, lost: Callable[[], bool]
 ) -> bool:
     """The canary gate (:mod:`prefect_backfill.canary`): write the canaries, each in its own chunk,
     publish what they changed, and ask. False stops the run (``out.gate`` says why)."""
     logger = get_run_logger()
+    prepared, run_id, out = ctx.prepared, ctx.run_id, ctx.out
     request, pipeline = prepared.request, prepared.pipeline
     keys = [p.key for p in canaries]
     logger.info("canary partitions first: %s", ", ".join(keys))
     sizes = prepared.source.partitions if prepared.source is not None else {}
     chunks = [Chunk((p,), sizes[p.key].size_bytes if p.key in sizes else 0) for p in canaries]
-    collect(prepared, chunks, submit(prepared, chunks, submit_chunk, cache, target_id, run_id, slots, lost), out)
+    collect(ctx, submit(ctx, chunks, slots, lost))
     first = set(keys)
     failed = [k for k, _ in out.failed if k in first]
     if stopping.requested() is not None:

@@ -43,7 +43,7 @@ from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.runners import task_runner
 from prefect_backfill.settings import get_settings
 from prefect_backfill.snapshots import TableSnapshot
-from prefect_backfill.submitting import Outcome, SubmitChunk, collect, submit
+from prefect_backfill.submitting import Outcome, RunContext, collect, submit
 
 __all__ = ["run_prepared"]
 
@@ -83,7 +83,8 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
                             future: PrefectFuture[Any] = runner.submit(chunk_task, {"job": job})
                             return future
 
-                        the_plan = _claim_and_run(prepared, the_plan, submit_chunk, cache, target_id, run_id, out)
+                        ctx = RunContext(prepared, run_id, target_id, cache, submit_chunk, out)
+                        the_plan = _claim_and_run(ctx, the_plan)
             stop = stopping.requested()
             if stop is not None:
                 out.stopped, out.stop_code = stop.name, stop.exit_code
@@ -202,21 +203,14 @@ def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
     return drift is None
 
 
-def _claim_and_run(
-    prepared: PreparedRun,
-    the_plan: Plan,
-    submit_chunk: SubmitChunk,
-    cache: PartitionCache,
-    target_id: str,
-    run_id: str,
-    out: Outcome,
-) -> Plan:
+def _claim_and_run(ctx: RunContext, the_plan: Plan) -> Plan:
     """Step 2, then 3-5: take a lease, claim what no live run holds and the cap's free slots, run it;
     the plan actually run (without the partitions left to others) is returned.
 
     The lease is renewed by a heartbeat for as long as this runs and ended when it returns or raises
     (Ctrl-C included); a killed process's lease dies with it (see :mod:`prefect_backfill.leases`)."""
     logger = get_run_logger()
+    prepared, run_id, out = ctx.prepared, ctx.run_id, ctx.out
     request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
     settings = get_settings()
 
@@ -232,7 +226,7 @@ def _claim_and_run(
         canaries = prepared.canaries(mine.to_run)
         if canaries:
             total = len(mine.to_run)
-            if not canaries_pass(prepared, canaries, total, submit_chunk, cache, target_id, run_id, slots, lost, out):
+            if not canaries_pass(ctx, canaries, total, slots, lost):
                 written_first = set(canaries)
                 out.not_started.extend(p.key for p in mine.to_run if p not in written_first)
                 return
@@ -245,8 +239,7 @@ def _claim_and_run(
             f"{request.chunk_mb:g}",
             request.chunk_partitions,
         )
-        futures = submit(prepared, chunks, submit_chunk, cache, target_id, run_id, slots, lost)
-        collect(prepared, chunks, futures, out)
+        collect(ctx, submit(ctx, chunks, slots, lost))
 
     if not settings.coordinate:
         record_claims(the_plan)

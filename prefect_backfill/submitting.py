@@ -29,7 +29,7 @@ from prefect_backfill.results import ChunkResult
 from prefect_backfill.settings import get_settings
 from prefect_backfill.window import resolve_deadline
 
-__all__ = ["Outcome", "SubmitChunk", "collect", "submit"]
+__all__ = ["Outcome", "RunContext", "SubmitChunk", "collect", "submit"]
 
 #: Starts one chunk's task run on the run's task runner (thread pool or Dask) and returns its future.
 SubmitChunk = Callable[[ChunkJob], PrefectFuture[Any]]
@@ -48,6 +48,20 @@ class Outcome:
     stop_code: int | None = None  # and the exit code it means
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one run's execution shares (the gate, the submission, the collection): the
+    prepared run, its id, the target's identity, the cache records' store, how a chunk is started, and
+    the outcome the steps add to."""
+
+    prepared: PreparedRun
+    run_id: str
+    target_id: str
+    cache: PartitionCache
+    submit_chunk: SubmitChunk
+    out: Outcome
+
+
 @dataclass
 class _Submitted:
     """A chunk as submitted (possibly shrunk to fit the window) and its future; None if not started."""
@@ -57,19 +71,11 @@ class _Submitted:
     left: tuple[str, ...] = ()  # partitions of the chunk not started (window)
 
 
-def submit(
-    prepared: PreparedRun,
-    chunks: Sequence[Chunk],
-    submit_chunk: SubmitChunk,
-    cache: PartitionCache,
-    target_id: str,
-    run_id: str,
-    limit: int,
-    lost: Callable[[], bool],
-) -> list[_Submitted]:
+def submit(ctx: RunContext, chunks: Sequence[Chunk], limit: int, lost: Callable[[], bool]) -> list[_Submitted]:
     """Step 4: submit chunk after chunk, never more than ``limit`` in flight; stop at the window's end
     or when the run's lease is lost; shrink a chunk that would not fit before the window closes."""
     logger = get_run_logger()
+    prepared, cache, run_id, target_id = ctx.prepared, ctx.cache, ctx.run_id, ctx.target_id
     request, pipeline = prepared.request, prepared.pipeline
     settings = get_settings()
     deadline = resolve_deadline(request.window_end, request.timezone, window.clock(), past_ok=True)
@@ -111,7 +117,7 @@ def submit(
                 logger.info("chunk %s shrunk to %s to fit before the window closes", chunk.span, run_now.span)
             begun = time.perf_counter()
             try:
-                future = submit_chunk(
+                future = ctx.submit_chunk(
                     ChunkJob(
                         pipeline=pipeline.name,
                         partitions=tuple(run_now.keys),
@@ -211,8 +217,9 @@ class _HardStop:
         self._stop.set()
 
 
-def collect(prepared: PreparedRun, chunks: Sequence[Chunk], submitted: Sequence[_Submitted], out: Outcome) -> None:
+def collect(ctx: RunContext, submitted: Sequence[_Submitted]) -> None:
     """Step 5: every chunk's per-partition outcomes into the run's outcome."""
+    out = ctx.out
     for entry in submitted:
         out.not_started.extend(entry.left)
         if entry.future is None:
@@ -235,4 +242,4 @@ def collect(prepared: PreparedRun, chunks: Sequence[Chunk], submitted: Sequence[
             out.bookkeeping.append(partition.bookkeeping_s)
         out.failed.extend(result.failed)
         out.not_started.extend(result.not_started)
-    prepared.ledger.compact()
+    ctx.prepared.ledger.compact()
