@@ -55,6 +55,10 @@ PURE_MODULES: dict[str, str] = {
     "ETA": "prefect_backfill.progress",
     "canary selection": "prefect_backfill.canary",
     "checks' definitions": "prefect_backfill.checks",
+    "the request": "prefect_backfill.request",  # the CLI builds its options from it at start-up
+    "table snapshots": "prefect_backfill.snapshots",
+    "run results": "prefect_backfill.results",
+    "the window": "prefect_backfill.window",
 }
 # Top-level packages a pure module may not load: Prefect (and its Dask runner), Spark (pyspark, and delta-spark,
 # whose package is `delta`), delta-rs.
