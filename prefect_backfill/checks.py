@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from prefect_backfill.errors import PipelineDefinitionError
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 __all__ = [
     "Check",
@@ -36,7 +36,6 @@ __all__ = [
     "NotNull",
     "RowRatio",
     "Unique",
-    "aggregates",
     "evaluate",
     "validate",
 ]
@@ -206,28 +205,6 @@ def validate(
                 ) from None
 
 
-def aggregates(checks: Sequence[Check]) -> list[Column]:
-    """The aggregate columns the grouped count adds for ``checks`` (aliases ``_bf_c<i>_…``)."""
-    from pyspark.sql import functions as F
-
-    out: list[Column] = []
-    for i, check in enumerate(checks):
-        if isinstance(check, NotNull):
-            any_null = F.lit(False)
-            for column in check.columns_:
-                any_null = any_null | F.col(column).isNull()
-            out.append(F.sum(F.when(any_null, 1).otherwise(0)).alias(f"_bf_c{i}_bad"))
-        elif isinstance(check, Unique):
-            keyed = F.lit(True)
-            for column in check.columns_:
-                keyed = keyed & F.col(column).isNotNull()
-            out.append(F.sum(F.when(keyed, 1).otherwise(0)).alias(f"_bf_c{i}_keyed"))
-            out.append(F.count_distinct(*[F.col(c) for c in check.columns_]).alias(f"_bf_c{i}_distinct"))
-        elif isinstance(check, Expect):
-            out.append(F.sum(F.when(~F.expr(check.expression), 1).otherwise(0)).alias(f"_bf_c{i}_bad"))
-    return out
-
-
 def evaluate(
     checks: Sequence[Check],
     partition: str,
@@ -236,7 +213,8 @@ def evaluate(
     values: Mapping[str, Any],
 ) -> list[Failure]:
     """Which of ``checks`` partition ``partition`` fails, from its aggregated ``values`` (see
-    :func:`aggregates`). :class:`Custom` checks are evaluated by the engine, not here."""
+    :func:`prefect_backfill.engine.measures.aggregates`). :class:`Custom` checks are evaluated by the
+    engine, not here."""
     failures: list[Failure] = []
     for i, check in enumerate(checks):
         if isinstance(check, RowRatio):

@@ -20,10 +20,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefect_backfill import checks as checking
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.commits import committed_digests, find_commit
-from prefect_backfill.engine.measures import check_chunk, chunk_diff, summed_columns
+from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.predicates import (
     chunk_condition,
     chunk_predicate,
@@ -217,7 +216,7 @@ class SparkDeltaEngine:
                     .agg(
                         F.count(F.lit(1)).alias("_bf_n"),
                         *[F.sum(F.col(c)).alias(f"_bf_s{i}") for i, c in enumerate(summed)],
-                        *checking.aggregates(pipeline.checks),
+                        *aggregates(pipeline.checks),
                     )
                     .collect()
                 )

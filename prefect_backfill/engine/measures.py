@@ -17,9 +17,9 @@ from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.snapshots import partition_key
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
-__all__ = ["check_chunk", "chunk_diff", "key_changes", "summed_columns"]
+__all__ = ["aggregates", "check_chunk", "chunk_diff", "key_changes", "summed_columns"]
 
 
 def summed_columns(pipeline: Pipeline, output: DataFrame) -> tuple[str, ...]:
@@ -147,3 +147,26 @@ def key_changes(
 def _number(value: Any) -> float | None:
     """A sum as a JSON-friendly number (Spark returns Decimal for decimal columns)."""
     return None if value is None else float(value)
+
+
+def aggregates(checks: Sequence[checking.Check]) -> list[Column]:
+    """The aggregate columns the grouped count adds for ``checks`` (aliases ``_bf_c<i>_…``): the Spark half
+    of the checks, whose definitions and verdicts (:mod:`prefect_backfill.checks`) load no Spark."""
+    from pyspark.sql import functions as F
+
+    out: list[Column] = []
+    for i, check in enumerate(checks):
+        if isinstance(check, checking.NotNull):
+            any_null = F.lit(False)
+            for column in check.columns_:
+                any_null = any_null | F.col(column).isNull()
+            out.append(F.sum(F.when(any_null, 1).otherwise(0)).alias(f"_bf_c{i}_bad"))
+        elif isinstance(check, checking.Unique):
+            keyed = F.lit(True)
+            for column in check.columns_:
+                keyed = keyed & F.col(column).isNotNull()
+            out.append(F.sum(F.when(keyed, 1).otherwise(0)).alias(f"_bf_c{i}_keyed"))
+            out.append(F.count_distinct(*[F.col(c) for c in check.columns_]).alias(f"_bf_c{i}_distinct"))
+        elif isinstance(check, checking.Expect):
+            out.append(F.sum(F.when(~F.expr(check.expression), 1).otherwise(0)).alias(f"_bf_c{i}_bad"))
+    return out

@@ -72,8 +72,6 @@ PROJECT_PACKAGES = (CORE, *ABOVE_CORE)
 KNOWN_IMPURE: dict[tuple[str, str, str], str] = {
     # The canary's approval form is a Prefect RunInput, defined beside the pure selection of canary partitions.
     ("prefect_backfill.canary", "prefect_backfill.canary", "prefect"): "canary.CanaryDecision(prefect.input.RunInput)",
-    # checks.aggregates compiles the checks into Spark columns (a lazy pyspark import): the engine's half.
-    ("prefect_backfill.checks", "prefect_backfill.checks", "pyspark"): "checks.aggregates builds pyspark columns",
 }
 # Known violations today: (core module, the module above the core it imports) -> why.
 # (`backfill run` loads the flow by the entrypoint prefect.yaml deploys, run_state.load_flow, as a worker does.)
