@@ -15,7 +15,6 @@ from prefect_backfill.chunking import Chunk
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.partitions import Partition
 from prefect_backfill.reporting import artifact_key
-from prefect_backfill.settings import get_settings
 from prefect_backfill.submitting import RunContext, collect, submit
 
 __all__ = ["canaries_pass"]
@@ -61,7 +60,9 @@ def canaries_pass(
                 decision = ask(text)
             else:
                 summary = gate_summary(pipeline.name, diffs, max(0, total - len(keys)), _artifact_url(artifact_id))
-                decision = _pause_for_approval(request.canary_timeout_s, len(keys), summary)
+                decision = _pause_for_approval(
+                    request.canary_timeout_s, len(keys), summary, prepared.settings.canary_poll_seconds
+                )
     except stopping.Interrupted:
         stop = stopping.requested()
         decision = Decision(False, stop.said if stop is not None else "a signal")
@@ -86,7 +87,7 @@ def _artifact_url(artifact_id: object) -> str | None:
     return f"{str(ui).rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
 
 
-def _pause_for_approval(timeout_s: int, canaries: int, summary: str) -> Decision:
+def _pause_for_approval(timeout_s: int, canaries: int, summary: str, poll_seconds: float) -> Decision:
     """Pause the flow run with the approval form on its page, ``summary`` as the form's description; the
     answer (or the timeout) decides."""
     from prefect.exceptions import FlowPauseTimeout
@@ -102,7 +103,7 @@ def _pause_for_approval(timeout_s: int, canaries: int, summary: str) -> Decision
         answer = pause_flow_run(
             wait_for_input=CanaryDecision.with_initial_data(description=summary),
             timeout=timeout_s,
-            poll_interval=max(1, int(get_settings().canary_poll_seconds)),
+            poll_interval=max(1, int(poll_seconds)),
             key="canary",
         )
     except FlowPauseTimeout:

@@ -41,7 +41,6 @@ from prefect_backfill.reporting import artifact_key, publish_diff_artifact, publ
 from prefect_backfill.results import BackfillSummary, PartitionResult
 from prefect_backfill.run_state import ServerSideEnd
 from prefect_backfill.runners import task_runner
-from prefect_backfill.settings import get_settings
 from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.submitting import Outcome, RunContext, collect, submit
 
@@ -65,19 +64,19 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         # Ctrl-C or a worker's SIGTERM: no new chunk, the Spark work in flight cancelled (see stopping).
         with (
             stopping.stop_on_signals(lambda _: get_engine().cancel(pipeline)),
-            ServerSideEnd(str(flow_run.id) if flow_run.id else None, get_settings().state_poll_seconds),
+            ServerSideEnd(str(flow_run.id) if flow_run.id else None, prepared.settings.state_poll_seconds),
         ):
             if stopping.requested() is not None:  # stopped before it began (while Prefect started the flow)
                 out.not_started.extend(p.key for p in the_plan.to_run)
             else:
                 target = get_engine().ensure_target(pipeline)
                 target_id = target.table_id or pipeline.target.location
-                cache = PartitionCache.from_settings(get_settings())
+                cache = PartitionCache.from_settings(prepared.settings)
                 the_plan = _serve_cached(prepared, the_plan, cache, target_id, run_id, out)
                 if the_plan.to_run:
                     # The task runner is chosen now, by this call's settings (never at import), and only
                     # started when there is work: a Dask cluster costs seconds.
-                    with task_runner(get_settings(), api_url=_api_url()) as runner:
+                    with task_runner(prepared.settings, api_url=_api_url()) as runner:
 
                         def submit_chunk(job: ChunkJob) -> PrefectFuture[Any]:
                             future: PrefectFuture[Any] = runner.submit(chunk_task, {"job": job})
@@ -212,7 +211,7 @@ def _claim_and_run(ctx: RunContext, the_plan: Plan) -> Plan:
     logger = get_run_logger()
     prepared, run_id, out = ctx.prepared, ctx.run_id, ctx.out
     request, pipeline, ledger = prepared.request, prepared.pipeline, prepared.ledger
-    settings = get_settings()
+    settings = prepared.settings
 
     def record_claims(mine: Plan) -> None:
         ledger.record(

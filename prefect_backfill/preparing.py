@@ -55,6 +55,8 @@ class PreparedRun:
     source: TableSnapshot | None = None  # the source's partitions from its log, when planned
     target: TableSnapshot | None = None  # the target's, likewise (exists=False before its first run)
     planned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The settings it was prepared with: every later step of the run reads these, not the environment again.
+    settings: BackfillSettings = field(default_factory=get_settings)
 
     def chunks(self, to_run: Sequence[Partition], slots: int) -> list[Chunk]:
         """How ``to_run`` is executed with ``slots`` in flight: chunks packed by the source's bytes
@@ -68,7 +70,7 @@ class PreparedRun:
             max_partitions=self.request.chunk_partitions if self.pipeline.partition_local else 1,
             concurrency=slots,
             newest_first=self.request.newest_first,
-            min_share_bytes=int(get_settings().chunk_min_share_mb * 1024 * 1024),
+            min_share_bytes=int(self.settings.chunk_min_share_mb * 1024 * 1024),
         )
 
     def canaries(self, to_run: Sequence[Partition]) -> list[Partition]:
@@ -170,5 +172,14 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
         keys = tuple(parse_partition_key(k, pipeline.grain).key for k in request.canary_partitions)
         pick_canaries(the_plan.to_run, 0, keys)
     return PreparedRun(
-        request, pipeline, tuple(partitions), ledger, the_plan, tuple(history[-200:]), source, target, planned_at
+        request,
+        pipeline,
+        tuple(partitions),
+        ledger,
+        the_plan,
+        tuple(history[-200:]),
+        source,
+        target,
+        planned_at,
+        settings,
     )

@@ -26,7 +26,6 @@ from prefect_backfill.executing import ChunkJob
 from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import ProgressReporter
 from prefect_backfill.results import ChunkResult
-from prefect_backfill.settings import get_settings
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["Outcome", "RunContext", "SubmitChunk", "collect", "submit"]
@@ -77,7 +76,7 @@ def submit(ctx: RunContext, chunks: Sequence[Chunk], limit: int, lost: Callable[
     logger = get_run_logger()
     prepared, cache, run_id, target_id = ctx.prepared, ctx.cache, ctx.run_id, ctx.target_id
     request, pipeline = prepared.request, prepared.pipeline
-    settings = get_settings()
+    settings = prepared.settings
     deadline = resolve_deadline(request.window_end, request.timezone, window.clock(), past_ok=True)
     hard_stop = deadline + timedelta(seconds=settings.window_grace) if deadline is not None else None
     if deadline is not None:
