@@ -94,29 +94,3 @@ bench_events_hourly = register(
         description="hourly events (5-20 rows per hour) -> silver",
     )
 )
-
-
-def _identity(df: DataFrame) -> DataFrame:
-    return df
-
-
-# For BACKFILL_ENGINE=bench.engines:SleepEngine (orchestration alone): nothing is read or written but
-# the ledger, beside a target folder that is never created.
-def _noop(grain: Grain) -> Pipeline:
-    noop = get_settings().data_dir / "noop"
-    return register(
-        Pipeline(
-            name=f"bench_noop_{grain.value}",
-            source=TableRef(str((noop / "source").resolve())),
-            target=TableRef(str((noop / grain.value).resolve())),
-            partition_column="p",
-            transform=_identity,
-            version="1",
-            grain=grain,
-            description=f"no-op {grain.value} partitions (SleepEngine)",
-        )
-    )
-
-
-bench_noop_day = _noop(Grain.DAY)
-bench_noop_hour = _noop(Grain.HOUR)

@@ -116,7 +116,7 @@ def end_of(start: str, days: int) -> str:
 
 
 def sleep_env(seconds: float, **extra: str) -> dict[str, str]:
-    return {"BACKFILL_ENGINE": "bench.engines:SleepEngine", "BENCH_PARTITION_SECONDS": str(seconds), **extra}
+    return {"BACKFILL_ENGINE": "prefect_backfill.testing:SleepEngine", "BENCH_PARTITION_SECONDS": str(seconds), **extra}
 
 
 def flow_argv(pipeline: str, start: str, end: str, concurrency: int, chunk: int = 1, *more: str) -> tuple[str, ...]:
@@ -173,7 +173,7 @@ def plan_runs(p: Params) -> list[Run]:
             "anti-pattern: a global limit (2) acquired per partition",
             flow_argv("bench_noop_day", START, end_of(START, p.per_partition_partitions), 2),
             {
-                "BACKFILL_ENGINE": "bench.engines:PerPartitionLimitEngine",
+                "BACKFILL_ENGINE": "prefect_backfill.testing:PerPartitionLimitEngine",
                 "BENCH_PARTITION_SECONDS": str(p.cap_seconds),
                 "BENCH_PER_PARTITION_LIMIT": "2",
                 "BACKFILL_COORDINATE": "false",
@@ -287,7 +287,7 @@ def base_env(data_folder: Path, prefect_home: Path) -> dict[str, str]:
     env.update(
         JAVA_HOME=JAVA_HOME,
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        BACKFILL_PIPELINE_MODULES="bench.pipelines",
+        BACKFILL_PIPELINE_MODULES="bench.pipelines,prefect_backfill.testing.pipelines",
         BACKFILL_CACHE_DIR=cache_dir,
         BACKFILL_DATA_DIR=str(data_folder / "data"),
         BACKFILL_RESULT_STORAGE_PATH=str(data_folder / "results"),

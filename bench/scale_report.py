@@ -207,7 +207,7 @@ def _cap_section(d: dict[str, Any], results: dict[str, Any]) -> list[str]:
         f"max_concurrency 2, thread pool. *bare*: `BACKFILL_COORDINATE=false` (no cap, no claims); *shared cap*: "
         "the default (claims under a short lock, then one slot grant of the global limit "
         "`backfill-bench_noop_day` held for the whole run); *per partition*: the anti-pattern, a global limit "
-        "of 2 acquired and released around every partition (`bench.engines:PerPartitionLimitEngine`, "
+        "of 2 acquired and released around every partition (`prefect_backfill.testing:PerPartitionLimitEngine`, "
         f"coordination off), {params['per_partition_partitions']} partitions. "
         f"Bare and shared ran {params['cap_repeats']}× each, alternating; the median counts.",
         "",
@@ -454,7 +454,7 @@ def render_markdown(results: dict[str, Any], plot_name: str = "scale-benchmarks.
         "except the hourly steps, which share one on purpose. *Flow time* is the flow's own `duration_s` (flow "
         "function entry to summary); *whole call* adds starting the embedded server and the flow run's own "
         "bookkeeping; *process wall* is the subprocess from start to exit. No-op partitions use "
-        "`BACKFILL_ENGINE=bench.engines:SleepEngine`.",
+        "`BACKFILL_ENGINE=prefect_backfill.testing:SleepEngine`.",
         "",
         "**Rerun.** `make bench-scale` (or `.venv/bin/python bench/scale.py`, ~30 min here; `--quick` for a smoke "
         "run of ~10 min, as each process pays ~20–30 s of imports and embedded-server start on this machine; "

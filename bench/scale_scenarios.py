@@ -104,13 +104,13 @@ def _ledger_breakdown(pipeline: str) -> dict[str, float | int]:
 def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     """The engine called in a plain loop; with ``--ledger`` also the task's two ledger appends
     (RUNNING not waited for, COMPLETE waited for), i.e. a one-partition chunk's task body without Prefect."""
-    from bench.engines import SleepEngine
     from prefect_backfill.ledger import Ledger, LedgerEvent
     from prefect_backfill.partitions import partitions_between
     from prefect_backfill.planning import Status
     from prefect_backfill.registry import get_pipeline
     from prefect_backfill.request import ledger_location
     from prefect_backfill.settings import get_settings
+    from prefect_backfill.testing import SleepEngine
 
     spec = get_pipeline(args.pipeline)
     parts = partitions_between(args.start, args.end, spec.grain)
