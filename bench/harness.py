@@ -1,21 +1,14 @@
-"""Measuring one scenario process from outside: its wall time, the peak RSS of its process tree, the CPU it
+"""One scenario process measured from outside: its wall time, the peak RSS of its process tree, the CPU it
 and everything else used meanwhile, and the load around it.
 
-Each scenario is its own process (``python -m bench.child KIND …``: a fresh interpreter, a fresh JVM), so its
-peak RSS compares with the others'; sampling from here keeps the measurement out of the measured process.
-The tree is the scenario plus its descendants (the Spark JVM, Prefect's temporary server, Dask workers).
-Two corrections keep the RSS sum honest:
-
-* A process that the JVM (or Python) is forking shows its *parent's* address space until it execs: same
-  virtual size, same RSS. The JVM forks helpers while it writes (Hadoop's shell commands), so a naive sum
-  sometimes counts the JVM twice (seen: +1.4 GiB on one sample of the seed run). A child whose virtual size
-  equals its parent's is such a fork image and is counted once, as its parent.
-* Sums of RSS still count pages shared between distinct processes more than once; that is the same for
-  every scenario.
-
-The machine is shared (2 cores): before each scenario :class:`Quiet` waits for the load and the CPU use to
-fall, and every result records what others used while it ran (``others_cpu_pct``: the machine's busy CPU
-minus this tree's, approximate).
+Each scenario is its own process (``python -m bench.child KIND …``: a fresh interpreter and JVM), so peak RSS
+compares across scenarios; sampling from here keeps the measurement out of the measured process. The tree is
+the scenario plus its descendants (the JVM, Prefect's temporary server, Dask workers). A child whose virtual
+size equals its parent's is a fork image not yet exec'd (the JVM forks Hadoop's shell helpers while it writes:
+a naive sum once counted it twice, +1.4 GiB) and counts once, as its parent; pages shared between distinct
+processes still count more than once, alike for every scenario. The machine is shared (2 cores): before each
+scenario :class:`Quiet` waits for the load and the CPU use to fall, and each result records what others used
+while it ran (``others_cpu_pct``: the machine's busy CPU minus this tree's, approximate).
 """
 
 from __future__ import annotations

@@ -120,21 +120,17 @@ def _profile(page: Page, run: Result | None) -> None:
     if alternatives := run.get("alternatives_s"):
         page.add("profile_alternatives", rows=rows([k, f"{v * 1000:.1f}"] for k, v in alternatives.items()))
     if crc := run.get("crc_threshold_raised"):
-        raised, last = crc["median_s"], [r["total"] for r in sizes[keys[0]].get("runs", [])][-5:]
-        counts = sorted(len(j) for j in crc.get("spark_jobs") or [])
-        snapshot_jobs = [sum("Compute snapshot" in job[0] for job in j) for j in crc.get("spark_jobs") or []]
-        jobs = f", {statistics.median(counts):g} Spark jobs per chunk" if counts else ""
-        jobs += f", {statistics.median(snapshot_jobs):g} of them `Compute snapshot`" if snapshot_jobs else ""
-        earlier = " (the last 5 of the 1-day chunks measured above, earlier on the same JVM: median {:.0f} ms)"
-        page.add(
-            "profile_crc",
-            conf=crc["conf"],
-            repeats=crc["repeats"],
-            total=raised.get("total", 0) * 1000,
-            write=raised.get("replaceWhere write + commit", 0) * 1000,
-            jobs=jobs,
-            last=earlier.format(statistics.median(last) * 1000) if last else "",
+        millis, last = (
+            {k: v * 1000 for k, v in crc["median_s"].items()},
+            [r["total"] for r in sizes[keys[0]]["runs"]][-5:],
         )
+        counts = sorted(len(j) for j in crc.get("spark_jobs") or [])
+        snapshots = [sum("Compute snapshot" in job[0] for job in j) for j in crc.get("spark_jobs") or []]
+        jobs = page.text("profile_crc_jobs", n=statistics.median(counts)) if counts else ""
+        jobs += page.text("profile_crc_snapshots", n=statistics.median(snapshots)) if snapshots else ""
+        last_text = " " + page.text("profile_crc_last", ms=statistics.median(last) * 1000) if last else ""
+        write = millis.get("replaceWhere write + commit", 0)
+        page.add("profile_crc", crc=crc, total=millis.get("total", 0), write=write, jobs=jobs, last=last_text)
     if whole := run.get("whole_range_s"):
         timings = "; ".join(f"{k} **{v:.2f}**" for k, v in whole.items() if k != "days")
         ensure = run.get("ensure_target_s")

@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(source.read_text())
     suite = scale.SUITE if "scale" in results.get("command", "") else run.SUITE
     results["targets"] = suite.targets(results)
-    suite.render(results, suite.docs)
-    print(f"rendered {suite.docs} from {source}")
+    docs = source.parent / suite.docs.name if results["params"].get("quick") else suite.docs  # smoke runs stay out
+    suite.render(results, docs)
+    print(f"rendered {docs} from {source}")
     return 0
 
 

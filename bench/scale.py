@@ -8,9 +8,8 @@
 3. ``speedup``: speedup vs max_concurrency 1/2/4/8 for I/O-bound (sleeping) and real Spark + Delta partitions;
 4. ``hourly``: 43,848 hourly partitions (5 years): plan, run in chunks, plan again, resume.
 
-Runs meant to measure a Prefect task run *per partition* (cap, orch thread/Dask, speedup) pass
-``chunk_partitions=1``; the chunked runs (orch ``chunked``, hourly) keep the defaults. Every scenario starts
-from its own copy of one migrated Prefect database; one disturbed by other processes is measured again.
+Runs that measure a Prefect task run *per partition* pass ``chunk_partitions=1``; each scenario starts from
+its own copy of one migrated Prefect database; one disturbed by other processes is measured again.
 """
 
 from __future__ import annotations
