@@ -84,11 +84,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Against the seed and the single job (docs/benchmarks.md; `$(PY) bench/run.py --quick` for a smoke run of every
+# scenario at its smallest size, written under bench/out/quick/; options in bench/driver.py).
 bench: setup
 	$(PY) bench/run.py
 
 # Scale: shared cap cost, orchestration cost per partition, speedup vs concurrency, 43,848 hourly
-# partitions (docs/scale-benchmarks.md; ~25 min; `$(PY) bench/scale.py --quick` for a smoke run).
+# partitions (docs/scale-benchmarks.md; ~25 min; `$(PY) bench/scale.py --quick` for a smoke run under bench/out/scale/quick/).
 bench-scale: setup
 	$(PY) bench/scale.py
 

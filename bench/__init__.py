@@ -1,5 +1,13 @@
-"""Benchmark harness for prefect-backfill: the seed controller, the package, and the 'wrong approach'.
+"""Benchmark harness for prefect-backfill: the package against the seed controller and the single job
+(``bench/run.py``, ``make bench``), and at scale (``bench/scale.py``, ``make bench-scale``).
 
-A package (not loose scripts) so that scenario subprocesses can import ``bench.pipelines`` through
-``BACKFILL_PIPELINE_MODULES`` exactly as a user's pipeline module would be imported.
+- ``harness``: one scenario process measured from outside (time, RSS of its tree, CPU, load); ``driver``:
+  a group's scenarios run one after another into ``results.json`` and its page;
+- ``run``, ``scale``: the two groups' scenarios (sizes, plan, targets); ``child``: the measured process
+  (``python -m bench.child KIND``), with ``readback``, ``profile_chunk``, ``trust_cost``, ``seed`` (the seed
+  port), ``datagen`` and ``pipelines`` (imported through ``BACKFILL_PIPELINE_MODULES`` like a user's);
+- ``render``: the one renderer (words in ``templates/``), with ``page_benchmarks`` and ``page_scale``;
+- ``crash_matrix``: the crash-recovery test's harness, run many times.
+
+The engines without data work that tests and benchmarks share are in :mod:`prefect_backfill.testing`.
 """

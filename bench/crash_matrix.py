@@ -48,30 +48,28 @@ HEADER += f"{'rerun s':>7} {'trial s':>7}  ok"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="kill -9 the backfill CLI at random points; a plain rerun must repair")
-    parser.add_argument("--trials", type=int, default=30, help="number of kill + rerun trials (default 30)")
-    parser.add_argument("--seed", type=int, default=20261126, help="kill points and bronze contents (default fixed)")
-    parser.add_argument("--days", type=int, default=10, help="daily partitions in the range (default 10)")
-    parser.add_argument("--sleep", type=float, default=0.7, help="seconds the transform sleeps per partition")
-    parser.add_argument("--max-concurrency", type=int, default=2, help="the CLI's --max-concurrency (default 2)")
-    parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds before a run counts as hung")
-    parser.add_argument("--slot-leak", action="store_true", help="also: two kills in a row, then a plain run")
-    parser.add_argument(
-        "--leak-budget",
-        type=float,
-        default=None,
-        help=f"seconds after the last kill for that run to complete (default {SLOT_LEAK_BUDGET_S:.0f}s, the test's, "
-        "for its 6 days; scaled up with --days)",
+    add = parser.add_argument
+    add("--trials", type=int, default=30, help="number of kill + rerun trials (default 30)")
+    add("--seed", type=int, default=20261126, help="kill points and bronze contents (default fixed)")
+    add("--days", type=int, default=10, help="daily partitions in the range (default 10)")
+    add("--sleep", type=float, default=0.7, help="seconds the transform sleeps per partition")
+    add("--max-concurrency", type=int, default=2, help="the CLI's --max-concurrency (default 2)")
+    add("--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds before a run counts as hung")
+    add("--slot-leak", action="store_true", help="also: two kills in a row, then a plain run")
+    budget = f"(default {SLOT_LEAK_BUDGET_S:.0f}s, the test's, for its 6 days; scaled up with --days)"
+    add(
+        "--leak-budget", type=float, default=None, help=f"seconds after the last kill for that run to complete {budget}"
     )
-    parser.add_argument("--control", action="store_true", help="version bump + no coordination (see the docstring)")
-    parser.add_argument(
+    add("--control", action="store_true", help="version bump + no coordination (see the docstring)")
+    add(
         "--cli-arg",
         action="append",
         default=[],
         help="appended to every run's command, killed or not (repeatable; e.g. --cli-arg=--chunk-partitions=1 "
         "for one partition per Spark job where runs pack partitions into chunks)",
     )
-    parser.add_argument("--workdir", type=Path, default=None, help=f"the lake (default: a new folder under {OUT})")
-    parser.add_argument("--keep", action="store_true", help="keep the lake (logs, tables) even when all passed")
+    add("--workdir", type=Path, default=None, help=f"the lake (default: a new folder under {OUT})")
+    add("--keep", action="store_true", help="keep the lake (logs, tables) even when all passed")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.days < args.max_concurrency + 2:
         parser.error("need --trials >= 1 and --days >= --max-concurrency + 2 (room to kill between partitions)")
@@ -79,28 +77,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def row(index: str, result: TrialResult) -> str:
-    kill = result.kills[-1]
-    point = kill.point.describe()
+    kill, ok = result.kills[-1], "ok" if result.ok else "FAIL"
     at = f"{kill.at_s:.1f}s" if kill.killed else "-"
     observed = (kill.observed + (" +orphan" if kill.orphans else "")) if kill.killed else "not killed"
     code = "hung" if result.rerun_exit is None else str(result.rerun_exit)
-    ok = "ok" if result.ok else "FAIL"
-    phase = kill.point.phase
-    times = f"{result.rerun_s:>7.1f} {result.wall_s:>7.1f}"
-    return f"{index:>5}  {phase:<13} {point:<22} {at:>7}  {observed:<21} {code:>10} {times}  {ok}"
+    where = f"{index:>5}  {kill.point.phase:<13} {kill.point.describe():<22} {at:>7}"
+    return f"{where}  {observed:<21} {code:>10} {result.rerun_s:>7.1f} {result.wall_s:>7.1f}  {ok}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or OUT / datetime.now().strftime("%Y%m%d-%H%M%S")
-    lake = CrashLake(
-        workdir,
-        days=args.days,
-        sleep_s=args.sleep,
-        max_concurrency=args.max_concurrency,
-        control=args.control,
-        extra_args=tuple(args.cli_arg),
-    )
+    options = {"days": args.days, "sleep_s": args.sleep, "max_concurrency": args.max_concurrency}
+    lake = CrashLake(workdir, **options, control=args.control, extra_args=tuple(args.cli_arg))
     trials = plan_trials(args.seed, args.trials, args.days, args.max_concurrency)
     mode = " (control: version bump, no coordination)" if args.control else ""
     print(

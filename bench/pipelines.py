@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect_backfill import Pipeline, TableRef, register
 from prefect_backfill.demo import to_silver_orders
@@ -21,36 +21,19 @@ if TYPE_CHECKING:
 
 __all__ = ["HOURLY_NAME", "PIPELINE_NAME", "WIDE_NAME", "source_path", "target_path"]
 
-PIPELINE_NAME = "bench_orders"
-WIDE_NAME = "bench_wide"
-HOURLY_NAME = "bench_events_hourly"
+PIPELINE_NAME, WIDE_NAME, HOURLY_NAME = "bench_orders", "bench_wide", "bench_events_hourly"
 _OUT = Path(__file__).resolve().parent / "out"
-_DEFAULT_SOURCE = _OUT / "bronze" / "orders"
 
 
-def source_path(variable: str = "BENCH_SOURCE_PATH", default: Path = _DEFAULT_SOURCE) -> str:
+def source_path(variable: str = "BENCH_SOURCE_PATH", default: Path = _OUT / "bronze" / "orders") -> str:
     """A shared bronze table; ``BENCH_SOURCE_PATH`` (``BENCH_WIDE_SOURCE_PATH``, ``BENCH_HOURLY_SOURCE_PATH``)
-    overrides it (run.py always sets them explicitly)."""
+    overrides it (the harness always sets them explicitly)."""
     return str(Path(os.environ.get(variable, default)).resolve())
 
 
 def target_path(name: str = "orders") -> str:
     """The scenario's own silver table: beside it the package keeps its ledger (``_backfill_progress``)."""
     return str((get_settings().data_dir / "silver" / name).resolve())
-
-
-bench_orders = register(
-    Pipeline(
-        name=PIPELINE_NAME,
-        source=TableRef(source_path()),
-        target=TableRef(target_path()),
-        partition_column="order_date",
-        transform=to_silver_orders,
-        version="2",
-        grain=Grain.DAY,
-        description="benchmark copy of demo_orders: bench bronze -> scenario silver",
-    )
-)
 
 
 def wide_to_silver(orders: DataFrame) -> DataFrame:
@@ -60,63 +43,43 @@ def wide_to_silver(orders: DataFrame) -> DataFrame:
     return orders.withColumn("amount_usd", F.round(F.col("amount") * F.lit(1.1), 2))
 
 
-# Bronze orders with ~1 KB of payload per row (bench/datagen.py): megabytes per day with few rows.
-bench_wide = register(
-    Pipeline(
-        name=WIDE_NAME,
-        source=TableRef(source_path("BENCH_WIDE_SOURCE_PATH", _OUT / "bronze_wide" / "orders")),
-        target=TableRef(target_path("wide")),
-        partition_column="order_date",
-        transform=wide_to_silver,
-        version="1",
-        grain=Grain.DAY,
-        description="wide orders (1 KB payload per row) -> silver, for the byte-budget scenarios",
-    )
-)
-
-
 def events_to_silver(events: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     return events.withColumn("value", F.col("value") * 2)
 
 
-# Real hourly partitions on Spark + Delta: a timestamp partition column, 5-20 rows per hour.
-bench_events_hourly = register(
-    Pipeline(
-        name=HOURLY_NAME,
-        source=TableRef(source_path("BENCH_HOURLY_SOURCE_PATH", _OUT / "bronze_hourly" / "events")),
-        target=TableRef(target_path("events")),
-        partition_column="event_hour",
-        transform=events_to_silver,
-        version="1",
-        grain=Grain.HOUR,
-        description="hourly events (5-20 rows per hour) -> silver",
-    )
+def _register(name: str, source: str, target: str, column: str, transform: Any, version: str, **more: Any) -> Pipeline:
+    return register(Pipeline(name, TableRef(source), TableRef(target_path(target)), column, transform, version, **more))
+
+
+bench_orders = _register(
+    PIPELINE_NAME,
+    source_path(),
+    "orders",
+    "order_date",
+    to_silver_orders,
+    "2",
+    description="benchmark copy of demo_orders: bench bronze -> scenario silver",
 )
-
-
-def _identity(df: DataFrame) -> DataFrame:
-    return df
-
-
-# For BACKFILL_ENGINE=bench.engines:SleepEngine (orchestration alone): nothing is read or written but
-# the ledger, beside a target folder that is never created.
-def _noop(grain: Grain) -> Pipeline:
-    noop = get_settings().data_dir / "noop"
-    return register(
-        Pipeline(
-            name=f"bench_noop_{grain.value}",
-            source=TableRef(str((noop / "source").resolve())),
-            target=TableRef(str((noop / grain.value).resolve())),
-            partition_column="p",
-            transform=_identity,
-            version="1",
-            grain=grain,
-            description=f"no-op {grain.value} partitions (SleepEngine)",
-        )
-    )
-
-
-bench_noop_day = _noop(Grain.DAY)
-bench_noop_hour = _noop(Grain.HOUR)
+# Bronze orders with ~1 KB of payload per row (bench/datagen.py): megabytes per day with few rows.
+bench_wide = _register(
+    WIDE_NAME,
+    source_path("BENCH_WIDE_SOURCE_PATH", _OUT / "bronze_wide" / "orders"),
+    "wide",
+    "order_date",
+    wide_to_silver,
+    "1",
+    description="wide orders (1 KB payload per row) -> silver, for the byte-budget scenarios",
+)
+# Real hourly partitions on Spark + Delta: a timestamp partition column, 5-20 rows per hour.
+bench_events_hourly = _register(
+    HOURLY_NAME,
+    source_path("BENCH_HOURLY_SOURCE_PATH", _OUT / "bronze_hourly" / "events"),
+    "events",
+    "event_hour",
+    events_to_silver,
+    "1",
+    grain=Grain.HOUR,
+    description="hourly events (5-20 rows per hour) -> silver",
+)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+Transform = Callable[["DataFrame"], "DataFrame"]
+
 __all__ = ["BackfillController", "PartitionRecord"]
 
 
@@ -39,40 +41,18 @@ def _sql_string(value: str) -> str:
 
 
 class BackfillController:
-    """Sequential backfill with a Spark SQL progress table, as the seed did it."""
+    """Sequential backfill with a Spark SQL progress table (by path: no metastore, no derby folder needed)."""
 
     def __init__(
-        self,
-        spark: SparkSession,
-        source: str,
-        target: str,
-        progress_table: str,
-        partition_column: str,
-        transform: Callable[[DataFrame], DataFrame],
+        self, spark: SparkSession, source: str, target: str, progress_table: str, column: str, transform: Transform
     ) -> None:
-        self.spark = spark
-        self.source = source
-        self.target = target
-        self.progress_table = progress_table
-        self.partition_column = partition_column
-        self.transform = transform
-
-    @property
-    def _progress(self) -> str:
-        """The progress table by path: no metastore (and no derby folder) needed."""
-        return f"delta.`{self.progress_table}`"
-
-    def _ensure_progress_table(self) -> None:
-        self.spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {self._progress} "
-            "(`partition` STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP, rows BIGINT, "
-            "error STRING) USING DELTA"
-        )
+        self.spark, self.source, self.target, self.column, self.transform = spark, source, target, column, transform
+        self.progress = f"delta.`{progress_table}`"
 
     def _mark_running(self, key: str) -> None:
         self.spark.sql(
             f"""
-            MERGE INTO {self._progress} AS t
+            MERGE INTO {self.progress} AS t
             USING (SELECT {_sql_string(key)} AS `partition`) AS s
             ON t.`partition` = s.`partition`
             WHEN MATCHED THEN UPDATE SET
@@ -82,32 +62,23 @@ class BackfillController:
             """
         )
 
-    def _mark_complete(self, key: str, rows: int) -> None:
-        self.spark.sql(
-            f"UPDATE {self._progress} SET status = 'COMPLETE', finished_at = current_timestamp(), "
-            f"rows = {int(rows)}, error = NULL WHERE `partition` = {_sql_string(key)}"
-        )
-
-    def _mark_failed(self, key: str, error: str) -> None:
-        self.spark.sql(
-            f"UPDATE {self._progress} SET status = 'FAILED', finished_at = current_timestamp(), "
-            f"error = {_sql_string(error[:1000])} WHERE `partition` = {_sql_string(key)}"
-        )
+    def _mark_done(self, key: str, rows: int | None, error: str | None) -> None:
+        """COMPLETE with its rows, or FAILED with its error."""
+        if error is None:
+            fields = f"status = 'COMPLETE', rows = {int(rows or 0)}, error = NULL"
+        else:
+            fields = f"status = 'FAILED', error = {_sql_string(error[:1000])}"
+        where = f"`partition` = {_sql_string(key)}"
+        self.spark.sql(f"UPDATE {self.progress} SET {fields}, finished_at = current_timestamp() WHERE {where}")
 
     def _overwrite_partition(self, day: date) -> int:
         from pyspark.sql import functions as F
 
-        column = self.partition_column
-        source = self.spark.read.format("delta").load(self.source).where(F.col(column) == F.lit(day))
+        source = self.spark.read.format("delta").load(self.source).where(F.col(self.column) == F.lit(day))
         output = self.transform(source)
         rows = output.count()
-        (
-            output.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", f"`{column}` = DATE '{day.isoformat()}'")
-            .partitionBy(column)
-            .save(self.target)
-        )
+        writer = output.write.format("delta").mode("overwrite").partitionBy(self.column)
+        writer.option("replaceWhere", f"`{self.column}` = DATE '{day.isoformat()}'").save(self.target)
         return rows
 
     def _process(self, day: date) -> PartitionRecord:
@@ -116,25 +87,22 @@ class BackfillController:
         self._mark_running(key)
         bookkeeping = time.perf_counter() - t0
         work_start = time.perf_counter()
+        rows, error = None, None
         try:
             rows = self._overwrite_partition(day)
         except Exception as exc:  # the seed's rule: record the failure and go on to the next date
-            work = time.perf_counter() - work_start
             error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            t1 = time.perf_counter()
-            self._mark_failed(key, error)
-            return PartitionRecord(key, "FAILED", None, work, bookkeeping + time.perf_counter() - t1, error)
         work = time.perf_counter() - work_start
         t1 = time.perf_counter()
-        self._mark_complete(key, rows)
-        return PartitionRecord(key, "COMPLETE", rows, work, bookkeeping + time.perf_counter() - t1)
+        self._mark_done(key, rows, error)
+        status = "COMPLETE" if error is None else "FAILED"
+        return PartitionRecord(key, status, rows, work, bookkeeping + time.perf_counter() - t1, error)
 
     def run(self, start: str, end: str) -> list[PartitionRecord]:
         """Process every date from ``start`` to ``end`` (both inclusive, like the seed), one after another."""
-        self._ensure_progress_table()
-        day, last = date.fromisoformat(start), date.fromisoformat(end)
-        records: list[PartitionRecord] = []
-        while day <= last:
-            records.append(self._process(day))
-            day += timedelta(days=1)
-        return records
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {self.progress} (`partition` STRING, status STRING, started_at TIMESTAMP, "
+            "finished_at TIMESTAMP, rows BIGINT, error STRING) USING DELTA"
+        )
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        return [self._process(first + timedelta(days=i)) for i in range((last - first).days + 1)]

@@ -27,9 +27,9 @@ def test_local_dask_cluster_runs_partitions_in_worker_processes(
     for key, value in {
         "BACKFILL_TASK_RUNNER": "dask",
         "BACKFILL_DASK_WORKERS": "2",
-        "BACKFILL_ENGINE": "bench.engines:SleepEngine",
+        "BACKFILL_ENGINE": "prefect_backfill.testing:SleepEngine",
         "BENCH_PARTITION_SECONDS": "0.2",
-        "BACKFILL_PIPELINE_MODULES": "bench.pipelines",
+        "BACKFILL_PIPELINE_MODULES": "prefect_backfill.testing.pipelines",
         "BACKFILL_DATA_DIR": str(tmp_path),
         "BACKFILL_RESULT_STORAGE_PATH": str(tmp_path / "results"),
         "PYTHONPATH": str(ROOT),

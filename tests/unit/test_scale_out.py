@@ -47,7 +47,7 @@ def test_task_runner_by_settings() -> None:
 
 
 def test_engine_by_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BACKFILL_ENGINE", "bench.engines:SleepEngine")
+    monkeypatch.setenv("BACKFILL_ENGINE", "prefect_backfill.testing:SleepEngine")
     engine = get_engine()
     assert type(engine).__name__ == "SleepEngine" and get_engine() is engine
     monkeypatch.setenv("BACKFILL_ENGINE", "nowhere.engines:Missing")

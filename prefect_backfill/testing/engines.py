@@ -1,11 +1,11 @@
-"""A no-op engine for measuring orchestration alone: ``BACKFILL_ENGINE=bench.engines:SleepEngine``.
+"""Engines that measure orchestration alone: ``BACKFILL_ENGINE=prefect_backfill.testing:SleepEngine``.
 
-Each partition "takes" ``BENCH_PARTITION_SECONDS`` (default 0: trivial work) of sleeping, which is what
-an I/O-bound partition looks like to the orchestrator (the thread waits, the CPU is free). Everything
-around it is real: the Prefect flow and task runs, the ledger's Delta appends, caching, artifacts.
+Each partition "takes" ``BENCH_PARTITION_SECONDS`` (default 0: trivial work) of sleeping, which is what an
+I/O-bound partition looks like to the orchestrator (the thread waits, the CPU is free). Everything around it
+is real: the Prefect flow and task runs, the ledger's Delta appends, caching, artifacts.
 
-``PerPartitionLimitEngine`` is the same sleep inside a Prefect global concurrency limit acquired per
-partition: the anti-pattern the shared cap avoids, kept only so ``bench/scale.py`` can measure it.
+Both classes subclass :class:`~prefect_backfill.engine.Engine` explicitly, so mypy checks them against the
+protocol: a fake that drifts from the real interface fails type checking, not a benchmark run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from prefect_backfill.engine import ChunkOutcome, TableInfo
+from prefect_backfill.engine import ChunkOutcome, Engine, TableInfo
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.snapshots import TableSnapshot
@@ -24,14 +24,16 @@ from prefect_backfill.snapshots import TableSnapshot
 __all__ = ["PerPartitionLimitEngine", "SleepEngine"]
 
 
-class SleepEngine:
+class SleepEngine(Engine):
+    """Reads and writes nothing; ``process_chunk`` sleeps ``BENCH_PARTITION_SECONDS`` per partition."""
+
     def __init__(self) -> None:
         self.seconds = float(os.environ.get("BENCH_PARTITION_SECONDS", "0"))
 
     def describe(self, table: TableRef) -> TableInfo:
         return TableInfo(exists=True, table_id=f"sleep:{table.location}", partition_columns=("p",))
 
-    def snapshot(self, table: TableRef, column: str, grain: Grain) -> TableSnapshot:
+    def snapshot(self, table: TableRef, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
         return TableSnapshot.unknown()  # no data: the ledger alone decides
 
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
@@ -54,11 +56,14 @@ class SleepEngine:
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         return None
 
+    def restore(self, pipeline: Pipeline, versions: Mapping[Partition, int], commit_tag: str) -> int | None:
+        return None  # nothing was written, so nothing to put back
+
 
 class PerPartitionLimitEngine(SleepEngine):
-    """``BACKFILL_ENGINE=bench.engines:PerPartitionLimitEngine``: each partition's sleep holds one slot of
-    the global concurrency limit ``bench-per-partition`` (``BENCH_PER_PARTITION_LIMIT`` slots, default 2),
-    acquired and released per partition. Do not do this in real code (see design.md §4)."""
+    """The anti-pattern the shared cap avoids, kept so the scale benchmark can measure it: each partition's
+    sleep holds one slot of the global concurrency limit ``bench-per-partition`` (``BENCH_PER_PARTITION_LIMIT``
+    slots, default 2), acquired and released per partition. Do not do this in real code (design.md §4)."""
 
     LIMIT_NAME = "bench-per-partition"
 
