@@ -14,6 +14,7 @@ from datetime import datetime
 
 from prefect_backfill.drift import target_drift
 from prefect_backfill.errors import InvalidRequestError
+from prefect_backfill.ledger_record import PartitionState, Status
 from prefect_backfill.partitions import Partition
 from prefect_backfill.tables import TableSnapshot
 
@@ -30,14 +31,6 @@ __all__ = [
     "without_done_since",
     "without_held",
 ]
-
-
-class Status(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETE = "COMPLETE"
-    FAILED = "FAILED"
-    UNDONE = "UNDONE"  # a COMPLETE partition restored to its content before that run (backfill undo)
 
 
 class Reprocess(enum.StrEnum):
@@ -58,31 +51,6 @@ class Reprocess(enum.StrEnum):
             return cls(str(value).lower())
         except ValueError:
             raise InvalidRequestError(f"reprocess {value!r} is not one of missing, failed, all") from None
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionState:
-    """The ledger's latest word on one partition."""
-
-    partition: str
-    status: Status
-    fingerprint: str
-    version: str
-    run_id: str
-    updated_at: datetime
-    error: str | None = None
-    rows_out: int | None = None
-    duration_s: float | None = None
-    attempt: int | None = None
-    rows_in: int | None = None
-    source_digest: str | None = None
-    target_id: str | None = None
-    cached: bool = False
-    table_version: int | None = None
-    replaced_version: int | None = None
-    check_name: str | None = None
-    target_digest: str | None = None  # the partition's target files right after the COMPLETE commit
-    undone_run: str | None = None  # UNDONE: the run whose writes were undone
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from prefect_backfill.errors import (
     TransformError,
     one_line,
 )
+from prefect_backfill.ledger import register_ledger_views  # the views live with the ledger; README spells it here
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
@@ -474,12 +475,3 @@ def _tidying(what: str) -> Iterator[None]:
         yield
     except Exception as exc:
         logger.debug("could not %s: %s", what, exc)
-
-
-def register_ledger_views(spark: SparkSession, ledger_path: str) -> None:
-    """Expose the ledger to Spark SQL: ``backfill_progress_events`` (every event) and
-    ``backfill_progress`` (current status per partition, :data:`~prefect_backfill.ledger.CURRENT_STATUS_SQL`)."""
-    from prefect_backfill.ledger import CURRENT_STATUS_SQL
-
-    spark.read.format("delta").load(ledger_path).createOrReplaceTempView("backfill_progress_events")
-    spark.sql(CURRENT_STATUS_SQL).createOrReplaceTempView("backfill_progress")
