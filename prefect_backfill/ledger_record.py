@@ -81,6 +81,7 @@ class Recorded:
     source_digest: str | None = None  # the source partition's files the result was computed from
     target_id: str | None = None  # the Delta table id of the target it was written to
     cached: bool = False  # COMPLETE from a cache record: no transform ran in this run
+    cached_from: str | None = None  # cached COMPLETE: the run that wrote what the cache record holds
     replaced_version: int | None = None  # the target version a COMPLETE commit replaced (undo reads it)
     rows_before: int | None = None  # the partition's rows in the target before the commit
     diff: str | None = None  # JSON: the before/after diff of the partition (prefect_backfill.diff)

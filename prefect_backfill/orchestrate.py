@@ -164,10 +164,10 @@ def _serve_cached(
                 rows_out=r.rows_out,
                 duration_s=0.0,
                 table_version=r.table_version,
-                error=f"cached: written by run {r.run_id}",
                 source_digest=r.source_digest,
                 target_id=r.target_id,
                 cached=True,
+                cached_from=r.run_id,
                 target_digest=getattr(r, "target_digest", None),
             )
             for r in served
