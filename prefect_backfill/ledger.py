@@ -17,6 +17,7 @@ its origin in ``error``, before the ``cached`` column) as cached.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -34,6 +35,7 @@ import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from prefect_backfill import stopping
 from prefect_backfill.errors import LedgerError
 from prefect_backfill.ledger_record import (
     COLUMNS,
@@ -69,6 +71,8 @@ _TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 _writers: dict[str, _Writer] = {}
 _writers_guard = threading.Lock()
 _FIELDS = tuple(c.name for c in COLUMNS)
+#: BaseExceptions that stop work on purpose (signals, exit, cancellation): never taken for a broken ledger.
+_STOPS = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError, stopping.Interrupted)
 
 
 @dataclass
@@ -259,10 +263,15 @@ class Ledger:
             out = dataset.to_table(filter=expr) if expr is not None else dataset.to_table()
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise self._unreadable(exc) from exc
-        except BaseException as exc:  # delta-rs turns a Rust panic (a truncated log) into PanicException
-            if type(exc).__name__ == "PanicException":
-                raise self._unreadable(exc) from exc
+        except _STOPS:
             raise
+        except BaseException as exc:
+            # delta-rs turns a Rust panic (a corrupt log) into pyo3's PanicException: a BaseException whose
+            # class cannot be imported (pyo3 makes it at the first panic). Other exceptions are no ledger's;
+            # what is neither one of them nor a stop is that panic.
+            if isinstance(exc, Exception):
+                raise
+            raise self._unreadable(exc) from exc
         return _legacy_cache_hits(out).sort_by("event_time")
 
     def current(self, pipeline: str) -> dict[str, PartitionState]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from prefect_backfill import checks as checking
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.commits import committed_digests, find_commit
+from prefect_backfill.engine.failures import engine_error, engine_errors
 from prefect_backfill.engine.measures import check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.predicates import (
     chunk_condition,
@@ -222,6 +223,14 @@ class SparkDeltaEngine:
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
     ) -> ChunkOutcome:
+        """:meth:`_process_chunk` at the engine's boundary: what Spark or Delta raise leaves as the
+        package's error types, classified here once (:func:`~prefect_backfill.engine.failures.engine_errors`)."""
+        with engine_errors():
+            return self._process_chunk(pipeline, partitions, commit_tag, rows_in)
+
+    def _process_chunk(
+        self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str, rows_in: Mapping[str, int] | None
+    ) -> ChunkOutcome:
         """Read the chunk's source partitions, transform them together, check each partition's output,
         and replace exactly those target partitions in one Delta commit: one job to count, one to write.
 
@@ -230,7 +239,9 @@ class SparkDeltaEngine:
         does not compute it again. The checks run on those counts *before* the commit; a failed check
         names its partitions (:attr:`PartitionValidationError.partitions`) when it knows them.
         """
+        from py4j.protocol import Py4JError
         from pyspark import StorageLevel
+        from pyspark.errors import PySparkException
         from pyspark.sql import functions as F
 
         spark = self.spark
@@ -265,7 +276,7 @@ class SparkDeltaEngine:
             try:
                 output = pipeline.transform(source)
             except Exception as exc:  # raised on the driver while building the plan: the same every time
-                if type(exc).__module__.startswith(("py4j", "pyspark")):
+                if isinstance(exc, PySparkException | Py4JError):
                     raise  # Spark's own (analysis errors, a lost JVM): classified as they are
                 raise TransformError(
                     f"the transform of {pipeline.name} raised {type(exc).__name__}: {str(exc).strip()[:300]}"
@@ -384,16 +395,17 @@ class SparkDeltaEngine:
             else:
                 writer.saveAsTable(pipeline.target.location)
         except Exception as exc:
-            if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc) or "does not conform to partial table" in str(exc):
+            error = engine_error(exc)
+            if isinstance(error, RowsOutsidePartitionError):  # Delta's replaceWhere check refused the write
                 raise RowsOutsidePartitionError(
                     f"the transform wrote rows outside partition {pipeline.partition_column}={span}; nothing "
                     "was committed: make the transform keep each row's partition value"
-                ) from None
+                ) from exc
             # The driver can die (or the call fail) after the commit landed: then the partitions ARE written,
             # and the ledger must say so. The commit's own evidence decides: our tag in the Delta log.
             landed = self._landed(pipeline, commit_tag)
             if landed is None:
-                raise
+                raise error from exc
             logger.warning(
                 "the write of %s raised after its commit landed (version %d): recorded as written (%s)",
                 span,
