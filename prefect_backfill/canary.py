@@ -18,6 +18,7 @@ later run. Pure selection here; the flow does the waiting (``orchestrate``).
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,15 @@ from prefect_backfill.diff import PartitionDiff, changed_columns, rows_change, t
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
 
-__all__ = ["CanaryDecision", "Decision", "gate_summary", "install_local_gate", "local_gate", "pick_canaries"]
+__all__ = [
+    "CanaryDecision",
+    "DecidedBy",
+    "Decision",
+    "gate_summary",
+    "install_local_gate",
+    "local_gate",
+    "pick_canaries",
+]
 
 
 def pick_canaries(to_run: Sequence[Partition], count: int, explicit: Sequence[str] = ()) -> list[Partition]:
@@ -77,11 +86,26 @@ class CanaryDecision(RunInput):
     )
 
 
+class DecidedBy(enum.StrEnum):
+    """Who (or what) decided at the canary gate; the run acts on this, never on a message."""
+
+    OPERATOR = "operator"  # the form on the paused flow run's page (UI or API)
+    TERMINAL = "terminal"  # the CLI's prompt
+    APPROVE_FLAG = "--approve"  # no question asked
+    TIMEOUT = "timeout"  # nobody answered within canary_timeout_s
+    SIGNAL = "signal"  # a stop signal (Ctrl-C, SIGTERM) while waiting; ``note`` says which
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The gate's answer: go on (``approved``) or stop, who decided, and their note."""
+
     approved: bool
-    by: str  # "operator" (UI or API), "terminal", "--approve", "timeout"
+    by: DecidedBy
     note: str = ""
+
+    def __post_init__(self) -> None:  # a plain value from outside (a terminal gate's code) as the enum
+        object.__setattr__(self, "by", DecidedBy(self.by))
 
 
 def gate_summary(pipeline: str, diffs: Sequence[PartitionDiff], remaining: int, artifact_url: str | None = None) -> str:

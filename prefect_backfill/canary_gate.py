@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.logging import get_run_logger
 
 from prefect_backfill import stopping
-from prefect_backfill.canary import CanaryDecision, Decision, gate_summary, local_gate
+from prefect_backfill.canary import CanaryDecision, DecidedBy, Decision, gate_summary, local_gate
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.partitions import Partition
@@ -55,7 +55,7 @@ def canaries_pass(
     try:
         with stopping.interruptible():  # Ctrl-C at the prompt, SIGTERM while paused: the run stops here
             if request.approve:
-                decision = Decision(True, "--approve")
+                decision = Decision(True, DecidedBy.APPROVE_FLAG)
             elif (ask := local_gate()) is not None:
                 decision = ask(text)
             else:
@@ -65,7 +65,7 @@ def canaries_pass(
                 )
     except stopping.Interrupted:
         stop = stopping.requested()
-        decision = Decision(False, stop.said if stop is not None else "a signal")
+        decision = Decision(False, DecidedBy.SIGNAL, stop.said if stop is not None else "")
     logger.info(
         "canary gate: %s by %s%s",
         "approved" if decision.approved else "stopped",
@@ -73,7 +73,7 @@ def canaries_pass(
         f" ({decision.note})" if decision.note else "",
     )
     if not decision.approved and stopping.requested() is None:  # a stop is said as a stop, not a rejection
-        how = "no answer within the timeout" if decision.by == "timeout" else f"rejected ({decision.by})"
+        how = "no answer within the timeout" if decision.by is DecidedBy.TIMEOUT else f"rejected ({decision.by})"
         out.gate = how + (f": {decision.note}" if decision.note else "")
     return decision.approved
 
@@ -107,5 +107,5 @@ def _pause_for_approval(timeout_s: int, canaries: int, summary: str, poll_second
             key="canary",
         )
     except FlowPauseTimeout:
-        return Decision(False, "timeout")
-    return Decision(answer.decision == "approve", "operator", answer.note)
+        return Decision(False, DecidedBy.TIMEOUT)
+    return Decision(answer.decision == "approve", DecidedBy.OPERATOR, answer.note)

@@ -111,11 +111,9 @@ def _swap(leases: LeaseTable, table: DeltaTable | None, name: str, lease: Lease)
             commit_properties=CommitProperties(max_commit_retries=0),
         )
         return True
-    except CommitFailedError:
+    except CommitFailedError:  # delta-rs's type for a commit that lost to a concurrent one (a conflict)
         return False
     except (DeltaError, OSError) as exc:
-        if "conflict" in str(exc).lower() or "concurrent" in str(exc).lower():
-            return False
         raise LedgerError(
             f"lease table {leases.locks_path} cannot be written ({first_line(exc)}): check that the "
             "ledger's folder is writable"

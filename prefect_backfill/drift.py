@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from prefect_backfill.reasons import DueKind, DueReason
 from prefect_backfill.snapshots import TableSnapshot
 
 __all__ = ["Drift", "DriftKind", "is_target_drift", "target_drift"]
@@ -37,7 +38,7 @@ class DriftKind(enum.StrEnum):
     REWRITTEN = "rewritten"
 
 
-#: The plan's reason for each kind (the part before " (", which the plan counts by).
+#: The plan's phrase for each kind (the head of its reason, which the plan counts by).
 REASONS = {
     DriftKind.TARGET_MISSING: "target table missing",
     DriftKind.TARGET_RECREATED: "target table recreated since it was written",
@@ -60,15 +61,20 @@ class Drift:
     detail: str
 
     @property
+    def due(self) -> DueReason:
+        """The plan's reason: the target drifted, phrased by its kind, with the detail when there is one."""
+        return DueReason(DueKind.TARGET_DRIFTED, self.detail, head=REASONS[self.kind])
+
+    @property
     def reason(self) -> str:
-        """The plan's reason: the kind's reason, with the detail in parentheses when there is one."""
-        head = REASONS[self.kind]
-        return f"{head} ({self.detail})" if self.detail else head
+        """The plan's reason as text (``backfill audit`` shows it)."""
+        return str(self.due)
 
 
-def is_target_drift(reason: str) -> bool:
-    """Whether a plan reason says the target drifted (as opposed to never run, failed, stale, …)."""
-    return reason.split(" (")[0] in REASONS.values()
+def is_target_drift(reason: object) -> bool:
+    """Whether a plan reason says the target drifted (as opposed to never run, failed, stale, …): by its
+    kind; a bare text is no typed reason, so it never does."""
+    return isinstance(reason, DueReason) and reason.kind is DueKind.TARGET_DRIFTED
 
 
 def target_drift(

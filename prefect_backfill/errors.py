@@ -6,8 +6,9 @@ Every message is a single line that says what is wrong and how to fix it, becaus
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from prefect_backfill.results import BackfillSummary, ChunkResult
@@ -31,10 +32,16 @@ __all__ = [
     "CanaryStoppedError",
     "CheckFailedError",
     "ChunkFailedError",
+    "CommitConflictError",
     "ConfigurationError",
     "CoordinationTimeoutError",
+    "DeterministicEngineError",
     "EmptyOutputError",
     "EmptySourcePartitionError",
+    "EngineCancelledError",
+    "EngineDownError",
+    "EngineError",
+    "FailureKind",
     "InvalidRequestError",
     "LedgerError",
     "PartitionError",
@@ -46,6 +53,7 @@ __all__ = [
     "SourceNotFoundError",
     "TargetLayoutError",
     "TransformError",
+    "TransientEngineError",
     "UndoRefusedError",
     "UnknownPipelineError",
     "one_line",
@@ -60,6 +68,15 @@ class BackfillError(Exception):
     """
 
     exit_code: int = 1
+
+
+class FailureKind(enum.StrEnum):
+    """What the chunk executor does about an error that failed a chunk (``tasks.chunk``)."""
+
+    CANCELLED = "cancelled"  # cancelled on purpose: nothing committed, back to PENDING, never retried
+    ENGINE_DOWN = "engine_down"  # the engine is gone: every further attempt fails the same way
+    DETERMINISTIC = "deterministic"  # the same input fails the same way: no retry, bisect to the culprits
+    TRANSIENT = "transient"  # anything else: retried with backoff
 
 
 class ConfigurationError(BackfillError):
@@ -174,6 +191,51 @@ class CheckFailedError(PartitionValidationError):
     """A pipeline's declared check (``prefect_backfill.checks``) failed before the commit; old rows kept."""
 
     check = "checks"
+
+
+class EngineError(BackfillError):
+    """The engine (Spark, Delta) failed, classified once, where its errors leave it
+    (:func:`prefect_backfill.engine.failures.engine_error`): everything above catches these types and
+    reads ``kind``, never the engine's own error text. ``cause`` is the root cause in one line; the
+    engine's exception is chained as ``__cause__`` (the trace file keeps it whole)."""
+
+    kind: ClassVar[FailureKind] = FailureKind.DETERMINISTIC
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class EngineCancelledError(EngineError):
+    """The engine's work was cancelled on purpose (a stop signal, the window's hard stop, the Spark UI):
+    nothing was committed."""
+
+    kind = FailureKind.CANCELLED
+
+
+class EngineDownError(EngineError):
+    """The engine is gone (the Spark driver died, the Connect server is unreachable)."""
+
+    kind = FailureKind.ENGINE_DOWN
+
+
+class CommitConflictError(EngineError):
+    """A concurrent commit to the target conflicted with ours (Delta's optimistic concurrency): nothing
+    was committed; retried."""
+
+    kind = FailureKind.TRANSIENT
+
+
+class TransientEngineError(EngineError):
+    """Any other engine failure (a lost executor, a timeout, one we do not know): retried."""
+
+    kind = FailureKind.TRANSIENT
+
+
+class DeterministicEngineError(EngineError):
+    """The same input fails the same way (a UDF raised, an analysis or schema error, a refused write)."""
+
+    kind = FailureKind.DETERMINISTIC
 
 
 class BackfillFailedError(BackfillError):

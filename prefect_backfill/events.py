@@ -84,9 +84,6 @@ RUN_FINISHED = "prefect-backfill.run.finished"
 #: queue, work pool, tags); the payload always lists every partition.
 MAX_RELATED_PARTITIONS = 50
 
-#: Names of the checks built into the engine, for errors that carry no ``check`` attribute.
-_BUILT_IN_CHECKS = {"EmptyOutputError": "non_empty_output", "EmptySourcePartitionError": "non_empty_source"}
-
 _log = logging.getLogger(__name__)
 
 
@@ -132,14 +129,14 @@ def check_name(exc: BaseException) -> str | None:
     """The name of the check ``exc`` failed, or None if it is not a check failure.
 
     Every ``PartitionValidationError`` is a failed check (the same input cannot give another answer):
-    its ``check`` attribute when it has one (a name, or an object with a ``name``), the engine's built-in
-    checks by their class, any other one ``validation``."""
+    its ``check`` (a name, or an object with a ``name``; the engine's built-in checks name theirs on their
+    class, :mod:`prefect_backfill.errors`), any other one ``validation``."""
     if not isinstance(exc, PartitionValidationError):
         return None
-    check = getattr(exc, "check", None)
-    if check is not None:
-        return str(getattr(check, "name", check))
-    return _BUILT_IN_CHECKS.get(type(exc).__name__, "validation")
+    check: object = exc.check
+    if check is None:
+        return "validation"
+    return str(getattr(check, "name", check))
 
 
 def partitions_completed(

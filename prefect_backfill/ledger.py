@@ -7,160 +7,72 @@ error); and the current status is a pure function of the events: the latest one 
 
 Why delta-rs (``deltalake``) rather than Spark: a one-row append costs ~20 ms with no JVM, against
 seconds for a Spark MERGE, and ``backfill status`` answers without starting Spark. The table is a
-plain Delta table: Spark, DuckDB, Trino or Databricks read it as is (see :data:`CURRENT_STATUS_SQL`).
+plain Delta table: Spark, DuckDB, Trino or Databricks read it as is (see :func:`register_ledger_views`).
+
+The record itself (columns, event, state, SQL) is defined once in :mod:`prefect_backfill.ledger_record`.
+Ledgers written by older releases stay readable: appends merge the newer columns into their schema (old
+rows read them as null), and :meth:`Ledger.events` reads an old cache hit (a COMPLETE event that carried
+its origin in ``error``, before the ``cached`` column) as cached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from prefect_backfill import stopping
 from prefect_backfill.errors import LedgerError
-from prefect_backfill.planning import PartitionState, Status
-
-__all__ = ["CURRENT_STATUS_SQL", "Ledger", "LedgerEvent", "latest_states"]
-
-SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("partition", pa.string()),
-        ("status", pa.string()),
-        ("attempt", pa.int32()),
-        ("version", pa.string()),
-        ("fingerprint", pa.string()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("rows_in", pa.int64()),
-        ("rows_out", pa.int64()),
-        ("duration_s", pa.float64()),
-        ("table_version", pa.int64()),
-        ("error", pa.string()),
-        ("host", pa.string()),
-        ("pipeline", pa.string()),
-        # Added later (older ledgers gain them on their next append; old rows read as null):
-        ("source_digest", pa.string()),  # the source partition's files the result was computed from
-        ("target_id", pa.string()),  # the Delta table id of the target it was written to
-        ("cached", pa.bool_()),  # COMPLETE from the cache: no transform ran in this run
-        ("replaced_version", pa.int64()),  # the target version a COMPLETE commit replaced (undo reads it)
-        ("rows_before", pa.int64()),  # the partition's rows in the target before the commit
-        ("diff", pa.string()),  # JSON: the before/after diff of the partition (prefect_backfill.diff)
-        ("check_name", pa.string()),  # the pre-commit check a FAILED partition did not pass
-        ("target_digest", pa.string()),  # COMPLETE: digest of the partition's target files after the commit
-        ("undone_run", pa.string()),  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo)
-    ]
+from prefect_backfill.ledger_record import (
+    COLUMNS,
+    CURRENT_STATUS_SQL,
+    EVENTS_VIEW,
+    STATUS_VIEW,
+    ColumnType,
+    LedgerEvent,
+    PartitionState,
+    Status,
+    latest_states,
 )
 
-# The latest event per partition, in Spark SQL (or any engine with window functions). Register the
-# ledger as the view ``backfill_progress_events`` first; engine.delta.register_ledger_views does both.
-CURRENT_STATUS_SQL = """
-SELECT pipeline, partition, status, attempt, version, fingerprint, run_id, started_at, finished_at,
-       rows_in, rows_out, duration_s, table_version, error, event_time AS updated_at
-FROM (
-  SELECT *, row_number() OVER (
-      PARTITION BY pipeline, partition
-      ORDER BY event_time DESC,
-        CASE WHEN status IN ('COMPLETE', 'FAILED', 'UNDONE') THEN 3 WHEN status = 'RUNNING' THEN 2 ELSE 1 END DESC
-  ) AS rn
-  FROM backfill_progress_events
-) WHERE rn = 1
-""".strip()
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["CURRENT_STATUS_SQL", "SCHEMA", "Ledger", "LedgerEvent", "latest_states", "register_ledger_views"]
+
+_ARROW = {
+    ColumnType.STRING: pa.string(),
+    ColumnType.INT: pa.int32(),
+    ColumnType.BIGINT: pa.int64(),
+    ColumnType.DOUBLE: pa.float64(),
+    ColumnType.BOOLEAN: pa.bool_(),
+    ColumnType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+}
+
+#: The ledger table's schema, from the one record definition (:mod:`prefect_backfill.ledger_record`).
+SCHEMA = pa.schema([(c.name, _ARROW[c.type]) for c in COLUMNS])
 
 logger = logging.getLogger(__name__)
 _TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 _writers: dict[str, _Writer] = {}
 _writers_guard = threading.Lock()
-_RANK = {Status.PENDING: 1, Status.RUNNING: 2, Status.COMPLETE: 3, Status.FAILED: 3, Status.UNDONE: 3}
-_HOST = socket.gethostname()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEvent:
-    """One thing that happened to one partition."""
-
-    run_id: str
-    pipeline: str
-    partition: str
-    status: Status
-    version: str
-    fingerprint: str
-    attempt: int = 0
-    event_time: datetime = field(default_factory=_now)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    rows_in: int | None = None
-    rows_out: int | None = None
-    duration_s: float | None = None
-    table_version: int | None = None
-    error: str | None = None
-    host: str = _HOST
-    source_digest: str | None = None
-    target_id: str | None = None
-    cached: bool = False
-    replaced_version: int | None = None
-    rows_before: int | None = None
-    diff: str | None = None
-    check_name: str | None = None
-    target_digest: str | None = None
-    undone_run: str | None = None
-
-
-_FIELDS = tuple(f.name for f in fields(LedgerEvent))
-
-
-def latest_states(rows: Iterable[dict[str, object]]) -> dict[str, PartitionState]:
-    """Fold events into the current state per partition: the latest event wins; at equal times a
-    terminal event beats RUNNING, which beats PENDING."""
-    best: dict[str, tuple[tuple[datetime, int], dict[str, object]]] = {}
-    for row in rows:
-        status = Status(str(row["status"]))
-        order = (row["event_time"], _RANK[status])
-        key = str(row["partition"])
-        held = best.get(key)
-        if held is None or order > held[0]:
-            best[key] = (order, row)  # type: ignore[assignment]
-    return {
-        key: PartitionState(
-            partition=key,
-            status=Status(str(row["status"])),
-            fingerprint=str(row["fingerprint"]),
-            version=str(row["version"]),
-            run_id=str(row["run_id"]),
-            updated_at=row["event_time"],  # type: ignore[arg-type]
-            error=row["error"],  # type: ignore[arg-type]
-            rows_out=row["rows_out"],  # type: ignore[arg-type]
-            duration_s=row["duration_s"],  # type: ignore[arg-type]
-            attempt=row["attempt"],  # type: ignore[arg-type]
-            rows_in=row["rows_in"],  # type: ignore[arg-type]
-            source_digest=row.get("source_digest"),  # type: ignore[arg-type]
-            target_id=row.get("target_id"),  # type: ignore[arg-type]
-            cached=bool(row.get("cached")),
-            table_version=row.get("table_version"),  # type: ignore[arg-type]
-            replaced_version=row.get("replaced_version"),  # type: ignore[arg-type]
-            check_name=row.get("check_name"),  # type: ignore[arg-type]
-            target_digest=row.get("target_digest"),  # type: ignore[arg-type]
-            undone_run=row.get("undone_run"),  # type: ignore[arg-type]
-        )
-        for key, (_, row) in best.items()
-    }
+_FIELDS = tuple(c.name for c in COLUMNS)
+#: BaseExceptions that stop work on purpose (signals, exit, cancellation): never taken for a broken ledger.
+_STOPS = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError, stopping.Interrupted)
 
 
 @dataclass
@@ -351,11 +263,16 @@ class Ledger:
             out = dataset.to_table(filter=expr) if expr is not None else dataset.to_table()
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise self._unreadable(exc) from exc
-        except BaseException as exc:  # delta-rs turns a Rust panic (a truncated log) into PanicException
-            if type(exc).__name__ == "PanicException":
-                raise self._unreadable(exc) from exc
+        except _STOPS:
             raise
-        return out.sort_by("event_time")
+        except BaseException as exc:
+            # delta-rs turns a Rust panic (a corrupt log) into pyo3's PanicException: a BaseException whose
+            # class cannot be imported (pyo3 makes it at the first panic). Other exceptions are no ledger's;
+            # what is neither one of them nor a stop is that panic.
+            if isinstance(exc, Exception):
+                raise
+            raise self._unreadable(exc) from exc
+        return _legacy_cache_hits(out).sort_by("event_time")
 
     def current(self, pipeline: str) -> dict[str, PartitionState]:
         """The current state of every partition of ``pipeline`` that has ever been recorded."""
@@ -367,13 +284,35 @@ class Ledger:
         durations = [
             float(r["duration_s"])
             for r in rows
-            if r["status"] == Status.COMPLETE.value
-            and r["duration_s"]
-            and not r["cached"]
-            and not (r["error"] or "").startswith("cached")  # how older releases marked cache hits
+            if r["status"] == Status.COMPLETE.value and r["duration_s"] and not r["cached"]
         ]
         return latest_states(rows), durations
 
     def compact(self) -> None:
         """Rewrite the many one-row files into few, so reads and appends stay fast after long runs."""
         self._writer.compact()
+
+
+def _legacy_cache_hits(events: pa.Table) -> pa.Table:
+    """Releases before the ``cached`` column said a cache hit only by a COMPLETE event carrying an error
+    (no other COMPLETE ever carried one): such a row, whose ``cached`` is null, reads as cached. The same
+    rule as :data:`~prefect_backfill.ledger_record.LEGACY_CACHED_SQL`, for the views."""
+    legacy = pc.and_(pc.equal(events["status"], Status.COMPLETE.value), pc.is_valid(events["error"]))
+    cached = pc.coalesce(events["cached"], legacy)
+    return events.set_column(events.schema.get_field_index("cached"), "cached", cached)
+
+
+def register_ledger_views(spark: SparkSession, ledger_path: str) -> None:
+    """Expose the ledger to Spark SQL: :data:`~prefect_backfill.ledger_record.EVENTS_VIEW`
+    (``backfill_progress_events``, every event) and :data:`~prefect_backfill.ledger_record.STATUS_VIEW`
+    (``backfill_progress``, the current state per partition: :data:`CURRENT_STATUS_SQL`).
+
+    A ledger written by an older release lacks the newer columns until its next append: the events view
+    adds them as nulls of their type, so both views always have every column of the record."""
+    events = spark.read.format("delta").load(ledger_path)
+    present = set(events.columns)
+    events = events.selectExpr(
+        *[f"`{c.name}`" if c.name in present else f"CAST(NULL AS {c.type.value}) AS `{c.name}`" for c in COLUMNS]
+    )
+    events.createOrReplaceTempView(EVENTS_VIEW)
+    spark.sql(CURRENT_STATUS_SQL).createOrReplaceTempView(STATUS_VIEW)

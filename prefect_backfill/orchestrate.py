@@ -35,7 +35,7 @@ from prefect_backfill.events import emit_run_finished
 from prefect_backfill.executing import ChunkJob
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
 from prefect_backfill.ledger import LedgerEvent, latest_states
-from prefect_backfill.planning import UNDONE, Plan, Reprocess, Status, held_keys, leave_out
+from prefect_backfill.planning import DueKind, Plan, Reprocess, SkipKind, SkipReason, Status, held_keys, leave_out
 from prefect_backfill.preparing import PreparedRun
 from prefect_backfill.reporting import artifact_key, publish_diff_artifact, publish_final_artifacts
 from prefect_backfill.results import BackfillSummary, PartitionResult
@@ -146,12 +146,13 @@ def _serve_cached(
     pipeline = prepared.pipeline
     served: list[PartitionResult] = []
     for partition in the_plan.to_run:
-        if the_plan.why.get(partition.key) == UNDONE:
+        why = the_plan.why.get(partition.key)
+        if why is not None and why.kind is DueKind.UNDONE:
             continue  # restored by `backfill undo` to older content: the record describes what was undone
         digest = prepared.source.digest(partition.key) if prepared.source is not None else None
         if not target.has(partition.key) and target.known:
             continue  # a record cannot stand in for data that is gone (an allowed-empty partition reruns)
-        if is_target_drift(the_plan.why.get(partition.key, "")):
+        if is_target_drift(why):
             continue
         key = cache_key(pipeline.name, partition.key, pipeline.fingerprint, target_id, digest)
         record = cache.get(key)
@@ -175,10 +176,10 @@ def _serve_cached(
                 rows_out=r.rows_out,
                 duration_s=0.0,
                 table_version=r.table_version,
-                error=f"cached: written by run {r.run_id}",
                 source_digest=r.source_digest,
                 target_id=r.target_id,
                 cached=True,
+                cached_from=r.run_id,
                 target_digest=getattr(r, "target_digest", None),
             )
             for r in served
@@ -186,7 +187,7 @@ def _serve_cached(
     )
     out.cached.extend(r.partition for r in served)
     out.rows_written += sum(r.rows_out for r in served)
-    return leave_out(the_plan, {r.partition: "complete (cache record)" for r in served})
+    return leave_out(the_plan, {r.partition: SkipReason(SkipKind.CACHED, "cache record") for r in served})
 
 
 def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
@@ -229,7 +230,7 @@ def _claim_and_run(ctx: RunContext, the_plan: Plan) -> Plan:
                 written_first = set(canaries)
                 out.not_started.extend(p.key for p in mine.to_run if p not in written_first)
                 return
-            mine = leave_out(mine, {p.key: "canary (written first)" for p in canaries})
+            mine = leave_out(mine, {p.key: SkipReason(SkipKind.CANARY, "written first") for p in canaries})
         chunks = prepared.chunks(mine.to_run, slots)
         logger.info(
             "%d partitions in %d chunk(s) (one Spark job and one Delta commit each; up to %s MB, %d partitions)",

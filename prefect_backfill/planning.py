@@ -14,15 +14,20 @@ from datetime import datetime
 
 from prefect_backfill.drift import target_drift
 from prefect_backfill.errors import InvalidRequestError
+from prefect_backfill.ledger_record import PartitionState, Status
 from prefect_backfill.partitions import Partition
+from prefect_backfill.reasons import DueKind, DueReason, SkipKind, SkipReason
 from prefect_backfill.snapshots import TableSnapshot
 
 __all__ = [
-    "UNDONE",
+    "DueKind",
+    "DueReason",
     "PartitionState",
     "Plan",
     "Reprocess",
     "Skip",
+    "SkipKind",
+    "SkipReason",
     "Status",
     "held_keys",
     "leave_out",
@@ -30,14 +35,6 @@ __all__ = [
     "without_done_since",
     "without_held",
 ]
-
-
-class Status(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETE = "COMPLETE"
-    FAILED = "FAILED"
-    UNDONE = "UNDONE"  # a COMPLETE partition restored to its content before that run (backfill undo)
 
 
 class Reprocess(enum.StrEnum):
@@ -61,48 +58,23 @@ class Reprocess(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionState:
-    """The ledger's latest word on one partition."""
-
-    partition: str
-    status: Status
-    fingerprint: str
-    version: str
-    run_id: str
-    updated_at: datetime
-    error: str | None = None
-    rows_out: int | None = None
-    duration_s: float | None = None
-    attempt: int | None = None
-    rows_in: int | None = None
-    source_digest: str | None = None
-    target_id: str | None = None
-    cached: bool = False
-    table_version: int | None = None
-    replaced_version: int | None = None
-    check_name: str | None = None
-    target_digest: str | None = None  # the partition's target files right after the COMPLETE commit
-    undone_run: str | None = None  # UNDONE: the run whose writes were undone
-
-
-@dataclass(frozen=True, slots=True)
 class Skip:
     partition: Partition
-    reason: str
+    reason: SkipReason
 
 
 @dataclass(frozen=True)
 class Plan:
     """What a run will do: ``to_run`` in execution order with why each is due (``why``), every skipped
     partition with its reason, and ``notes`` worth a look before running (e.g. partitions the source has
-    no data for)."""
+    no data for). Reasons are typed (:mod:`prefect_backfill.reasons`): code reads their ``kind``."""
 
     pipeline: str
     fingerprint: str
     reprocess: Reprocess
     to_run: tuple[Partition, ...]
     skipped: tuple[Skip, ...]
-    why: Mapping[str, str] = field(default_factory=dict)
+    why: Mapping[str, DueReason] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
     @property
@@ -124,20 +96,17 @@ class Plan:
         return "\n".join(lines)
 
 
-def _count(reasons: Iterable[str]) -> list[tuple[str, int]]:
-    """Reasons without their per-partition details ("… (run abc, …)"), counted."""
+def _count(reasons: Iterable[DueReason | SkipReason]) -> list[tuple[str, int]]:
+    """Reasons by their phrase, without their per-partition details ("… (run abc, …)"), counted."""
     counts: dict[str, int] = {}
     for reason in reasons:
-        head = reason.split(" (")[0]
-        counts[head] = counts.get(head, 0) + 1
+        counts[reason.head] = counts.get(reason.head, 0) + 1
     return sorted(counts.items())
 
 
-NEVER_RUN = "never run"
-UNDONE = "undone"  # why an undone partition is due; never served from a cache record (orchestrate)
-
-
-def _drift(key: str, state: PartitionState, source: TableSnapshot | None, target: TableSnapshot | None) -> str | None:
+def _drift(
+    key: str, state: PartitionState, source: TableSnapshot | None, target: TableSnapshot | None
+) -> DueReason | None:
     """Why a partition the ledger records as complete is not complete any more, or None.
 
     The ledger says what was written; the tables' logs say what is there now. A partition is complete
@@ -147,12 +116,12 @@ def _drift(key: str, state: PartitionState, source: TableSnapshot | None, target
     if target is not None:
         drift = target_drift(key, target, rows=state.rows_out, digest=state.target_digest, target_id=state.target_id)
         if drift is not None:
-            return drift.reason
+            return drift.due
     if source is not None and source.known:
         if state.source_digest is None:
-            return "source content not recorded (written by an older release)"
+            return DueReason(DueKind.SOURCE_UNRECORDED, "written by an older release")
         if source.digest(key) != state.source_digest:
-            return "source changed since it was written"
+            return DueReason(DueKind.SOURCE_CHANGED)
     return None
 
 
@@ -163,26 +132,30 @@ def _decide(
     reprocess: Reprocess,
     source: TableSnapshot | None,
     target: TableSnapshot | None,
-) -> tuple[bool, str]:
-    """(run it?, why)."""
+) -> DueReason | SkipReason:
+    """Why the partition runs (a :class:`DueReason`) or why not (a :class:`SkipReason`)."""
     if reprocess is Reprocess.ALL:
-        return True, "reprocess all"
+        return DueReason(DueKind.REPROCESS_ALL)
     if reprocess is Reprocess.FAILED:
         if state is not None and state.status is Status.FAILED:
-            return True, "failed"
-        return False, f"not failed ({state.status.value.lower() if state else NEVER_RUN})"
+            return DueReason(DueKind.FAILED)
+        return SkipReason(SkipKind.NOT_FAILED, state.status.value.lower() if state else "never run")
     if state is None:
-        return True, NEVER_RUN
+        return DueReason(DueKind.NEVER_RUN)
     if state.status is Status.COMPLETE and state.fingerprint == fingerprint:
         drift = _drift(key, state, source, target)
         if drift is not None:
-            return True, drift
-        return False, f"complete at version {state.version} (run {state.run_id[:8]}, {state.updated_at:%Y-%m-%d %H:%M})"
+            return drift
+        return SkipReason(
+            SkipKind.COMPLETE,
+            f"run {state.run_id[:8]}, {state.updated_at:%Y-%m-%d %H:%M}",
+            head=f"complete at version {state.version}",
+        )
     if state.status is Status.COMPLETE:
-        return True, f"stale: written by version {state.version}"
+        return DueReason(DueKind.STALE, head=f"stale: written by version {state.version}")
     if state.status is Status.UNDONE:
-        return True, UNDONE
-    return True, state.status.value.lower() if state.status is Status.FAILED else "interrupted"
+        return DueReason(DueKind.UNDONE)
+    return DueReason(DueKind.FAILED if state.status is Status.FAILED else DueKind.INTERRUPTED)
 
 
 def plan(
@@ -212,13 +185,13 @@ def plan(
         )
     to_run: list[Partition] = []
     skipped: list[Skip] = []
-    why: dict[str, str] = {}
+    why: dict[str, DueReason] = {}
     for partition in ordered:
         if partition.key in excluded:
-            skipped.append(Skip(partition, "excluded by request"))
+            skipped.append(Skip(partition, SkipReason(SkipKind.EXCLUDED)))
             continue
-        run, reason = _decide(partition.key, current.get(partition.key), fingerprint, reprocess, source, target)
-        if run:
+        reason = _decide(partition.key, current.get(partition.key), fingerprint, reprocess, source, target)
+        if isinstance(reason, DueReason):
             to_run.append(partition)
             why[partition.key] = reason
         else:
@@ -235,11 +208,7 @@ def plan(
     return Plan(pipeline, fingerprint, reprocess, tuple(to_run), tuple(skipped), why, tuple(notes))
 
 
-HELD = "held by another live run"
-DONE_MEANWHILE = "completed by another run since this run was planned"
-
-
-def leave_out(the_plan: Plan, reasons: Mapping[str, str]) -> Plan:
+def leave_out(the_plan: Plan, reasons: Mapping[str, SkipReason]) -> Plan:
     """``the_plan`` without the partitions of ``reasons`` (key → why), which become skipped with that
     reason. The one way anything is taken out of a plan after it was made."""
     if not reasons:
@@ -254,7 +223,7 @@ def without_done_since(the_plan: Plan, current: Mapping[str, PartitionState], si
     """Leave out of ``the_plan`` what another run completed, for this fingerprint, after ``since`` (when
     the plan was made): a run that waited for the cap must not write those again."""
     done = {
-        p.key: f"{DONE_MEANWHILE} (run {state.run_id[:8]})"
+        p.key: SkipReason(SkipKind.DONE_MEANWHILE, f"run {state.run_id[:8]}")
         for p in the_plan.to_run
         if (state := current.get(p.key)) is not None
         and state.status is Status.COMPLETE
@@ -267,9 +236,9 @@ def without_done_since(the_plan: Plan, current: Mapping[str, PartitionState], si
 
 def without_held(the_plan: Plan, held: Mapping[str, str]) -> Plan:
     """Leave out of ``the_plan`` the partitions another live run holds (key → who holds it)."""
-    return leave_out(the_plan, {key: f"{HELD} ({who})" for key, who in held.items()})
+    return leave_out(the_plan, {key: SkipReason(SkipKind.HELD, who) for key, who in held.items()})
 
 
 def held_keys(the_plan: Plan) -> tuple[str, ...]:
     """The partitions ``the_plan`` leaves to another live run."""
-    return tuple(s.partition.key for s in the_plan.skipped if s.reason.startswith(HELD))
+    return tuple(s.partition.key for s in the_plan.skipped if s.reason.kind is SkipKind.HELD)

@@ -20,12 +20,24 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect_backfill import stopping
 
-__all__ = ["ENDED", "FLOW_ENTRYPOINT", "FLOW_NAME", "HEARTBEAT_SECONDS", "ServerSideEnd", "heartbeats", "load_flow"]
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+__all__ = [
+    "ENDED",
+    "FLOW_ENTRYPOINT",
+    "FLOW_NAME",
+    "HEARTBEAT_SECONDS",
+    "ServerSideEnd",
+    "failed_by_server",
+    "heartbeats",
+    "load_flow",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +75,14 @@ def heartbeats() -> Iterator[None]:
         return
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS}):
         yield
+
+
+def failed_by_server(state: State[Any]) -> bool:
+    """Whether ``state`` is a Failed the flow did not make itself: the flow's own failures carry their
+    error as the state's data; a Failed the server set (its pause-expiration service, or its refusal of
+    the flow's next state once a pause timed out) carries none. For a run paused at the canary gate,
+    that is the typed mark of a pause nobody answered in time."""
+    return state.is_failed() and state.data is None
 
 
 #: Flow-run state types that mean "this run is over" when the run itself did not say so.

@@ -219,10 +219,10 @@ def run_writes(events: Iterable[Mapping[str, object]], run_id: str) -> tuple[dic
                 source_digest=last.get("source_digest"),  # type: ignore[arg-type]
                 target_id=last.get("target_id"),  # type: ignore[arg-type]
             )
-        elif any(e.get("cached") for e in complete):
-            source = next((str(e.get("error") or "") for e in complete if e.get("cached")), "")
-            by = f" ({source})" if source else ""
-            not_written[key] = f"the run did not write it: served from a cache record{by}, nothing to undo"
+        elif served := [e for e in complete if e.get("cached")]:
+            not_written[key] = (
+                f"the run did not write it: served from a cache record{_origin(served[0])}, nothing to undo"
+            )
         elif complete:
             not_written[key] = (
                 "the run's commit version was not recorded (a catalog target, or an older release): "
@@ -234,6 +234,14 @@ def run_writes(events: Iterable[Mapping[str, object]], run_id: str) -> tuple[dic
         else:
             not_written[key] = "the run did not write it: it never completed (interrupted or not started)"
     return writes, not_written
+
+
+def _origin(served: Mapping[str, object]) -> str:
+    """Where a cached COMPLETE came from, to show: the run named by ``cached_from``; an event of a release
+    before that column carries its origin in ``error``, shown as it was written."""
+    if served.get("cached_from"):
+        return f" (written by run {served['cached_from']})"
+    return f" ({served['error']})" if served.get("error") else ""
 
 
 def _touched(key: str, write: RunWrite, facts: LogFacts, state: PartitionState | None, run_id: str) -> str | None:

@@ -4,6 +4,7 @@ errors under ``--json``, SIGTERM unwinding like Ctrl-C, and the ``backfill`` ent
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import json
 import logging
@@ -23,7 +24,9 @@ from prefect_backfill.errors import BackfillError
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
     """``name`` from typer's vendored click (``typer._click``, typer >= 0.29), typer itself and the
-    ``click`` package, whichever are installed: typer 0.29 raises its own copies, not click's."""
+    ``click`` package, whichever are installed: typer 0.29 raises its own copies, not click's, and a
+    command's own code may raise the click package's. What is raised is told apart by ``isinstance``
+    against these classes, never by a class's name."""
     found: list[type[BaseException]] = []
     for module_name in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
         try:
@@ -91,27 +94,39 @@ def _usage_message(exc: Any, args: Sequence[str]) -> str:
     commands = list(getattr(command, "commands", None) or ())
     param = getattr(exc, "param", None)
     option = getattr(exc, "option_name", None)
-    kind = type(exc).__name__
     message = _first_line(exc.format_message() if hasattr(exc, "format_message") else str(exc))
-    if kind == "NoArgsIsHelpError":
+    if isinstance(exc, _exception_classes("NoArgsIsHelpError")):
         what = f"no command given: use one of {', '.join(commands)}" if commands else "arguments are missing"
-    elif kind == "MissingParameter" and param is not None:
+    elif isinstance(exc, _exception_classes("MissingParameter")) and param is not None:
         what = f"missing {getattr(param, 'param_type_name', 'parameter')} {_param_name(param)}"
     elif param is not None:
         what = f"{_param_name(param)}: {_bad_value(exc, param)}"
-    elif kind == "NoSuchOption" and option:
+    elif isinstance(exc, _exception_classes("NoSuchOption")) and option:
         close = sorted(getattr(exc, "possibilities", None) or ())
         what = f"no such option {option}" + (f": did you mean {' or '.join(close)}?" if close else "")
         if option in ("--verbose", "-v"):
             what += " (global options go before the command: backfill --verbose run …)"
-    elif kind == "BadOptionUsage" and option and "requires" in message:
-        what = f"{option}: the value is missing"
+    elif isinstance(exc, _exception_classes("BadOptionUsage")) and option and not _given_a_value(option, args):
+        what = f"{option}: the value is missing"  # (a flag given a value, --flag=x, is the other misuse)
     else:
         what = _lower_first(message)
         what = what if what.endswith("?") else what.rstrip(".")
-        if commands and what.startswith(("no such command", "missing command")) and "?" not in what:
+        # A plain usage error of a group is a missing or unknown command: list them, unless typer
+        # suggested close ones itself (it does for a name with close matches, as difflib finds them).
+        if commands and type(exc) in _exception_classes("UsageError") and not _close_commands(args, commands):
             what += f": use one of {', '.join(commands)}"
     return f"{what} (see {path} --help)"
+
+
+def _given_a_value(option: str, args: Sequence[str]) -> bool:
+    """Whether ``option`` was given as ``--option=value`` (a value in the same word)."""
+    return any(arg.split("=", 1)[0] == option for arg in args if "=" in arg)
+
+
+def _close_commands(args: Sequence[str], commands: Sequence[str]) -> list[str]:
+    """The commands close to the command given (what typer suggests with "Did you mean …?")."""
+    given = next((a for a in args if not a.startswith("-")), None)
+    return difflib.get_close_matches(given, commands) if given is not None else []
 
 
 def _error(message: str, exc: BaseException | None = None, code: int = 1) -> None:

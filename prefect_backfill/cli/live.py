@@ -19,22 +19,21 @@ if TYPE_CHECKING:
 
 class _CancelledJobFilter(logging.Filter):
     """Drops, from the terminal only, what a stop makes Spark say above the one line that tells what
-    happened: a task's failure log whose error is a Spark job cancelled on purpose (Prefect would print
-    each cancelled partition's Java trace, ~100 lines), and, once a signal asked the run to stop, py4j's
-    tracebacks of a JVM gone with the signal (SIGTERM reaches the whole process group). The Prefect API
-    still receives the task's record; the ledger records the partition as not complete."""
+    happened: a log whose error is engine work cancelled on purpose (an :class:`EngineCancelledError`,
+    as the engine classifies a cancelled Spark job: Prefect would print each cancelled partition's Java
+    trace, ~100 lines), and, once a signal asked the run to stop, py4j's tracebacks of a JVM gone with
+    the signal (SIGTERM reaches the whole process group). The Prefect API still receives the task's
+    record; the ledger records the partition as not complete."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from prefect_backfill import stopping
+        from prefect_backfill.errors import EngineCancelledError
 
         error = record.exc_info[1] if record.exc_info else None
-        if error is not None and _CANCELLED_BY_CTRL_C in str(error):
+        if isinstance(error, EngineCancelledError):
             return False
         from_py4j = Path(record.pathname).parent.name == "py4j"
         return not (from_py4j and stopping.requested() is not None)
-
-
-_CANCELLED_BY_CTRL_C = "cancelled as part of cancellation of all jobs"
 
 
 @contextlib.contextmanager

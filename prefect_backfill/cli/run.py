@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.markdown import Markdown
@@ -20,8 +20,6 @@ from prefect_backfill.planning import Status
 from prefect_backfill.request import BackfillRequest
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import State
-
     from prefect_backfill.canary import Decision
     from prefect_backfill.preparing import PreparedRun
     from prefect_backfill.results import BackfillSummary
@@ -97,7 +95,9 @@ def run_request(request: BackfillRequest) -> None:
             _print_summary(stopped.summary)
             _report_interrupt(prepared, since)
             raise typer.Exit(stopped.exit_code)
-    if gated and state.is_failed() and "never resumed" in (state.message or ""):
+    from prefect_backfill.run_state import failed_by_server
+
+    if gated and failed_by_server(state):
         # Prefect fails a paused run whose pause timed out itself, before the flow's own CanaryStoppedError
         # can become the run's state: say it the way the flow would have, with its exit code.
         from prefect_backfill.errors import CanaryStoppedError
@@ -110,7 +110,7 @@ def run_request(request: BackfillRequest) -> None:
     # raises BackfillFailedError (one line, exit 1) if partitions failed
     summary = cast("BackfillSummary", state.result())
     _print_summary(summary)
-    code = _outcome(prepared, state, summary)
+    code = _outcome(prepared, summary)
     if code:
         raise typer.Exit(code)
 
@@ -135,11 +135,11 @@ def _prefect_server() -> bool:
 
 def _ask_at_the_gate(diff_text: str) -> Decision:
     """The canary gate on the terminal: show what the canaries changed, ask whether to go on."""
-    from prefect_backfill.canary import Decision
+    from prefect_backfill.canary import DecidedBy, Decision
 
     console.print(Markdown(diff_text))
     approved = typer.confirm("Write the rest of the range with this version?", default=False)
-    return Decision(approved, "terminal")
+    return Decision(approved, DecidedBy.TERMINAL)
 
 
 def _warm_up(prepared: PreparedRun) -> None:
@@ -192,9 +192,10 @@ def _start_embedded_server() -> None:
         SubprocessASGIServer().start()
 
 
-def _outcome(prepared: PreparedRun, state: State[Any], summary: BackfillSummary) -> int:
+def _outcome(prepared: PreparedRun, summary: BackfillSummary) -> int:
     """Exit code of a run that raised nothing: 4 if partitions were left to another live run, 3 if the
-    night window closed before every partition started, else 0 (see EXIT_CODES)."""
+    night window closed before every partition started, else 0 (see EXIT_CODES). Told by the summary's
+    fields, not by the name of the state the flow ended in."""
     held, not_started = summary.held, summary.not_started
     command = prepared.resume_command
     if held:
@@ -203,12 +204,10 @@ def _outcome(prepared: PreparedRun, state: State[Any], summary: BackfillSummary)
             style="yellow",
         )
     if not_started:
-        message = (
-            state.message
-            if state.name == "WindowClosed" and state.message
-            else f"window closed: {len(not_started)} partitions remain; the next run resumes"
+        _say(
+            f"window closed: {len(not_started)} partitions remain; the next run resumes (or now: {command})",
+            style="yellow",
         )
-        _say(f"{message} (or now: {command})", style="yellow")
     return 4 if held else 3 if not_started else 0
 
 

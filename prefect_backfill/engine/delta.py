@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.commits import committed_digests, find_commit
+from prefect_backfill.engine.failures import engine_error, engine_errors
 from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.predicates import (
     chunk_condition,
@@ -42,6 +43,7 @@ from prefect_backfill.errors import (
     TargetLayoutError,
     TransformError,
 )
+from prefect_backfill.ledger import register_ledger_views  # the views live with the ledger; README spells it here
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
@@ -155,6 +157,14 @@ class SparkDeltaEngine:
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
     ) -> ChunkOutcome:
+        """:meth:`_process_chunk` at the engine's boundary: what Spark or Delta raise leaves as the
+        package's error types, classified here once (:func:`~prefect_backfill.engine.failures.engine_errors`)."""
+        with engine_errors():
+            return self._process_chunk(pipeline, partitions, commit_tag, rows_in)
+
+    def _process_chunk(
+        self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str, rows_in: Mapping[str, int] | None
+    ) -> ChunkOutcome:
         """Read the chunk's source partitions, transform them together, check each partition's output,
         and replace exactly those target partitions in one Delta commit: one job to count, one to write.
 
@@ -163,7 +173,9 @@ class SparkDeltaEngine:
         does not compute it again. The checks run on those counts *before* the commit; a failed check
         names its partitions (:attr:`PartitionValidationError.partitions`) when it knows them.
         """
+        from py4j.protocol import Py4JError
         from pyspark import StorageLevel
+        from pyspark.errors import PySparkException
         from pyspark.sql import functions as F
 
         spark = self.spark
@@ -198,7 +210,7 @@ class SparkDeltaEngine:
             try:
                 output = pipeline.transform(source)
             except Exception as exc:  # raised on the driver while building the plan: the same every time
-                if type(exc).__module__.startswith(("py4j", "pyspark")):
+                if isinstance(exc, PySparkException | Py4JError):
                     raise  # Spark's own (analysis errors, a lost JVM): classified as they are
                 raise TransformError(
                     f"the transform of {pipeline.name} raised {type(exc).__name__}: {str(exc).strip()[:300]}"
@@ -317,16 +329,17 @@ class SparkDeltaEngine:
             else:
                 writer.saveAsTable(pipeline.target.location)
         except Exception as exc:
-            if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc) or "does not conform to partial table" in str(exc):
+            error = engine_error(exc)
+            if isinstance(error, RowsOutsidePartitionError):  # Delta's replaceWhere check refused the write
                 raise RowsOutsidePartitionError(
                     f"the transform wrote rows outside partition {pipeline.partition_column}={span}; nothing "
                     "was committed: make the transform keep each row's partition value"
-                ) from None
+                ) from exc
             # The driver can die (or the call fail) after the commit landed: then the partitions ARE written,
             # and the ledger must say so. The commit's own evidence decides: our tag in the Delta log.
             landed = self._landed(pipeline, commit_tag)
             if landed is None:
-                raise
+                raise error from exc
             logger.warning(
                 "the write of %s raised after its commit landed (version %d): recorded as written (%s)",
                 span,
@@ -408,12 +421,3 @@ def _tidying(what: str) -> Iterator[None]:
         yield
     except Exception as exc:
         logger.debug("could not %s: %s", what, exc)
-
-
-def register_ledger_views(spark: SparkSession, ledger_path: str) -> None:
-    """Expose the ledger to Spark SQL: ``backfill_progress_events`` (every event) and
-    ``backfill_progress`` (current status per partition, :data:`~prefect_backfill.ledger.CURRENT_STATUS_SQL`)."""
-    from prefect_backfill.ledger import CURRENT_STATUS_SQL
-
-    spark.read.format("delta").load(ledger_path).createOrReplaceTempView("backfill_progress_events")
-    spark.sql(CURRENT_STATUS_SQL).createOrReplaceTempView("backfill_progress")

@@ -485,13 +485,13 @@ def check_lake(lake: CrashLake, before_change: set[str], output: str) -> list[st
         if state is None:
             bad.append(f"{key}: never recorded")
             continue
-        cached_from = re.match(r"cached: written by run (\S+)", state.error or "")
+        cached_from = state.cached_from
         if state.status is not Status.COMPLETE:
             bad.append(f"{key}: {state.status.value} (run {state.run_id[:8]})")
         elif state.run_id in before_change:
             bad.append(f"{key}: COMPLETE from run {state.run_id[:8]}, before bronze changed")
-        elif cached_from and cached_from.group(1) in before_change:
-            bad.append(f"{key}: served from the cache of run {cached_from.group(1)[:8]}, before bronze changed")
+        elif cached_from and cached_from in before_change:
+            bad.append(f"{key}: served from the cache of run {cached_from[:8]}, before bronze changed")
     if bad:
         problems.append(f"ledger: {len(bad)} of {len(lake.keys)} partitions not done after the change: {bad}")
     expected = expected_rows(current_bronze(lake))

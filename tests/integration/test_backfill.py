@@ -171,7 +171,7 @@ def test_cache_skips_completed_partitions_even_when_the_ledger_is_lost(lake: Lak
     import shutil
 
     p = lake.make(counting)
-    run(lake, p.name, "2024-01-01", "2024-01-03")
+    first = run(lake, p.name, "2024-01-01", "2024-01-03")
     shutil.rmtree(lake.ledger)
     CALLS.clear()
     summary = run(lake, p.name, "2024-01-01", "2024-01-03")
@@ -179,6 +179,8 @@ def test_cache_skips_completed_partitions_even_when_the_ledger_is_lost(lake: Lak
     assert summary["rows_written"] == 120
     current = Ledger(lake.ledger).current(p.name)
     assert {s.status for s in current.values()} == {Status.COMPLETE}  # the ledger is rebuilt
+    # Served from the cache, as typed fields: the run it was written by, and no error text.
+    assert {(s.cached, s.cached_from, s.error) for s in current.values()} == {(True, first["run_id"], None)}
 
 
 def test_output_rows_outside_the_partition_fail_it_without_retry_and_keep_old_data(lake: Lake, spark: Any) -> None:

@@ -17,6 +17,7 @@ from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.errors import CanaryStoppedError
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.planning import Status
+from prefect_backfill.run_state import failed_by_server
 from tests.integration.conftest import BRONZE_END, BRONZE_START, Lake
 
 pytestmark = pytest.mark.spark
@@ -165,4 +166,5 @@ def test_no_answer_in_time_stops_the_run(lake: Lake, spark: Any, monkeypatch: py
     # Prefect itself fails a run whose pause timed out ("never resumed"): nothing is left paused, and the
     # CLI turns that state into the gate's own message and exit code (see prefect_backfill.cli.run).
     assert state.is_failed() and "never resumed" in (state.message or "")
+    assert failed_by_server(state)  # what the CLI tells it by: a Failed the flow did not make (no data)
     assert len(complete(lake, pipeline.name)) == 1

@@ -379,15 +379,14 @@ def test_the_terminal_is_spared_the_java_trace_of_a_job_cancelled_by_ctrl_c() ->
     import logging
 
     from prefect_backfill.cli.live import _CancelledJobFilter
+    from prefect_backfill.errors import EngineCancelledError
 
     def record(error: BaseException | None) -> logging.LogRecord:
         info = (type(error), error, None) if error is not None else None
         return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", (), info)
 
-    cancelled = RuntimeError(
-        "An error occurred while calling o109.count.\n: org.apache.spark.SparkException: [SPARK_JOB_CANCELLED] "
-        "Job 14 cancelled as part of cancellation of all jobs SQLSTATE: XXKDA\n\tat org.apache.spark..."
-    )
+    # The job cancelled by Ctrl-C as the engine raises it: its type says so, whatever its words.
+    cancelled = EngineCancelledError("org.apache.spark.SparkException: [SPARK_JOB_CANCELLED] Job 14 cancelled")
     quiet = _CancelledJobFilter()
     assert not quiet.filter(record(cancelled))
     assert quiet.filter(record(RuntimeError("[SPARK_JOB_CANCELLED] Job 3 cancelled by the user")))
@@ -473,6 +472,8 @@ def test_a_gate_nobody_answered_in_time_exits_5_with_the_gates_own_line(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     class TimedOut(FakeState):
+        data = None  # a Failed the server set: no error of the flow's own (prefect_backfill.run_state)
+
         def is_failed(self) -> bool:
             return True
 
@@ -502,3 +503,83 @@ def test_non_finite_floats_are_refused_before_anything_runs(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "finite" in err or "not in the range" in err, err
+
+
+# --- what the CLI acts on is typed: classes, lists, state data; never a message, a class name or a state name ---
+
+
+def test_the_terminal_filter_reads_an_errors_type_not_its_words() -> None:
+    import logging
+
+    from prefect_backfill.cli.live import _CancelledJobFilter
+    from prefect_backfill.errors import EngineCancelledError
+
+    def record(error: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "prefect.task_runs", logging.ERROR, __file__, 1, "failed", (), (type(error), error, None)
+        )
+
+    quiet = _CancelledJobFilter()
+    assert quiet.filter(record(RuntimeError("Job 14 cancelled as part of cancellation of all jobs")))  # words alone
+    assert not quiet.filter(record(EngineCancelledError("")))  # the type alone
+
+
+def test_usage_errors_are_told_apart_by_the_classes_typer_actually_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """typer 0.29 raises its vendored click's classes (typer._click.exceptions), not the click package's:
+    the CLI's classes include both, and a subclass under any name is handled as its base."""
+    import click
+    from typer._click import exceptions as vendored
+
+    from prefect_backfill.cli.app import app
+    from prefect_backfill.cli.entry import _exception_classes, _usage_message
+
+    with pytest.raises(vendored.NoSuchOption) as raised:
+        app(args=["run", "orders", "--bogus"], prog_name="backfill", standalone_mode=False)
+    assert type(raised.value) in _exception_classes("NoSuchOption")
+    assert not isinstance(raised.value, click.exceptions.NoSuchOption)  # why click's classes alone would miss it
+    assert click.exceptions.NoSuchOption in _exception_classes("NoSuchOption")
+
+    class Renamed(vendored.NoSuchOption):
+        """Another name, the same meaning."""
+
+    for cls in (vendored.NoSuchOption, click.exceptions.NoSuchOption, Renamed):
+        error = cls("--max-concurent", possibilities=["--max-concurrency"])
+        assert _usage_message(error, ["run"]).startswith("no such option --max-concurent: did you mean")
+    missing = vendored.BadOptionUsage("--start", "Option '--start' is followed by nothing, in other words")
+    assert _usage_message(missing, ["run", "p", "--start"]).startswith("--start: the value is missing")
+    flag = vendored.BadOptionUsage("--yes", "Option '--yes' requires nothing; reworded")
+    assert not _usage_message(flag, ["run", "p", "--yes=1"]).startswith("--yes: the value is missing")
+
+
+def test_the_window_closed_line_comes_from_the_summary_not_the_flows_state(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever the flow names its state or says in its message, partitions not started exit 3 with the
+    window's line (another flow version, another state name: the same outcome)."""
+    for name, message in (("WindowClosed", "the night is over"), ("Completed", None), ("Renamed", "x")):
+        state = FakeState(summary(completed=["2024-01-01"], not_started=["2024-01-02", "2024-01-03"]), name, message)
+        monkeypatch.setattr(flows.backfill, "backfill", lambda state=state, **params: state)
+        assert run_cli(ARGS) == 3
+        line = f"window closed: 2 partitions remain; the next run resumes (or now: {RESUME})"
+        assert line in capsys.readouterr().out.splitlines()
+
+
+def test_a_server_set_failure_is_told_by_the_states_data_not_its_message() -> None:
+    from prefect.states import Completed, Failed
+
+    from prefect_backfill.errors import CanaryStoppedError
+    from prefect_backfill.run_state import failed_by_server
+
+    assert failed_by_server(Failed(message="The flow was paused and never resumed."))
+    assert failed_by_server(Failed(message="reworded by a later Prefect"))
+    assert not failed_by_server(Failed(message="never resumed", data=CanaryStoppedError("stopped at the gate")))
+    assert not failed_by_server(Completed(message="never resumed"))
+
+
+def test_the_gates_decision_is_typed() -> None:
+    from prefect_backfill.canary import DecidedBy, Decision
+
+    assert Decision(False, "timeout").by is DecidedBy.TIMEOUT  # type: ignore[arg-type]
+    assert Decision(True, DecidedBy.TERMINAL) == Decision(True, "terminal")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Decision(False, "a timeout")  # type: ignore[arg-type]

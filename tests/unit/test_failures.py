@@ -6,9 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from py4j.protocol import Py4JNetworkError
 
-from prefect_backfill.engine.failures import FailureKind, classify
-from prefect_backfill.errors import TransformError
+from prefect_backfill.engine.failures import FailureKind, classify, engine_error
+from prefect_backfill.errors import (
+    BackfillError,
+    CommitConflictError,
+    DeterministicEngineError,
+    EngineCancelledError,
+    EngineDownError,
+    RowsOutsidePartitionError,
+    TransformError,
+    TransientEngineError,
+)
 
 
 class Conditioned(Exception):
@@ -53,10 +63,6 @@ class Py4JJavaError(Exception):
     def __init__(self, java: JavaThrowable) -> None:
         super().__init__("An error occurred while calling o2397.save.")
         self.java_exception = java
-
-
-class Py4JNetworkError(Exception):
-    pass
 
 
 def test_a_refused_write_is_deterministic_and_its_root_cause_is_one_line() -> None:
@@ -117,3 +123,50 @@ def test_a_java_error_whose_jvm_is_gone_is_engine_down() -> None:
     error = Py4JJavaError(JavaThrowable("x", "y"))
     error.java_exception = Gone()  # type: ignore[assignment]
     assert classify(error).kind is FailureKind.ENGINE_DOWN
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (Conditioned("SPARK_JOB_CANCELLED"), EngineCancelledError),
+        (Py4JNetworkError("Answer from Java side is empty"), EngineDownError),
+        (Conditioned("DELTA_CONCURRENT_APPEND"), CommitConflictError),
+        (
+            Py4JJavaError(JavaThrowable("io.delta.exceptions.ConcurrentAppendException", "Files were added")),
+            CommitConflictError,
+        ),
+        (Conditioned("DELTA_REPLACE_WHERE_MISMATCH"), RowsOutsidePartitionError),
+        (
+            Py4JJavaError(
+                JavaThrowable(
+                    "org.apache.spark.SparkException",
+                    "Job aborted",
+                    JavaThrowable("org.apache.spark.sql.delta.DeltaAnalysisException", "x"),
+                )
+            ),
+            TransientEngineError,  # a Java class we do not know, no condition: retried
+        ),
+        (Conditioned("USER_RAISED_EXCEPTION"), DeterministicEngineError),
+        (RuntimeError("something we do not know"), TransientEngineError),
+    ],
+)
+def test_an_engine_error_becomes_the_packages_type_once_and_its_kind_follows_the_type(
+    error: Exception, kind: type[BackfillError]
+) -> None:
+    typed = engine_error(error)
+    assert type(typed) is kind
+    assert engine_error(typed) is typed  # a package error is never classified again
+    assert classify(typed).kind is classify(error).kind
+    if isinstance(typed, RowsOutsidePartitionError):  # a failed check: deterministic, never retried
+        assert classify(typed).kind is FailureKind.DETERMINISTIC and typed.check == "rows_in_partition"
+
+
+def test_a_typed_engine_error_is_acted_on_by_its_type_whatever_its_words() -> None:
+    """Rewording a cause (or an engine giving any text at all) changes no decision."""
+    for words in ("", "boom", "cancelled as part of cancellation of all jobs", "Answer from Java side is empty"):
+        assert classify(EngineCancelledError(words)).kind is FailureKind.CANCELLED
+        assert classify(EngineDownError(words)).kind is FailureKind.ENGINE_DOWN
+        assert classify(CommitConflictError(words)).kind is FailureKind.TRANSIENT
+        assert classify(DeterministicEngineError(words)).kind is FailureKind.DETERMINISTIC
+        assert classify(TransientEngineError(words)).kind is FailureKind.TRANSIENT
+        assert classify(EngineDownError(words)).cause == words

@@ -96,6 +96,34 @@ def test_the_claims_lock_admits_one_run_at_a_time(tmp_path: Path) -> None:
     assert len(peak) == 4 and max(peak) == 1
 
 
+def test_the_claims_lock_tells_a_lost_race_by_deltas_type_not_by_its_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that lost to another one is delta-rs's CommitFailedError: look again. Any other error is the
+    lease table's trouble, whatever its text says (it used to be taken for a race when it said "conflict")."""
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    import prefect_backfill.claims_lock as module
+    from prefect_backfill.errors import LedgerError
+
+    table = LeaseTable(str(tmp_path / "leases"))
+    with RunLease(table, "r", "p", T) as lease, claims_lock(table, T, lease.lease, timeout=5):
+        pass  # the locks table exists now
+    locks = table.read_table(table.locks_path)
+
+    def failing(error: Exception) -> object:
+        def write(*args: object, **kwargs: object) -> None:
+            raise error
+
+        return write
+
+    monkeypatch.setattr(module, "write_deltalake", failing(CommitFailedError("Failed to commit transaction: 3")))
+    assert module._swap(table, locks, "lock-x", lease.lease) is False
+    monkeypatch.setattr(module, "write_deltalake", failing(DeltaError("Generic error: a conflict, concurrent")))
+    with pytest.raises(LedgerError, match="cannot be written"):
+        module._swap(table, locks, "lock-x", lease.lease)
+
+
 def test_a_lock_left_by_a_killed_run_is_taken_over_at_once(tmp_path: Path) -> None:
     table = LeaseTable(str(tmp_path / "leases"))
     _killed_holder(tmp_path / "leases", take_lock=True)

@@ -4,6 +4,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from prefect_backfill import stopping
+from prefect_backfill.errors import LedgerError
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.planning import Status
 
@@ -73,3 +77,31 @@ def test_unwaited_events_are_committed_in_order_before_later_waited_ones(tmp_pat
     ledger.flush()
     state = ledger.current("orders")
     assert state["p0"].status is Status.COMPLETE and state["p1"].status is Status.COMPLETE
+
+
+class RustPanic(BaseException):
+    """What pyo3 raises for a panic in delta-rs: a BaseException (``pyo3_runtime.PanicException``, whose
+    class cannot be imported); the name is not what tells it apart."""
+
+
+def test_a_panic_reading_the_ledger_is_one_ledger_error_and_a_stop_stays_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prefect_backfill.ledger as module
+
+    ledger = Ledger(tmp_path / "ledger")
+    ledger.record([ev("d", Status.PENDING, datetime(2024, 7, 1, tzinfo=UTC))])
+
+    def raising(error: BaseException) -> object:
+        def open_table(*args: object, **kwargs: object) -> object:
+            raise error
+
+        return open_table
+
+    monkeypatch.setattr(module, "DeltaTable", raising(RustPanic("called `Option::unwrap()` on a `None` value")))
+    with pytest.raises(LedgerError, match="cannot be read"):
+        ledger.events("orders")
+    for stop in (KeyboardInterrupt(), SystemExit(1), stopping.Interrupted(), ValueError("not the ledger's")):
+        monkeypatch.setattr(module, "DeltaTable", raising(stop))
+        with pytest.raises(type(stop)):
+            ledger.events("orders")

@@ -72,6 +72,17 @@ def test_only_what_the_run_committed_is_a_candidate_and_the_rest_says_why() -> N
     assert "2024-01-06" not in not_written  # another run's partition is none of this undo's business
 
 
+def test_a_cache_hit_is_told_by_its_typed_fields_and_names_the_run_it_came_from() -> None:
+    """A cached COMPLETE of this release carries its origin in ``cached_from``, not in ``error``; one of an
+    older release (above) still says where it came from, from its ``error``, shown as written."""
+    events = [ev("2024-01-02", Status.COMPLETE, 2, cached=True, cached_from="r0", table_version=3)]
+    writes, not_written = run_writes(events, RUN)
+    assert writes == {}
+    assert not_written["2024-01-02"] == (
+        "the run did not write it: served from a cache record (written by run r0), nothing to undo"
+    )
+
+
 def write(key: str, commit: int = 5, before: int = 4) -> RunWrite:
     return RunWrite(key, commit, before, "2", "2:abc", f"src-{key}", "tid")
 
