@@ -3,7 +3,7 @@
 The unattended path: it restores what it can (one commit), records it, publishes what it did as a
 markdown artifact, and ends **Failed** naming every partition it refused, so a scheduler or an operator
 watching the UI never mistakes a partial undo for a complete one. It holds no logic of its own
-(:mod:`prefect_backfill.undoing` does it all, for the CLI too).
+(:mod:`prefect_backfill.restoring` does it all, for the CLI too).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from prefect_backfill.reporting import artifact_key
-from prefect_backfill.undo import UndoPlan
-from prefect_backfill.undoing import UndoOutcome, carry_out, prepare_undo, raise_if_refused
+from prefect_backfill.restoring import UndoOutcome, carry_out, prepare_undo, raise_if_refused
+from prefect_backfill.undo_planning import UndoPlan
 
 __all__ = ["undo"]
 
@@ -27,21 +27,21 @@ def _run_name() -> str:
     return f"undo-{params['pipeline']}-{str(params['run_id'])[:8]}"
 
 
-def _markdown(the_plan: UndoPlan, outcome: UndoOutcome) -> str:
+def _markdown(undo_plan: UndoPlan, outcome: UndoOutcome) -> str:
     lines = [
-        f"# Undo of run {the_plan.run_id} ({the_plan.pipeline})",
+        f"# Undo of run {undo_plan.run_id} ({undo_plan.pipeline})",
         "",
-        f"{len(outcome.restored)} restored in commit version {outcome.table_version}, {len(the_plan.refused)} refused",
+        f"{len(outcome.restored)} restored in commit version {outcome.table_version}, {len(undo_plan.refused)} refused",
         "",
         "| partition | outcome | detail |",
         "|---|---|---|",
     ]
     lines += [
         f"| {r.partition} | restored to version {r.version} | {(r.overridden or '').replace('|', '/')} |"
-        for r in the_plan.restores
+        for r in undo_plan.restores
     ]
-    lines += [f"| {r.partition} | refused | {r.reason.replace('|', '/')} |" for r in the_plan.refused]
-    lines += [f"| {r.partition} | nothing to undo | {r.reason.replace('|', '/')} |" for r in the_plan.nothing_to_undo]
+    lines += [f"| {r.partition} | refused | {r.reason.replace('|', '/')} |" for r in undo_plan.refused]
+    lines += [f"| {r.partition} | nothing to undo | {r.reason.replace('|', '/')} |" for r in undo_plan.nothing_to_undo]
     return "\n".join(lines)
 
 

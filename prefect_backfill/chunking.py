@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from prefect_backfill.partitions import Partition
 
-__all__ = ["Chunk", "make_chunks", "split_runs"]
+__all__ = ["Chunk", "make_chunks", "split_stretches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Chunk:
         return len(self.partitions)
 
 
-def split_runs(partitions: Sequence[Partition]) -> list[list[Partition]]:
+def split_stretches(partitions: Sequence[Partition]) -> list[list[Partition]]:
     """``partitions`` (any order) as runs of consecutive partitions of their grain, oldest first."""
     ordered = sorted(partitions)
     runs: list[list[Partition]] = []
@@ -88,7 +88,7 @@ def make_chunks(
     # slightly uneven partitions do not make an extra chunk); the budget is a hard limit.
     target = min(budget_bytes, math.ceil(total / slots)) if total else budget_bytes
     chunks: list[Chunk] = []
-    for run in split_runs(to_run):
+    for run in split_stretches(to_run):
         current: list[Partition] = []
         current_bytes = 0
         for partition in run:

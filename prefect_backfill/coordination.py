@@ -138,7 +138,7 @@ class Claim:
 def claim(
     leases: LeaseTable,
     lease: RunLease,
-    the_plan: Plan,
+    plan: Plan,
     *,
     current: Callable[[str], Mapping[str, PartitionState]],
     record_claims: Callable[[Plan], None],
@@ -162,7 +162,7 @@ def claim(
     With no free slot, waits (saying once who holds the slots and since when) and tries again, up to
     ``timeout`` seconds in all; then raises :class:`CoordinationTimeoutError`, naming the holders.
     """
-    pipeline, target = the_plan.pipeline, lease.target
+    pipeline, target = plan.pipeline, lease.target
     deadline = time.monotonic() + timeout
     told = False
     while True:
@@ -176,7 +176,7 @@ def claim(
         ):
             live = leases.live_runs(target, pipeline)
             now = current(pipeline)
-            mine = without_held(the_plan, held_on_target(pipeline, now, current, lease.run_id, live))
+            mine = without_held(plan, held_on_target(pipeline, now, current, lease.run_id, live))
             if planned_at is not None:
                 mine = without_done_since(mine, now, planned_at, lease.run_id)
             if not mine.to_run:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache
-from prefect_backfill.chunking import split_runs
+from prefect_backfill.chunking import split_stretches
 from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.engine.failures import Failure, FailureKind, classify
 from prefect_backfill.errors import ChunkFailedError, PartitionValidationError, one_line
@@ -167,7 +167,7 @@ class ChunkExecutor:
                 elif culprits:
                     self._fail(culprits, exc, attempt, started)
                     rest = [k for k in keys if k not in culprits]
-                    for piece in split_runs([parse_partition_key(k, self.spec.grain) for k in rest]):
+                    for piece in split_stretches([parse_partition_key(k, self.spec.grain) for k in rest]):
                         self.run([p.key for p in piece], self.retries if len(piece) == 1 else 0)
                 else:
                     self._bisect(keys)

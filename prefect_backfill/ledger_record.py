@@ -87,7 +87,9 @@ class Recorded:
     diff: str | None = None  # JSON: the before/after diff of the partition (prefect_backfill.diff)
     check_name: str | None = None  # the pre-commit check a FAILED partition did not pass
     target_digest: str | None = None  # COMPLETE: digest of the partition's target files after the commit
-    undone_run: str | None = None  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo)
+    undone_run: str | None = (
+        None  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo_planning)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,25 +55,25 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
     """
     logger = get_run_logger()
     started = time.perf_counter() if started is None else started
-    pipeline, the_plan = prepared.pipeline, prepared.plan
+    pipeline, plan = prepared.pipeline, prepared.plan
     run_id = str(flow_run.id or uuid.uuid4())
-    logger.info("%s", the_plan)
+    logger.info("%s", plan)
 
     out = Outcome()
-    if the_plan.to_run:
+    if plan.to_run:
         # Ctrl-C or a worker's SIGTERM: no new chunk, the Spark work in flight cancelled (see stopping).
         with (
             stopping.stop_on_signals(lambda _: get_engine().cancel(pipeline)),
             ServerSideEnd(str(flow_run.id) if flow_run.id else None, prepared.settings.state_poll_seconds),
         ):
             if stopping.requested() is not None:  # stopped before it began (while Prefect started the flow)
-                out.not_started.extend(p.key for p in the_plan.to_run)
+                out.not_started.extend(p.key for p in plan.to_run)
             else:
                 target = get_engine().ensure_target(pipeline)
                 target_id = target.table_id or pipeline.target.location
                 cache = PartitionCache.from_settings(prepared.settings)
-                the_plan = _serve_cached(prepared, the_plan, cache, target_id, run_id, out)
-                if the_plan.to_run:
+                plan = _serve_cached(prepared, plan, cache, target_id, run_id, out)
+                if plan.to_run:
                     # The task runner is chosen now, by this call's settings (never at import), and only
                     # started when there is work: a Dask cluster costs seconds.
                     with task_runner(prepared.settings, api_url=_api_url()) as runner:
@@ -83,12 +83,12 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
                             return future
 
                         ctx = RunContext(prepared, run_id, target_id, cache, submit_chunk, out)
-                        the_plan = _claim_and_run(ctx, the_plan)
+                        plan = _claim_and_run(ctx, plan)
             stop = stopping.requested()
             if stop is not None:
                 out.stopped, out.stop_code = stop.name, stop.exit_code
 
-    held = held_keys(the_plan)
+    held = held_keys(plan)
     summary = BackfillSummary(
         pipeline=pipeline.name,
         run_id=run_id,
@@ -98,7 +98,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         total=prepared.plan.total,
         # Skipped: complete before, excluded, or completed by another run meanwhile; not the partitions
         # left to a live run (held) nor those served from cache records (cached).
-        skipped=len(the_plan.skipped) - len(held) - len(out.cached),
+        skipped=len(plan.skipped) - len(held) - len(out.cached),
         completed=tuple(out.completed),
         cached=tuple(out.cached),
         failed=tuple(out.failed),
@@ -117,7 +117,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
         logger.warning(
             "%d partition(s) are held by another live run and left to it: %s",
             len(held),
-            "; ".join(sorted({s.reason for s in the_plan.skipped if s.partition.key in set(held)})),
+            "; ".join(sorted({s.reason for s in plan.skipped if s.partition.key in set(held)})),
         )
     if prepared.plan.to_run:
         events = prepared.ledger.events(pipeline.name).to_pylist()
@@ -133,7 +133,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
 
 
 def _serve_cached(
-    prepared: PreparedRun, the_plan: Plan, cache: PartitionCache, target_id: str, run_id: str, out: Outcome
+    prepared: PreparedRun, plan: Plan, cache: PartitionCache, target_id: str, run_id: str, out: Outcome
 ) -> Plan:
     """Step 1: due partitions whose cache record proves them complete (same fingerprint, same source
     files, same target table, and the target still holds what the record says was written: the
@@ -142,11 +142,11 @@ def _serve_cached(
     target drifted (a record cannot repair data another writer changed)."""
     target = prepared.target
     if prepared.request.reprocess is Reprocess.ALL or target is None or not target.exists:
-        return the_plan
+        return plan
     pipeline = prepared.pipeline
     served: list[PartitionResult] = []
-    for partition in the_plan.to_run:
-        why = the_plan.why.get(partition.key)
+    for partition in plan.to_run:
+        why = plan.why.get(partition.key)
         if why is not None and why.kind is DueKind.UNDONE:
             continue  # restored by `backfill undo` to older content: the record describes what was undone
         digest = prepared.source.digest(partition.key) if prepared.source is not None else None
@@ -159,7 +159,7 @@ def _serve_cached(
         if record is not None and _still_written(record, target):
             served.append(record)
     if not served:
-        return the_plan
+        return plan
     now = datetime.now(UTC)
     prepared.ledger.record(
         [
@@ -187,7 +187,7 @@ def _serve_cached(
     )
     out.cached.extend(r.partition for r in served)
     out.rows_written += sum(r.rows_out for r in served)
-    return leave_out(the_plan, {r.partition: SkipReason(SkipKind.CACHED, "cache record") for r in served})
+    return leave_out(plan, {r.partition: SkipReason(SkipKind.CACHED, "cache record") for r in served})
 
 
 def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
@@ -203,7 +203,7 @@ def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
     return drift is None
 
 
-def _claim_and_run(ctx: RunContext, the_plan: Plan) -> Plan:
+def _claim_and_run(ctx: RunContext, plan: Plan) -> Plan:
     """Step 2, then 3-5: take a lease, claim what no live run holds and the cap's free slots, run it;
     the plan actually run (without the partitions left to others) is returned.
 
@@ -242,16 +242,16 @@ def _claim_and_run(ctx: RunContext, the_plan: Plan) -> Plan:
         collect(ctx, submit(ctx, chunks, slots, lost))
 
     if not settings.coordinate:
-        record_claims(the_plan)
-        execute(the_plan, request.max_concurrency, lambda: False)
-        return the_plan
+        record_claims(plan)
+        execute(plan, request.max_concurrency, lambda: False)
+        return plan
     leases = LeaseTable(lease_location(ledger.path))
     with RunLease(leases, run_id, pipeline.name, target_key(pipeline.target)) as lease:
         try:
             got = claim(
                 leases,
                 lease,
-                the_plan,
+                plan,
                 current=ledger.current,
                 record_claims=record_claims,
                 wanted=request.max_concurrency,
@@ -262,8 +262,8 @@ def _claim_and_run(ctx: RunContext, the_plan: Plan) -> Plan:
                 sleep=_pause_unless_stopped,
             )
         except stopping.Interrupted:  # stopped while waiting for a slot: nothing was claimed
-            out.not_started.extend(p.key for p in the_plan.to_run)
-            return the_plan
+            out.not_started.extend(p.key for p in plan.to_run)
+            return plan
         if got.slots and got.slots < request.max_concurrency:
             logger.info("the pipeline's shared cap allows %d partitions in flight for this run", got.slots)
         if got.plan.to_run:

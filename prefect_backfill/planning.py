@@ -31,7 +31,7 @@ __all__ = [
     "Status",
     "held_keys",
     "leave_out",
-    "plan",
+    "make_plan",
     "without_done_since",
     "without_held",
 ]
@@ -158,7 +158,7 @@ def _decide(
     return DueReason(DueKind.FAILED if state.status is Status.FAILED else DueKind.INTERRUPTED)
 
 
-def plan(
+def make_plan(
     pipeline: str,
     fingerprint: str,
     partitions: Iterable[Partition],
@@ -208,37 +208,37 @@ def plan(
     return Plan(pipeline, fingerprint, reprocess, tuple(to_run), tuple(skipped), why, tuple(notes))
 
 
-def leave_out(the_plan: Plan, reasons: Mapping[str, SkipReason]) -> Plan:
-    """``the_plan`` without the partitions of ``reasons`` (key → why), which become skipped with that
+def leave_out(plan: Plan, reasons: Mapping[str, SkipReason]) -> Plan:
+    """``plan`` without the partitions of ``reasons`` (key → why), which become skipped with that
     reason. The one way anything is taken out of a plan after it was made."""
     if not reasons:
-        return the_plan
-    to_run = tuple(p for p in the_plan.to_run if p.key not in reasons)
-    newly = tuple(Skip(p, reasons[p.key]) for p in the_plan.to_run if p.key in reasons)
-    why = {k: v for k, v in the_plan.why.items() if k not in reasons}
-    return replace(the_plan, to_run=to_run, skipped=the_plan.skipped + newly, why=why)
+        return plan
+    to_run = tuple(p for p in plan.to_run if p.key not in reasons)
+    newly = tuple(Skip(p, reasons[p.key]) for p in plan.to_run if p.key in reasons)
+    why = {k: v for k, v in plan.why.items() if k not in reasons}
+    return replace(plan, to_run=to_run, skipped=plan.skipped + newly, why=why)
 
 
-def without_done_since(the_plan: Plan, current: Mapping[str, PartitionState], since: datetime, own_run_id: str) -> Plan:
-    """Leave out of ``the_plan`` what another run completed, for this fingerprint, after ``since`` (when
+def without_done_since(plan: Plan, current: Mapping[str, PartitionState], since: datetime, own_run_id: str) -> Plan:
+    """Leave out of ``plan`` what another run completed, for this fingerprint, after ``since`` (when
     the plan was made): a run that waited for the cap must not write those again."""
     done = {
         p.key: SkipReason(SkipKind.DONE_MEANWHILE, f"run {state.run_id[:8]}")
-        for p in the_plan.to_run
+        for p in plan.to_run
         if (state := current.get(p.key)) is not None
         and state.status is Status.COMPLETE
-        and state.fingerprint == the_plan.fingerprint
+        and state.fingerprint == plan.fingerprint
         and state.run_id != own_run_id
         and state.updated_at >= since
     }
-    return leave_out(the_plan, done)
+    return leave_out(plan, done)
 
 
-def without_held(the_plan: Plan, held: Mapping[str, str]) -> Plan:
-    """Leave out of ``the_plan`` the partitions another live run holds (key → who holds it)."""
-    return leave_out(the_plan, {key: SkipReason(SkipKind.HELD, who) for key, who in held.items()})
+def without_held(plan: Plan, held: Mapping[str, str]) -> Plan:
+    """Leave out of ``plan`` the partitions another live run holds (key → who holds it)."""
+    return leave_out(plan, {key: SkipReason(SkipKind.HELD, who) for key, who in held.items()})
 
 
-def held_keys(the_plan: Plan) -> tuple[str, ...]:
-    """The partitions ``the_plan`` leaves to another live run."""
-    return tuple(s.partition.key for s in the_plan.skipped if s.reason.kind is SkipKind.HELD)
+def held_keys(plan: Plan) -> tuple[str, ...]:
+    """The partitions ``plan`` leaves to another live run."""
+    return tuple(s.partition.key for s in plan.skipped if s.reason.kind is SkipKind.HELD)

@@ -21,7 +21,7 @@ from prefect_backfill.leases import LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
-from prefect_backfill.planning import Plan, plan, without_held
+from prefect_backfill.planning import Plan, make_plan, without_held
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.request import BackfillRequest
 from prefect_backfill.settings import BackfillSettings, get_settings
@@ -154,7 +154,7 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
             "Delta table): check the pipeline's source"
         )
     target = engine.snapshot(pipeline.target, pipeline.partition_column, pipeline.grain)
-    the_plan = plan(
+    plan = make_plan(
         pipeline.name,
         pipeline.fingerprint,
         partitions,
@@ -165,18 +165,18 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
         source=source,
         target=target,
     )
-    if settings.coordinate and the_plan.to_run:  # say up front what live runs hold (the run claims again)
+    if settings.coordinate and plan.to_run:  # say up front what live runs hold (the run claims again)
         live = LeaseTable(lease_location(ledger.path)).live_runs(target_key(pipeline.target), pipeline.name)
-        the_plan = without_held(the_plan, held_on_target(pipeline.name, current, ledger.current, "", live))
+        plan = without_held(plan, held_on_target(pipeline.name, current, ledger.current, "", live))
     if request.canary_partitions:  # each one a key of this pipeline's grain that this run would write
         keys = tuple(parse_partition_key(k, pipeline.grain).key for k in request.canary_partitions)
-        pick_canaries(the_plan.to_run, 0, keys)
+        pick_canaries(plan.to_run, 0, keys)
     return PreparedRun(
         request,
         pipeline,
         tuple(partitions),
         ledger,
-        the_plan,
+        plan,
         tuple(history[-200:]),
         source,
         target,

@@ -25,9 +25,9 @@ from prefect.artifacts import (
 )
 
 from prefect_backfill.calendar import Cell, build_grid, cell_of, render_markdown
+from prefect_backfill.eta import estimate
 from prefect_backfill.partitions import Partition
 from prefect_backfill.planning import PartitionState
-from prefect_backfill.progress import estimate
 
 __all__ = ["ProgressReporter", "artifact_key", "publish_final_artifacts"]
 

@@ -13,13 +13,13 @@ from typing import Any
 from prefect_backfill.audit import AuditReport, Finding, audit, read_target
 from prefect_backfill.coordination import target_key
 from prefect_backfill.errors import one_line
+from prefect_backfill.eta import Eta, estimate
 from prefect_backfill.leases import Lease, LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import PartitionState, Status
 from prefect_backfill.preparing import ledger_location
-from prefect_backfill.progress import Eta, estimate
 from prefect_backfill.settings import get_settings
 
 __all__ = ["StatusReport", "status_report"]

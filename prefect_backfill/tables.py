@@ -115,7 +115,7 @@ def commits_touching(
     """The commits ``after`` < version <= ``until`` of a *local* table that added or removed files, as
     (version, operation, partition keys touched), oldest first: read from the commit files themselves.
     Only to *name* what changed a partition; whether it changed is decided by comparing digests (see
-    :mod:`prefect_backfill.undo`). Empty for remote tables, and past ``limit`` commits."""
+    :mod:`prefect_backfill.undo_planning`). Empty for remote tables, and past ``limit`` commits."""
     import json
     from pathlib import Path
 

@@ -95,7 +95,7 @@ class _LedgerProgress:
         self.progress.stop()
 
     def _poll(self) -> None:
-        from prefect_backfill.progress import estimate
+        from prefect_backfill.eta import estimate
 
         try:
             rows = self.prepared.ledger.events(self.prepared.pipeline.name).to_pylist()

@@ -35,13 +35,13 @@ def pipelines() -> None:
 def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
     """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
     they run in (one Spark job and one commit each) and how long it would take. Writes nothing."""
+    from prefect_backfill.eta import format_duration, wave_estimate
     from prefect_backfill.preparing import prepare
-    from prefect_backfill.progress import format_duration, wave_estimate
 
     max_concurrency = request.max_concurrency
     prepared = prepare(request)
-    the_plan = prepared.plan
-    chunks = prepared.chunks(the_plan.to_run, max_concurrency)
+    planned = prepared.plan
+    chunks = prepared.chunks(planned.to_run, max_concurrency)
     per_partition = statistics.median(prepared.history) if prepared.history else None
 
     def chunk_seconds(size: int) -> float | None:
@@ -52,13 +52,13 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
         print(
             json.dumps(
                 {
-                    "pipeline": the_plan.pipeline,
-                    "fingerprint": the_plan.fingerprint,
-                    "reprocess": the_plan.reprocess.value,
-                    "to_run": [p.key for p in the_plan.to_run],
-                    "why": dict(the_plan.why),
-                    "skipped": [{"partition": s.partition.key, "reason": s.reason} for s in the_plan.skipped],
-                    "notes": list(the_plan.notes),
+                    "pipeline": planned.pipeline,
+                    "fingerprint": planned.fingerprint,
+                    "reprocess": planned.reprocess.value,
+                    "to_run": [p.key for p in planned.to_run],
+                    "why": dict(planned.why),
+                    "skipped": [{"partition": s.partition.key, "reason": s.reason} for s in planned.skipped],
+                    "notes": list(planned.notes),
                     "chunks": [
                         {
                             "span": c.span,
@@ -74,7 +74,7 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
             )
         )
         return
-    console.print(str(the_plan), highlight=False, soft_wrap=True)
+    console.print(str(planned), highlight=False, soft_wrap=True)
     if chunks:
         console.print(
             f"  chunks: {len(chunks)} (one Spark job and one Delta commit each)", highlight=False, soft_wrap=True

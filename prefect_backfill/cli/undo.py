@@ -64,20 +64,20 @@ def undo(
     commit), partition by partition. Refuses, with the reason, a partition a later commit changed (unless
     --force), one whose old files were vacuumed, and one the run did not write; exits 1 if it refused any.
     The next `backfill run` reprocesses the undone partitions."""
-    from prefect_backfill.undoing import carry_out, prepare_undo, raise_if_refused
+    from prefect_backfill.restoring import carry_out, prepare_undo, raise_if_refused
 
     prepared = prepare_undo(pipeline, run_id, partitions=_keys(partitions), start=start, end=end, force=force)
-    the_plan = prepared.plan
+    undo_plan = prepared.plan
     if not as_json:
-        console.print(Text(str(the_plan)), soft_wrap=True, highlight=False)
-    if the_plan.restores and not yes:
+        console.print(Text(str(undo_plan)), soft_wrap=True, highlight=False)
+    if undo_plan.restores and not yes:
         if as_json or not _stdin_is_terminal():
             from prefect_backfill.errors import InvalidRequestError
 
             raise InvalidRequestError(
                 "no terminal to confirm the undo in: pass --yes to restore without a prompt (nothing was written)"
             )
-        if not typer.confirm(f"Restore {len(the_plan.restores)} partition(s) of {pipeline}?", default=False):
+        if not typer.confirm(f"Restore {len(undo_plan.restores)} partition(s) of {pipeline}?", default=False):
             _say("nothing was written", style="yellow")
             raise typer.Exit(1)
     outcome = _undo_unless_stopped(prepared, carry_out)
@@ -85,8 +85,8 @@ def undo(
         print(
             json.dumps(
                 {
-                    "pipeline": the_plan.pipeline,
-                    "run_id": the_plan.run_id,
+                    "pipeline": undo_plan.pipeline,
+                    "run_id": undo_plan.run_id,
                     "undo_id": outcome.undo_id,
                     "table_version": outcome.table_version,
                     "restored": [
@@ -97,13 +97,13 @@ def undo(
                             "rows": r.rows,
                             "forced": r.overridden,
                         }
-                        for r in the_plan.restores
+                        for r in undo_plan.restores
                     ],
                     "refused": [
                         {"partition": r.partition, "reason": r.reason, "forceable": r.forceable}
-                        for r in the_plan.refused
+                        for r in undo_plan.refused
                     ],
-                    "not_written": [{"partition": r.partition, "reason": r.reason} for r in the_plan.nothing_to_undo],
+                    "not_written": [{"partition": r.partition, "reason": r.reason} for r in undo_plan.nothing_to_undo],
                 },
                 indent=2,
             )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from prefect_backfill.chunking import split_runs
+from prefect_backfill.chunking import split_stretches
 from prefect_backfill.partitions import Grain, Partition
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def _literal(partition: Partition) -> str:
 
 
 def _consecutive(parts: Sequence[Partition]) -> bool:
-    return len(split_runs(parts)) == 1
+    return len(split_stretches(parts)) == 1
 
 
 def chunk_predicate(column: str, partitions: Sequence[Partition]) -> str:

@@ -20,7 +20,7 @@ from prefect_backfill.drift import DriftKind, is_target_drift, target_drift
 from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.pipeline import Pipeline, TableRef
-from prefect_backfill.planning import PartitionState, Reprocess, Status, plan
+from prefect_backfill.planning import PartitionState, Reprocess, Status, make_plan
 from prefect_backfill.registry import register
 from prefect_backfill.snapshots import PartitionFiles, TableSnapshot
 from prefect_backfill.tables import read_snapshot
@@ -98,16 +98,16 @@ def test_drift_is_due_under_the_default_policy_with_its_reason() -> None:
         "2024-01-04": done("2024-01-04", digest=None),  # older release
     }
     target = snap(_2024_01_01=("d1", 40), _2024_01_02=("d2", 40), _2024_01_04=("zz", 40))
-    the_plan = plan("p", FP, parts, current, Reprocess.MISSING, target=target)
-    assert dict(the_plan.why) == {
+    plan = make_plan("p", FP, parts, current, Reprocess.MISSING, target=target)
+    assert dict(plan.why) == {
         "2024-01-02": "partition rewritten by another writer (the same 40 rows, not the files it wrote)",
         "2024-01-03": "partition missing from the target",
     }
-    assert all(is_target_drift(reason) for reason in the_plan.why.values())
+    assert all(is_target_drift(reason) for reason in plan.why.values())
     assert not is_target_drift("never run") and not is_target_drift("stale: written by version 1")
-    assert "  run:  1 partition rewritten by another writer" in str(the_plan)
+    assert "  run:  1 partition rewritten by another writer" in str(plan)
     # `failed` leaves drift alone, as it leaves everything but failures.
-    assert plan("p", FP, parts, current, Reprocess.FAILED, target=target).to_run == ()
+    assert make_plan("p", FP, parts, current, Reprocess.FAILED, target=target).to_run == ()
 
 
 def test_the_report_says_what_the_ledger_says_and_what_the_table_holds() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from prefect_backfill.caching import PartitionCache, cache_key
-from prefect_backfill.chunking import Chunk, make_chunks, split_runs
+from prefect_backfill.chunking import Chunk, make_chunks, split_stretches
 from prefect_backfill.engine import ChunkOutcome
 from prefect_backfill.errors import ChunkFailedError, EmptyOutputError
 from prefect_backfill.executing import ChunkExecutor as _Chunk
@@ -79,9 +79,9 @@ def test_partitions_not_to_run_split_the_chunks_and_order_follows_the_plan() -> 
     hours = [Partition(datetime(2024, 1, 1, h), Grain.HOUR) for h in (22, 23)] + [
         Partition(datetime(2024, 1, 2, 0), Grain.HOUR)
     ]
-    assert len(split_runs(hours)) == 1  # consecutive across midnight
+    assert len(split_stretches(hours)) == 1  # consecutive across midnight
     months = partitions_between("2023-11", "2024-02", Grain.MONTH)
-    assert len(split_runs(months)) == 1 and len(split_runs([months[0], months[2]])) == 2
+    assert len(split_stretches(months)) == 1 and len(split_stretches([months[0], months[2]])) == 2
 
 
 # -- a chunk isolates its failures -----------------------------------------------------------------

@@ -43,16 +43,16 @@ from pathlib import Path
 import pytest
 
 # --- The contracts ------------------------------------------------------------------------------------
-# Role in design §3 -> module. A rename (undo.py -> undoing.py, progress.py -> eta.py) is a one-line change here.
+# Role in design §3 -> module. A rename of one of them is a one-line change here.
 PURE_MODULES: dict[str, str] = {
     "planning": "prefect_backfill.planning",
     "partitions": "prefect_backfill.partitions",
     "chunking": "prefect_backfill.chunking",
-    "undo planning": "prefect_backfill.undo",  # the pure half; prefect_backfill.undoing gathers and restores
+    "undo planning": "prefect_backfill.undo_planning",  # the pure half; prefect_backfill.restoring gathers and restores
     "drift": "prefect_backfill.drift",
     "diff": "prefect_backfill.diff",
     "calendar": "prefect_backfill.calendar",
-    "ETA": "prefect_backfill.progress",
+    "ETA": "prefect_backfill.eta",
     "canary selection": "prefect_backfill.canary",
     "checks' definitions": "prefect_backfill.checks",
     "the request": "prefect_backfill.request",  # the CLI builds its options from it at start-up

@@ -21,7 +21,7 @@ from prefect_backfill.coordination import claim, free_slots, held_partitions
 from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import Holder, LeaseTable, RunLease, this_process
 from prefect_backfill.partitions import Grain, partitions_between
-from prefect_backfill.planning import PartitionState, Plan, Status, plan
+from prefect_backfill.planning import PartitionState, Plan, Status, make_plan
 
 PARTS = partitions_between("2024-01-01", "2024-01-04", Grain.DAY)
 T = "/lake/t"  # the target key all runs here write
@@ -134,7 +134,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_at_once(tmp_path: Path) -> No
 
 
 def _plan() -> Plan:
-    return plan("p", "1:a", PARTS, {})
+    return make_plan("p", "1:a", PARTS, {})
 
 
 def test_claim_takes_free_slots_leaves_held_partitions_and_records_claims(tmp_path: Path) -> None:

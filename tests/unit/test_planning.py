@@ -6,7 +6,7 @@ import pytest
 
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Grain, partitions_between
-from prefect_backfill.planning import PartitionState, Reprocess, Status, plan
+from prefect_backfill.planning import PartitionState, Reprocess, Status, make_plan
 
 PARTS = partitions_between("2024-01-01", "2024-01-06", Grain.DAY)
 V2 = "2:abc"
@@ -31,13 +31,13 @@ def keys(parts: object) -> list[str]:
 
 
 def test_missing_runs_everything_not_complete_for_this_version() -> None:
-    p = plan("orders", V2, PARTS, LEDGER, Reprocess.MISSING)
+    p = make_plan("orders", V2, PARTS, LEDGER, Reprocess.MISSING)
     assert keys(p.to_run) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-06"]
     assert [(s.partition.key, s.reason.split(" (")[0]) for s in p.skipped] == [("2024-01-01", "complete at version 2")]
 
 
 def test_failed_runs_only_failed_and_says_why_the_rest_is_skipped() -> None:
-    p = plan("orders", V2, PARTS, LEDGER, Reprocess.FAILED)
+    p = make_plan("orders", V2, PARTS, LEDGER, Reprocess.FAILED)
     assert keys(p.to_run) == ["2024-01-02"]
     reasons = {s.partition.key: s.reason for s in p.skipped}
     assert reasons["2024-01-06"] == "not failed (never run)"
@@ -45,27 +45,27 @@ def test_failed_runs_only_failed_and_says_why_the_rest_is_skipped() -> None:
 
 
 def test_all_runs_everything() -> None:
-    assert keys(plan("orders", V2, PARTS, LEDGER, Reprocess.ALL).to_run) == keys(PARTS)
+    assert keys(make_plan("orders", V2, PARTS, LEDGER, Reprocess.ALL).to_run) == keys(PARTS)
 
 
 def test_a_new_version_makes_every_partition_stale() -> None:
-    p = plan("orders", "3:def", PARTS, LEDGER, Reprocess.MISSING)
+    p = make_plan("orders", "3:def", PARTS, LEDGER, Reprocess.MISSING)
     assert keys(p.to_run) == keys(PARTS)
 
 
 def test_exclusions_and_newest_first() -> None:
-    p = plan("orders", V2, PARTS, {}, Reprocess.MISSING, exclude={"2024-01-03"}, newest_first=True)
+    p = make_plan("orders", V2, PARTS, {}, Reprocess.MISSING, exclude={"2024-01-03"}, newest_first=True)
     assert keys(p.to_run) == ["2024-01-06", "2024-01-05", "2024-01-04", "2024-01-02", "2024-01-01"]
     assert [(s.partition.key, s.reason) for s in p.skipped] == [("2024-01-03", "excluded by request")]
 
 
 def test_excluding_a_partition_outside_the_range_is_an_error() -> None:
     with pytest.raises(InvalidRequestError, match="2023-12-31 are not in the range"):
-        plan("orders", V2, PARTS, {}, exclude={"2023-12-31"})
+        make_plan("orders", V2, PARTS, {}, exclude={"2023-12-31"})
 
 
 def test_plan_prints_counts_and_reasons() -> None:
-    text = str(plan("orders", V2, PARTS, LEDGER))
+    text = str(make_plan("orders", V2, PARTS, LEDGER))
     assert "5 to run, 1 skipped of 6" in text
     assert "skip: 1 complete at version 2" in text
 
@@ -88,7 +88,7 @@ def test_partitions_held_by_a_live_run_are_left_to_it() -> None:
     from prefect_backfill.planning import held_keys, without_held
 
     who = "run abcdef12 (host h, pid 7, since 2024-07-01 03:00:00 UTC)"
-    p = without_held(plan("orders", V2, PARTS, {}), {"2024-01-02": who, "2024-01-05": who})
+    p = without_held(make_plan("orders", V2, PARTS, {}), {"2024-01-02": who, "2024-01-05": who})
     assert keys(p.to_run) == ["2024-01-01", "2024-01-03", "2024-01-04", "2024-01-06"]
     assert {(s.partition.key, s.reason) for s in p.skipped} == {
         ("2024-01-02", f"held by another live run ({who})"),
@@ -158,22 +158,22 @@ ONE = partitions_between("2024-01-01", "2024-01-01", Grain.DAY)
 def test_a_complete_partition_runs_again_when_its_source_or_target_drifted(
     state_: PartitionState, source: TableSnapshot, target: TableSnapshot | None, why: str
 ) -> None:
-    p = plan("orders", V2, ONE, {"2024-01-01": state_}, source=source, target=target)
+    p = make_plan("orders", V2, ONE, {"2024-01-01": state_}, source=source, target=target)
     assert keys(p.to_run) == ["2024-01-01"] and why in p.why["2024-01-01"]
     assert f"run:  1 {p.why['2024-01-01'].split(' (')[0]}" in str(p)
 
 
 def test_a_complete_partition_is_skipped_only_when_ledger_and_logs_agree() -> None:
     source = snap("s", **{"2024_01_01": "d1"})
-    agree = plan(
+    agree = make_plan(
         "orders", V2, ONE, {"2024-01-01": recorded("2024-01-01")}, source=source, target=snap(**{"2024_01_01": "x"})
     )
     assert agree.to_run == () and agree.skipped[0].reason.startswith("complete at version 2")
     # an allowed empty output has no files in the target: absent is what complete looks like
     empty = recorded("2024-01-01", rows_out=0)
-    assert plan("orders", V2, ONE, {"2024-01-01": empty}, source=source, target=snap()).to_run == ()
+    assert make_plan("orders", V2, ONE, {"2024-01-01": empty}, source=source, target=snap()).to_run == ()
     # unknown logs (a catalog table delta-rs cannot open): the ledger alone decides, as before
-    unknown = plan(
+    unknown = make_plan(
         "orders", V2, ONE, {"2024-01-01": recorded("2024-01-01", digest=None)}, source=TableSnapshot.unknown()
     )
     assert unknown.to_run == ()
@@ -181,7 +181,7 @@ def test_a_complete_partition_is_skipped_only_when_ledger_and_logs_agree() -> No
 
 def test_plan_notes_partitions_the_source_has_no_data_for() -> None:
     wide = partitions_between("2023-12-30", "2024-01-02", Grain.DAY)
-    p = plan("orders", V2, wide, {}, source=snap("s", **{"2024_01_01": "a", "2024_01_02": "b"}))
+    p = make_plan("orders", V2, wide, {}, source=snap("s", **{"2024_01_01": "a", "2024_01_02": "b"}))
     assert p.notes == (
         "2 of 4 partitions to run have no data in the source (its partitions: 2024-01-01 … 2024-01-02); they "
         "fail as empty unless the pipeline allows empty partitions",
@@ -194,7 +194,7 @@ def test_what_another_run_completed_after_the_plan_is_left_out_at_claim_time() -
 
     planned = datetime(2024, 7, 1, 3, 0)
     before, after = datetime(2024, 7, 1, 2, 0), datetime(2024, 7, 1, 3, 5)
-    p = plan("orders", V2, PARTS[:3], {}, Reprocess.ALL)
+    p = make_plan("orders", V2, PARTS[:3], {}, Reprocess.ALL)
     current = {
         "2024-01-01": PartitionState("2024-01-01", Status.COMPLETE, V2, "2", "other", after),
         "2024-01-02": PartitionState("2024-01-02", Status.COMPLETE, V2, "2", "other", before),  # old: redo (all)

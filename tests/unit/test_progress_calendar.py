@@ -1,9 +1,9 @@
 from datetime import datetime
 
 from prefect_backfill.calendar import Cell, build_grid, cell_of, render_markdown
+from prefect_backfill.eta import estimate, format_duration, wave_estimate
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.planning import PartitionState, Status
-from prefect_backfill.progress import estimate, format_duration, wave_estimate
 
 FP = "2:abc"
 

@@ -21,11 +21,11 @@ from prefect_backfill.planning import (
     SkipReason,
     Status,
     held_keys,
-    plan,
+    make_plan,
     without_done_since,
     without_held,
 )
-from prefect_backfill.tables import PartitionFiles, TableSnapshot
+from prefect_backfill.snapshots import PartitionFiles, TableSnapshot
 
 PARTS = partitions_between("2024-01-01", "2024-01-04", Grain.DAY)
 FP = "2:abc"
@@ -58,7 +58,7 @@ def test_a_reason_is_its_kind_its_phrase_and_its_detail_and_prints_as_before() -
 
 def test_the_plan_counts_reasons_by_their_phrase_even_when_details_hold_parentheses() -> None:
     who = "run abcdef12 (host h (rack 3), pid 7)"
-    text = str(without_held(plan("orders", FP, PARTS, {}), {"2024-01-02": who, "2024-01-03": "run x"}))
+    text = str(without_held(make_plan("orders", FP, PARTS, {}), {"2024-01-02": who, "2024-01-03": "run x"}))
     assert "skip: 2 held by another live run" in text
 
 
@@ -71,17 +71,17 @@ def test_rewording_every_phrase_changes_no_decision(monkeypatch: pytest.MonkeyPa
         "2024-01-02": done("2024-01-02"),  # its partition is gone from the target: drifted
         "2024-01-03": PartitionState("2024-01-03", Status.UNDONE, FP, "2", "undo-1", T0),
     }
-    the_plan = plan("orders", FP, PARTS, current, Reprocess.MISSING, target=target(_2024_01_01=("d1", 40)))
-    assert [p.key for p in the_plan.to_run] == ["2024-01-02", "2024-01-03", "2024-01-04"]
-    assert {k: r.kind for k, r in the_plan.why.items()} == {
+    plan = make_plan("orders", FP, PARTS, current, Reprocess.MISSING, target=target(_2024_01_01=("d1", 40)))
+    assert [p.key for p in plan.to_run] == ["2024-01-02", "2024-01-03", "2024-01-04"]
+    assert {k: r.kind for k, r in plan.why.items()} == {
         "2024-01-02": DueKind.TARGET_DRIFTED,
         "2024-01-03": DueKind.UNDONE,
         "2024-01-04": DueKind.NEVER_RUN,
     }
-    assert [is_target_drift(r) for r in the_plan.why.values()] == [True, False, False]
-    assert the_plan.why["2024-01-02"].head == "reworded missing"
-    assert [s.reason.kind for s in the_plan.skipped] == [SkipKind.COMPLETE]
-    held = without_held(the_plan, {"2024-01-04": "run other"})
+    assert [is_target_drift(r) for r in plan.why.values()] == [True, False, False]
+    assert plan.why["2024-01-02"].head == "reworded missing"
+    assert [s.reason.kind for s in plan.skipped] == [SkipKind.COMPLETE]
+    held = without_held(plan, {"2024-01-04": "run other"})
     assert held_keys(held) == ("2024-01-04",)
     later = {"2024-01-03": done("2024-01-03", run="other", when=datetime(2024, 7, 2))}
     left = without_done_since(held, later, T0, "mine")

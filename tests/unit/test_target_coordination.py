@@ -19,7 +19,7 @@ from prefect_backfill.errors import CoordinationTimeoutError
 from prefect_backfill.leases import SCHEMA, Lease, LeaseTable, RunLease, this_process
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.pipeline import TableRef
-from prefect_backfill.planning import PartitionState, Status, plan
+from prefect_backfill.planning import PartitionState, Status, make_plan
 
 PARTS = partitions_between("2024-01-01", "2024-01-04", Grain.DAY)
 T, U = "/lake/silver/orders", "/lake/silver/returns"  # two target keys
@@ -152,7 +152,7 @@ def test_claim_leaves_out_what_a_live_run_of_another_pipeline_on_the_target_hold
         got = claim(
             table,
             mine,
-            plan("orders_alias", "1:a", PARTS, {}),
+            make_plan("orders_alias", "1:a", PARTS, {}),
             current=current,
             record_claims=lambda _: None,
             wanted=2,
@@ -191,7 +191,7 @@ def test_free_slots_are_counted_across_the_pipelines_on_one_target(tmp_path: Pat
         got = claim(
             table,
             mine,
-            plan("orders_alias", "1:a", PARTS, {}),
+            make_plan("orders_alias", "1:a", PARTS, {}),
             current=lambda _: {},
             record_claims=lambda _: None,
             wanted=4,

@@ -11,11 +11,11 @@ import pytest
 
 import prefect_backfill.cli.live as cli
 import prefect_backfill.cli.undo as undo_cli
-import prefect_backfill.undoing as undoing
+import prefect_backfill.restoring as undoing
 from prefect_backfill.cli import run_cli
+from prefect_backfill.restoring import UndoOutcome
 from prefect_backfill.results import BackfillSummary
-from prefect_backfill.undo import Refusal, Restore, UndoPlan
-from prefect_backfill.undoing import UndoOutcome
+from prefect_backfill.undo_planning import Refusal, Restore, UndoPlan
 
 
 class Calls:
@@ -26,7 +26,7 @@ class Calls:
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> Calls:
     calls = Calls()
-    the_plan = UndoPlan(
+    undo_plan = UndoPlan(
         "orders",
         "run-1234-5678",
         (Restore("2024-01-01", 3, 4, rows=40),),
@@ -34,7 +34,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> Calls:
     )
 
     class Prepared:
-        plan = the_plan
+        plan = undo_plan
         pipeline = type("P", (), {"name": "orders"})()
 
     def prepare(*args: Any, **kw: Any) -> Any:

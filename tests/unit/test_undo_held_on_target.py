@@ -18,9 +18,9 @@ from prefect_backfill.partitions import Grain
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.planning import Status
 from prefect_backfill.registry import register
+from prefect_backfill.restoring import prepare_undo
 from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.tables import read_snapshot
-from prefect_backfill.undoing import prepare_undo
 
 DAYS = ("2024-01-01", "2024-01-02")
 

@@ -10,7 +10,7 @@ import pytest
 
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.planning import PartitionState, Status
-from prefect_backfill.undo import LogFacts, RunWrite, plan_undo, resolve_run, run_writes
+from prefect_backfill.undo_planning import LogFacts, RunWrite, plan_undo, resolve_run, run_writes
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
 RUN = "7f3a9c21-0000-4000-8000-000000000001"
@@ -106,12 +106,12 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
     current = {
         "2024-01-07": state("2024-01-07", Status.COMPLETE, "later-run", table_version=9),
     }
-    the_plan = plan_undo("p", RUN, writes, {"2024-01-09": "the run did not write it: it FAILED (x)"}, facts, current)
-    assert [(r.partition, r.version, r.undoes_version, r.rows) for r in the_plan.restores] == [
+    undo_plan = plan_undo("p", RUN, writes, {"2024-01-09": "the run did not write it: it FAILED (x)"}, facts, current)
+    assert [(r.partition, r.version, r.undoes_version, r.rows) for r in undo_plan.restores] == [
         ("2024-01-01", 4, 5, 40),
         ("2024-01-02", 4, 5, 0),
     ]
-    reasons = {r.partition: r.reason for r in the_plan.refused}
+    reasons = {r.partition: r.reason for r in undo_plan.refused}
     assert reasons["2024-01-03"].startswith("changed after the run's commit (version 5) by version 7 (OPTIMIZE)")
     assert "--force restores it anyway" in reasons["2024-01-03"]
     assert "files of version 4 (before the run) were vacuumed (2 of 3 gone from storage)" in reasons["2024-01-04"]
@@ -120,7 +120,7 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
     assert "the ledger: rewritten by run later-run at version 9" in reasons["2024-01-07"]
     # the whole run asked: a partition it did not write is nothing to undo, not a refusal (exit 0 possible)
     assert "2024-01-09" not in reasons
-    assert [(r.partition, r.reason) for r in the_plan.nothing_to_undo] == [
+    assert [(r.partition, r.reason) for r in undo_plan.nothing_to_undo] == [
         ("2024-01-09", "the run did not write it: it FAILED (x)")
     ]
     named = plan_undo(
@@ -133,9 +133,9 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
         asked=["2024-01-09"],
     )
     assert [r.reason for r in named.refused] == ["the run did not write it: it FAILED (x)"]  # named: refused
-    assert {r.partition for r in the_plan.refused if r.forceable} == {"2024-01-03", "2024-01-07"}
-    assert the_plan.groups == {4: ("2024-01-01", "2024-01-02")}
-    text = str(the_plan)
+    assert {r.partition for r in undo_plan.refused if r.forceable} == {"2024-01-03", "2024-01-07"}
+    assert undo_plan.groups == {4: ("2024-01-01", "2024-01-02")}
+    text = str(undo_plan)
     assert "restore 2024-01-01 to version 4, 40 rows\n" in text
     assert "restore 2024-01-02 to version 4, 0 rows (did not exist then: removed)" in text
     assert "refuse  2024-01-04: the files of version 4" in text
@@ -151,7 +151,7 @@ def test_already_undone_held_by_a_live_run_and_never_claimed_are_refused() -> No
     writes = {k: write(k) for k in ("2024-01-01", "2024-01-02")}
     facts = {k: LogFacts("d1", "d1") for k in writes}
     current = {"2024-01-01": state("2024-01-01", Status.UNDONE, "undo-1", undone_run=RUN, table_version=6)}
-    the_plan = plan_undo(
+    undo_plan = plan_undo(
         "p",
         RUN,
         writes,
@@ -162,8 +162,8 @@ def test_already_undone_held_by_a_live_run_and_never_claimed_are_refused() -> No
         held={"2024-01-02": "run abc on host h"},
         force=True,
     )
-    assert the_plan.restores == ()
-    reasons = {r.partition: r.reason for r in the_plan.refused}
+    assert undo_plan.restores == ()
+    reasons = {r.partition: r.reason for r in undo_plan.refused}
     assert reasons == {
         "2024-01-01": "already undone (undo commit version 6)",
         "2024-01-02": "claimed by a live backfill (run abc on host h): undo it when that run ends",
@@ -172,9 +172,9 @@ def test_already_undone_held_by_a_live_run_and_never_claimed_are_refused() -> No
 
 
 def test_a_commit_that_cannot_be_read_any_more_counts_as_possibly_touched() -> None:
-    the_plan = plan_undo("p", RUN, {"2024-01-01": write("2024-01-01")}, {}, {"2024-01-01": LogFacts(None, "d")}, {})
-    assert the_plan.refused[0].forceable
-    assert "can no longer be read, so later changes cannot be ruled out" in the_plan.refused[0].reason
+    undo_plan = plan_undo("p", RUN, {"2024-01-01": write("2024-01-01")}, {}, {"2024-01-01": LogFacts(None, "d")}, {})
+    assert undo_plan.refused[0].forceable
+    assert "can no longer be read, so later changes cannot be ruled out" in undo_plan.refused[0].reason
 
 
 def test_the_printed_plan_folds_neighbours_restored_alike_into_one_line() -> None:

@@ -1,5 +1,5 @@
 """Carry out an undo: gather what the ledger and the target's Delta log say, plan (pure,
-:mod:`prefect_backfill.undo`), restore in one commit, record UNDONE events, stop the cache serving the
+:mod:`prefect_backfill.undo_planning`), restore in one commit, record UNDONE events, stop the cache serving the
 undone results. Shared by ``backfill undo`` (CLI) and the ``undo`` flow, so both refuse bad input with
 the same one-line messages before anything is written.
 
@@ -37,7 +37,7 @@ from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.tables import commits_touching, files_missing
-from prefect_backfill.undo import LogFacts, RunWrite, UndoPlan, plan_undo, resolve_run, run_writes
+from prefect_backfill.undo_planning import LogFacts, RunWrite, UndoPlan, plan_undo, resolve_run, run_writes
 
 __all__ = ["PreparedUndo", "UndoOutcome", "carry_out", "commit_tag", "prepare_undo", "raise_if_refused"]
 
@@ -176,7 +176,7 @@ def prepare_undo(
     current = ledger.current(spec.name)
     # Any live run on the target, whatever its pipeline: an alias's backfill writes the same partitions.
     live = LeaseTable(lease_location(ledger.path)).live_runs(target_key(spec.target), spec.name)
-    the_plan = plan_undo(
+    undo_plan = plan_undo(
         spec.name,
         run_id,
         writes,
@@ -188,7 +188,7 @@ def prepare_undo(
         force=force,
     )
     return PreparedUndo(
-        spec, the_plan, ledger, writes, now.version, now.table_id, (run, tuple(partitions), start, end, force)
+        spec, undo_plan, ledger, writes, now.version, now.table_id, (run, tuple(partitions), start, end, force)
     )
 
 
@@ -207,8 +207,8 @@ def carry_out(
     error says so (exit 1) and the ledger still calls those partitions COMPLETE for the undone run; a
     second undo then refuses them as changed by the undo's own commit (named by its version)."""
     undo_id = undo_id or str(uuid.uuid4())
-    the_plan, spec = prepared.plan, prepared.pipeline
-    if not the_plan.restores:
+    undo_plan, spec = prepared.plan, prepared.pipeline
+    if not undo_plan.restores:
         return UndoOutcome(undo_id, (), None)
     engine = engine or get_engine()
     latest = engine.snapshot(spec.target, spec.partition_column, spec.grain).version
@@ -217,7 +217,7 @@ def carry_out(
         again = prepare_undo(
             spec.name, run, partitions=partitions, start=start, end=end, force=force, engine=engine
         ).plan
-        if again.restores != the_plan.restores:
+        if again.restores != undo_plan.restores:
             raise InvalidRequestError(
                 f"the target {spec.target} changed since the undo was planned (version {prepared.target_version} "
                 f"→ {latest}) and the plan would differ: nothing was written; run the undo again to see the new plan"
@@ -226,14 +226,14 @@ def carry_out(
     # restored content would bring the undone rows back on a run without the ledger.
     cache = cache or PartitionCache.from_settings(get_settings())
     voided = 0
-    for r in the_plan.restores:
+    for r in undo_plan.restores:
         w = prepared.writes[r.partition]
         if w.target_id is None:
             continue
         key = cache_key(spec.name, r.partition, w.fingerprint, w.target_id, w.source_digest)
-        voided += cache.invalidate(key, f"undone by undo {undo_id} of run {the_plan.run_id}")
-    versions = {parse_partition_key(r.partition, spec.grain): r.version for r in the_plan.restores}
-    version = engine.restore(spec, versions, commit_tag(undo_id, spec.name, the_plan.run_id))
+        voided += cache.invalidate(key, f"undone by undo {undo_id} of run {undo_plan.run_id}")
+    versions = {parse_partition_key(r.partition, spec.grain): r.version for r in undo_plan.restores}
+    version = engine.restore(spec, versions, commit_tag(undo_id, spec.name, undo_plan.run_id))
     now = datetime.now(UTC)
     prepared.ledger.record(
         [
@@ -252,12 +252,12 @@ def carry_out(
                 replaced_version=None if version is None else version - 1,
                 target_id=prepared.target_id,
                 error=f"forced: {r.overridden}" if r.overridden else None,
-                undone_run=the_plan.run_id,
+                undone_run=undo_plan.run_id,
             )
-            for r in the_plan.restores
+            for r in undo_plan.restores
         ]
     )
-    return UndoOutcome(undo_id, tuple(r.partition for r in the_plan.restores), version, voided)
+    return UndoOutcome(undo_id, tuple(r.partition for r in undo_plan.restores), version, voided)
 
 
 def raise_if_refused(prepared: PreparedUndo, outcome: UndoOutcome) -> None:

@@ -2,7 +2,7 @@
 
 Pure: the caller hands in the run's ledger events, the ledger's current states and what the target's
 Delta log says (:class:`LogFacts`); nothing here touches Spark, Delta or Prefect, so every rule is
-unit-tested in milliseconds. :mod:`prefect_backfill.undoing` gathers the inputs and carries the plan out.
+unit-tested in milliseconds. :mod:`prefect_backfill.restoring` gathers the inputs and carries the plan out.
 
 What "the partition before the run" is: each COMPLETE event records the target version its commit
 created (``table_version``) and the version that commit replaced (``replaced_version``). The content
