@@ -12,7 +12,7 @@ from prefect_backfill.tables import read_snapshot
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["committed_digests", "find_commit"]
+__all__ = ["commit_version", "committed_digests", "find_commit", "landed_version"]
 
 
 def committed_digests(pipeline: Pipeline, keys: Sequence[str], version: int | None) -> dict[str, str]:
@@ -46,3 +46,33 @@ def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 
             if '"commitInfo"' in line and json.loads(line).get("commitInfo", {}).get("userMetadata") == commit_tag:
                 return version
     return None
+
+
+def commit_version(pipeline: Pipeline, commit_tag: str) -> int | None:
+    """The Delta version our commit created, found by its userMetadata (other partitions commit
+    concurrently, so "the latest version" would be a race). Path targets only: delta-rs reads the
+    log in milliseconds; for catalog tables this would cost a Spark job per partition."""
+    if not pipeline.target.is_path:
+        return None
+    from deltalake import DeltaTable
+
+    location = pipeline.target.location
+    latest = DeltaTable(location).version()
+    log = location.removeprefix("file://")
+    if "://" not in log:  # a local table: the commit files themselves, newest first
+        return find_commit(log, commit_tag, latest)
+    # delta-rs history() labels entries one version too low when commits race (measured on bench
+    # runs): trust it only for remote tables, where reading every commit file would cost more.
+    for entry in DeltaTable(location).history(limit=64):
+        if entry.get("userMetadata") == commit_tag:
+            return int(entry["version"])
+    return None
+
+
+def landed_version(pipeline: Pipeline, commit_tag: str) -> int | None:
+    """The version of our commit if it is in the target's log (path targets: delta-rs, no JVM), else None:
+    the evidence that a commit landed even when what follows it failed."""
+    try:
+        return commit_version(pipeline, commit_tag)
+    except Exception:  # no table, an unreadable log: no evidence of a commit
+        return None

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefect_backfill.engine import ChunkOutcome, TableInfo
-from prefect_backfill.engine.commits import committed_digests, find_commit
+from prefect_backfill.engine.commits import commit_version, committed_digests, landed_version
 from prefect_backfill.engine.failures import engine_error, engine_errors
 from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.predicates import (
@@ -279,7 +279,7 @@ class SparkDeltaEngine:
                     for key in properties:
                         sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
-        version = self._commit_version(pipeline, commit_tag)
+        version = commit_version(pipeline, commit_tag)
         return ChunkOutcome(
             table_version=version,
             rows=counts,
@@ -337,7 +337,7 @@ class SparkDeltaEngine:
                 ) from exc
             # The driver can die (or the call fail) after the commit landed: then the partitions ARE written,
             # and the ledger must say so. The commit's own evidence decides: our tag in the Delta log.
-            landed = self._landed(pipeline, commit_tag)
+            landed = landed_version(pipeline, commit_tag)
             if landed is None:
                 raise error from exc
             logger.warning(
@@ -346,13 +346,6 @@ class SparkDeltaEngine:
                 landed,
                 type(exc).__name__,
             )
-
-    def _landed(self, pipeline: Pipeline, commit_tag: str) -> int | None:
-        """The version of our commit if it is in the target's log (path targets: delta-rs, no JVM), else None."""
-        try:
-            return self._commit_version(pipeline, commit_tag)
-        except Exception:  # no table, an unreadable log: no evidence of a commit
-            return None
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         """Cancel the Spark work of one chunk in flight, from any thread (a task timeout or a closed
@@ -390,27 +383,7 @@ class SparkDeltaEngine:
                     spark.removeTag(tag)
                 else:
                     spark.sparkContext.removeJobTag(tag)
-        return self._commit_version(pipeline, commit_tag)
-
-    def _commit_version(self, pipeline: Pipeline, commit_tag: str) -> int | None:
-        """The Delta version our commit created, found by its userMetadata (other partitions commit
-        concurrently, so "the latest version" would be a race). Path targets only: delta-rs reads the
-        log in milliseconds; for catalog tables this would cost a Spark job per partition."""
-        if not pipeline.target.is_path:
-            return None
-        from deltalake import DeltaTable
-
-        location = pipeline.target.location
-        latest = DeltaTable(location).version()
-        log = location.removeprefix("file://")
-        if "://" not in log:  # a local table: the commit files themselves, newest first
-            return find_commit(log, commit_tag, latest)
-        # delta-rs history() labels entries one version too low when commits race (measured on bench
-        # runs): trust it only for remote tables, where reading every commit file would cost more.
-        for entry in DeltaTable(location).history(limit=64):
-            if entry.get("userMetadata") == commit_tag:
-                return int(entry["version"])
-        return None
+        return commit_version(pipeline, commit_tag)
 
 
 @contextlib.contextmanager
