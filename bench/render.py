@@ -1,8 +1,8 @@
 """The renderer of every benchmark page: the words live in ``bench/templates/<page>.md``, the numbers come
-from ``results.json``, so a page can be re-rendered without measuring anything::
+from ``results.json``, so a page can be re-rendered without measuring anything (``bench/rerender.py``)::
 
-    .venv/bin/python -m bench.render bench/out/results.json          # docs/benchmarks.md
-    .venv/bin/python -m bench.render bench/out/scale/results.json    # docs/scale-benchmarks.md (+ figure)
+    .venv/bin/python -m bench.rerender bench/out/results.json          # docs/benchmarks.md
+    .venv/bin/python -m bench.rerender bench/out/scale/results.json    # docs/scale-benchmarks.md (+ figure)
 
 A template is a sequence of named sections (a line ``<!-- name -->`` starts one), each a ``str.format``
 string; a page's code picks the sections that apply and gives each its values, so wording chosen by the
@@ -12,9 +12,7 @@ f-string in code. Tables: the header is in the template, the rows come from :fun
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,21 +63,3 @@ def ok(run: Mapping[str, Any] | None) -> bool:
 
 def verdict(passed: bool | None) -> str:
     return "n/a" if passed is None else "PASS" if passed else "FAIL"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Re-render the page of a results file (which page: the suite that wrote it)."""
-    from bench import run, scale
-
-    source = Path((sys.argv[1:] if argv is None else argv)[0])
-    results = json.loads(source.read_text())
-    suite = scale.SUITE if "scale" in results.get("command", "") else run.SUITE
-    results["targets"] = suite.targets(results)
-    docs = source.parent / suite.docs.name if results["params"].get("quick") else suite.docs  # smoke runs stay out
-    suite.render(results, docs)
-    print(f"rendered {docs} from {source}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
