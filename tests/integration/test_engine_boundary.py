@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prefect_backfill.demo import to_silver_orders
+from prefect_backfill.engine import get_engine
 from prefect_backfill.engine.delta import SparkDeltaEngine
 from prefect_backfill.engine.predicates import chunk_predicate
 from prefect_backfill.errors import EngineCancelledError, RowsOutsidePartitionError
@@ -35,7 +36,8 @@ def test_deltas_replace_where_check_leaves_the_engine_as_rows_outside_the_partit
     """The engine checks its output first; should a row still get past that, Delta's own check refuses the
     commit (DELTA_REPLACE_WHERE_MISMATCH) and the engine says so in the package's type."""
     p = _pipeline(bronze, tmp_path, "boundary_rows_outside", to_silver_orders)
-    engine = SparkDeltaEngine.instance()
+    engine = get_engine()
+    assert isinstance(engine, SparkDeltaEngine)
     engine.ensure_target(p)
     day = parse_partition_key("2024-01-01", Grain.DAY)
     other_day = to_silver_orders(spark.read.format("delta").load(bronze)).where(F.col("order_date") == "2024-01-02")
@@ -50,7 +52,8 @@ def _slow(df: DataFrame) -> DataFrame:
 
 def test_a_job_cancelled_in_flight_leaves_the_engine_as_cancelled(spark: Any, bronze: str, tmp_path: Path) -> None:
     p = _pipeline(bronze, tmp_path, "boundary_cancelled", _slow)
-    engine = SparkDeltaEngine.instance()
+    engine = get_engine()
+    assert isinstance(engine, SparkDeltaEngine)
     engine.ensure_target(p)
     days = [parse_partition_key(d, Grain.DAY) for d in ("2024-01-01", "2024-01-02")]
     raised: list[BaseException] = []
