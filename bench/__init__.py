@@ -6,7 +6,8 @@
 - ``run``, ``scale``: the two groups' scenarios (sizes, plan, targets); ``child``: the measured process
   (``python -m bench.child KIND``), with ``readback``, ``profile_chunk``, ``trust_cost``, ``seed`` (the seed
   port), ``datagen`` and ``pipelines`` (imported through ``BACKFILL_PIPELINE_MODULES`` like a user's);
-- ``render``: the one renderer (words in ``templates/``), with ``page_benchmarks`` and ``page_scale``; ``rerender``: a page again from its results;
+- ``render``: the one renderer (words in ``templates/``), with ``page_benchmarks`` and ``page_scale``;
+  ``rerender``: a page again from its results file;
 - ``crash_matrix``: the crash-recovery test's harness, run many times.
 
 The engines without data work that tests and benchmarks share are in :mod:`prefect_backfill.testing`.
