@@ -208,7 +208,19 @@ def main(suite: Suite, argv: list[str] | None = None) -> int:
     if warmup.get("returncode") != 0:
         raise SystemExit(f"the Prefect warm-up failed: {warmup.get('error')} (see {warmup['log']})")
 
+    wait = {"max_wait": max_wait, "max_load": None if math.isinf(quiet.max_load) else quiet.max_load}
+    results: Result = {"command": command, "started_at": f"{started_at:%Y-%m-%d %H:%M UTC}", "machine": machine}
+    results |= {"params": asdict(params), "wait": {**wait, "quiet_cpu": quiet.cpu_pct}, "bronzes": bronzes}
+    results |= {"warmup": warmup, "results_file": str((out / "results.json").relative_to(ROOT))}
     runs: dict[str, Result] = dict(previous.get("scenarios", {}))
+
+    def save() -> None:
+        """results.json as it stands: a session killed halfway keeps what it measured (``--only`` adds to it)."""
+        session = {"command": command, "started_at": results["started_at"], "elapsed_s": time.perf_counter() - t0}
+        results.update(elapsed_s=session["elapsed_s"], scenarios={s.name: runs[s.name] for s in plan if s.name in runs})
+        results["sessions"] = [*previous.get("sessions", []), {**session, "scenarios": [s.name for s in selected]}]
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
     for s in selected:
         attempts: list[Result] = []  # more than one while others used over NOISY_CPU_PCT of the CPU
         for _ in range(1 + (retries if s.fresh else 0)):
@@ -227,17 +239,7 @@ def main(suite: Suite, argv: list[str] | None = None) -> int:
         noisy = [{k: a.get(k) for k in keys} for a in attempts if a is not best]
         runs[s.name] = {"label": s.label, "group": s.group, "kind": s.kind, "argv": list(s.argv), "env": dict(s.env)}
         runs[s.name].update({**s.meta, **best}, **({"noisy_attempts": noisy} if noisy else {}))
-
+        save()
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    started, elapsed = f"{started_at:%Y-%m-%d %H:%M UTC}", time.perf_counter() - t0
-    session = {"command": command, "started_at": started, "elapsed_s": round(elapsed, 1)}
-    wait = {"max_wait": max_wait, "max_load": None if math.isinf(quiet.max_load) else quiet.max_load}
-    results: Result = {"command": command, "started_at": started, "elapsed_s": elapsed, "machine": machine}
-    results |= {"params": asdict(params), "wait": {**wait, "quiet_cpu": quiet.cpu_pct}, "bronzes": bronzes}
-    results |= {
-        "warmup": warmup,
-        "sessions": [*previous.get("sessions", []), {**session, "scenarios": [s.name for s in selected]}],
-    }
-    results["scenarios"] = {s.name: runs[s.name] for s in plan if s.name in runs}
-    results["results_file"] = str((out / "results.json").relative_to(ROOT))
+    save()
     return _write(suite, results, out, docs)
