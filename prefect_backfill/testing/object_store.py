@@ -1,0 +1,130 @@
+"""A real S3-compatible server on 127.0.0.1 for the tests, the demo and `make object-store`.
+
+The server is versitygw (Apache-2.0; Versity's S3 gateway over a POSIX folder: a folder under its root is a
+bucket, an object is a file). It is built once with ``go install`` into ``<cache_dir>/bin`` (about a minute
+on two cores with a warm module cache, five from nothing) and speaks the S3 API over HTTP, conditional
+writes (``If-None-Match: *``, ``If-Match``) included, which is what Delta commits need from a store shared by
+several writers. It was chosen over MinIO (AGPL) and SeaweedFS (its go.mod has replace directives, so it
+does not build with ``go install``); ``moto``'s server is a mock and would make the claims here untrue.
+
+Nothing here is used by a backfill itself: a user points the package at their own store with the
+``BACKFILL_S3_*`` settings and the standard AWS credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["VERSITYGW", "ObjectStore", "build_server", "running_store", "server_binary"]
+
+#: The module and version ``make object-store`` builds (checked to build with Go 1.26 here).
+VERSITYGW = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+ACCESS_KEY = "backfill"
+SECRET_KEY = "backfill-secret-key"
+REGION = "us-east-1"
+
+
+def server_binary(cache_dir: Path) -> Path:
+    return cache_dir.resolve() / "bin" / "versitygw"
+
+
+def build_server(cache_dir: Path) -> Path:
+    """The versitygw binary, built with ``go install`` into ``<cache_dir>/bin`` if it is not there yet."""
+    binary = server_binary(cache_dir)
+    if binary.exists():
+        return binary
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    cache = cache_dir.resolve()
+    env = {
+        **os.environ,
+        "GOBIN": str(cache / "bin"),
+        "GOPATH": str(cache / "go"),
+        "GOMODCACHE": str(cache / "go" / "mod"),
+        "GOFLAGS": "-modcacherw",
+    }
+    subprocess.run([go, "install", VERSITYGW], env=env, check=True)
+    return binary
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """A running server: where it listens, its folder, and the settings a backfill needs to use it."""
+
+    endpoint: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+    def bucket(self, name: str) -> str:
+        """Create the bucket ``name`` (a folder under the root) and return it."""
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        return name
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment a process needs to use this store: the package's settings and the standard
+        AWS credential variables (what a user sets for AWS S3, R2 or MinIO, with their own values)."""
+        return {
+            "BACKFILL_S3_ENDPOINT": self.endpoint,
+            "BACKFILL_S3_REGION": REGION,
+            "BACKFILL_S3_PATH_STYLE": "true",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_store(binary: Path, root: Path, port: int | None = None, log: Path | None = None) -> ObjectStore:
+    """Start versitygw serving ``root`` on 127.0.0.1 (a free port unless ``port``) and wait until it answers."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "ROOT_ACCESS_KEY": ACCESS_KEY, "ROOT_SECRET_KEY": SECRET_KEY}
+    process = subprocess.Popen(
+        [str(binary), "--port", f"127.0.0.1:{port}", "posix", str(root)],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a Ctrl-C of the test run is not its business: the fixture stops it
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"versitygw exited with {process.returncode} (see {log})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return ObjectStore(f"http://127.0.0.1:{port}", root, process)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"versitygw did not listen on 127.0.0.1:{port} within 30 s")
+
+
+@contextmanager
+def running_store(cache_dir: Path, root: Path, log: Path | None = None) -> Iterator[ObjectStore]:
+    store = start_store(build_server(cache_dir), root, log=log)
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
