@@ -29,6 +29,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from prefect_backfill.errors import CoordinationTimeoutError, LedgerError
 from prefect_backfill.leases import LOCK_SCHEMA, Lease, LeaseTable, first_line, this_process
+from prefect_backfill.storage import delta_options
 
 __all__ = ["LOCK_SECONDS", "claims_lock", "lock_name"]
 
@@ -101,7 +102,13 @@ def _swap(leases: LeaseTable, table: DeltaTable | None, name: str, lease: Lease)
     try:
         if table is None:  # the first lease ever: create the table, then swap as usual
             with contextlib.suppress(DeltaError):
-                write_deltalake(leases.locks_path, LOCK_SCHEMA.empty_table(), mode="append", partition_by=["name"])
+                write_deltalake(
+                    leases.locks_path,
+                    LOCK_SCHEMA.empty_table(),
+                    mode="append",
+                    partition_by=["name"],
+                    storage_options=delta_options(leases.locks_path),
+                )
             return False
         write_deltalake(
             table,

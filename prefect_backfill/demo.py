@@ -8,7 +8,6 @@ reprocessed.
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect_backfill.checks import Expect, NotNull, RowRatio, Unique
@@ -16,6 +15,7 @@ from prefect_backfill.partitions import Grain
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.registry import register
 from prefect_backfill.settings import get_settings
+from prefect_backfill.storage import on_object_store
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -35,16 +35,20 @@ DEMO_START = "2024-01-01"
 DEMO_END = "2024-06-30"
 
 
-def lake_root() -> Path:
-    return (get_settings().data_dir / "lake").resolve()
+def lake_root() -> str:
+    """``BACKFILL_DEMO_LAKE`` (a folder or ``s3a://bucket/prefix``), else ``<data_dir>/lake``."""
+    settings = get_settings()
+    if settings.demo_lake:
+        return settings.demo_lake.rstrip("/")
+    return str((settings.data_dir / "lake").resolve())
 
 
 def bronze_path() -> str:
-    return str(lake_root() / "bronze" / "orders")
+    return f"{lake_root()}/bronze/orders"
 
 
 def silver_path() -> str:
-    return str(lake_root() / "silver" / "orders")
+    return f"{lake_root()}/silver/orders"
 
 
 def to_silver_orders(orders: DataFrame) -> DataFrame:
@@ -72,7 +76,8 @@ def write_version_one(source: str, target: str) -> int:
     The demo then backfills version 2 over it, so its canary diff shows the fix (amount_usd +10 %)."""
     from prefect_backfill.engine.spark import get_spark
 
-    silver = to_silver_orders_v1(get_spark().read.format("delta").load(source))
+    spark = get_spark(object_store=on_object_store(source) or on_object_store(target))
+    silver = to_silver_orders_v1(spark.read.format("delta").load(source))
     silver.write.format("delta").mode("overwrite").partitionBy("order_date").save(target)
     return int(silver.count())
 
@@ -94,7 +99,7 @@ def generate_orders(
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     days = (last - first).days + 1
     total = days * rows_per_day
-    spark = get_spark()
+    spark = get_spark(object_store=on_object_store(path))
     orders = spark.range(total).select(
         F.col("id").alias("order_id"),
         F.date_add(F.lit(first), (F.col("id") / F.lit(rows_per_day)).cast("int")).alias("order_date"),

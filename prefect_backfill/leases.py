@@ -45,6 +45,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from prefect_backfill.errors import LedgerError
+from prefect_backfill.storage import arrow_paths, delta_options
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -239,7 +240,8 @@ class LeaseTable:
 
     def read_table(self, path: str | None = None) -> DeltaTable | None:
         try:
-            return DeltaTable(path or self.runs_path)
+            location = path or self.runs_path
+            return DeltaTable(location, storage_options=delta_options(location))
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
@@ -256,7 +258,8 @@ class LeaseTable:
         files = table.file_uris()
         if not files:
             return []
-        dataset = pads.dataset(files, format="parquet", schema=schema)  # a column a file lacks reads as null
+        filesystem, paths = arrow_paths(files)
+        dataset = pads.dataset(paths, format="parquet", schema=schema, filesystem=filesystem)  # a missing column: null
         data = dataset.to_table(filter=pads.field("kind") == name) if name is not None else dataset.to_table()
         return data.sort_by("renewed_at").to_pylist()  # type: ignore[no-any-return]
 
@@ -273,6 +276,7 @@ class LeaseTable:
                     partition_by=["name"],
                     schema_mode="merge",
                     commit_properties=_RETRIES,
+                    storage_options=delta_options(self.runs_path),
                 )
                 return
             except CommitFailedError:

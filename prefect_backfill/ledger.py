@@ -48,6 +48,7 @@ from prefect_backfill.ledger_record import (
     Status,
     latest_states,
 )
+from prefect_backfill.storage import arrow_paths, delta_options
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -161,7 +162,7 @@ class _Writer:
                 try:
                     if self.table is None:
                         try:
-                            self.table = DeltaTable(self.path)
+                            self.table = DeltaTable(self.path, storage_options=delta_options(self.path))
                         except TableNotFoundError:
                             write_deltalake(
                                 self.path,
@@ -169,6 +170,7 @@ class _Writer:
                                 mode="append",
                                 configuration=_TABLE_PROPERTIES,
                                 commit_properties=properties,
+                                storage_options=delta_options(self.path),
                             )
                             break
                     else:
@@ -194,7 +196,7 @@ class _Writer:
 
     def _compact_locked(self) -> None:
         try:
-            table = self.table or DeltaTable(self.path)
+            table = self.table or DeltaTable(self.path, storage_options=delta_options(self.path))
             table.update_incremental()
             table.optimize.compact(commit_properties=CommitProperties(max_commit_retries=self.COMMIT_RETRIES))
         except TableNotFoundError:
@@ -252,13 +254,14 @@ class Ledger:
         (corrupt, truncated, no permission) raises one :class:`LedgerError` naming its path."""
         try:
             try:
-                table = DeltaTable(self.path)
+                table = DeltaTable(self.path, storage_options=delta_options(self.path))
             except TableNotFoundError:
                 return SCHEMA.empty_table()
             files = table.file_uris()
             if not files:
                 return SCHEMA.empty_table()
-            dataset = pads.dataset(files, format="parquet", schema=SCHEMA)
+            filesystem, paths = arrow_paths(files)
+            dataset = pads.dataset(paths, format="parquet", schema=SCHEMA, filesystem=filesystem)
             expr = pads.field("pipeline") == pipeline if pipeline is not None else None
             out = dataset.to_table(filter=expr) if expr is not None else dataset.to_table()
         except (DeltaError, OSError, pa.ArrowException) as exc:

@@ -40,7 +40,10 @@ class BackfillSettings(BaseSettings):
         "None by default: the demo is registered by `backfill demo` and by this project's own pyproject.toml.",
     )
     cache_dir: Path = Field(Path(".cache"), description="Delta jars (Ivy) and Prefect cache records.")
-    data_dir: Path = Field(Path(".data"), description="Where the demo lakehouse lives.")
+    data_dir: Path = Field(Path(".data"), description="Where the demo lakehouse lives (<data_dir>/lake).")
+    demo_lake: str | None = Field(
+        None, description="The demo lakehouse elsewhere: a folder or an object-store prefix (s3a://bucket/lake)."
+    )
     ledger_path: str | None = Field(
         None, description="Delta progress table; default: _backfill_progress beside the target table."
     )
@@ -94,6 +97,28 @@ class BackfillSettings(BaseSettings):
         "holds them, before it gives up (exit 4).",
     )
 
+    s3_endpoint: str | None = Field(
+        None,
+        description="S3-compatible endpoint URL for s3:// and s3a:// tables and ledgers (http://127.0.0.1:7070, "
+        "https://<account>.r2.cloudflarestorage.com); unset: AWS S3. Credentials come from the standard AWS "
+        "environment or profile, never from here.",
+    )
+    s3_region: str | None = Field(None, description="Region of the store; unset: AWS_REGION or the profile's.")
+    s3_path_style: bool = Field(
+        False, description="Path-style addressing (http://host/bucket/key): most S3-compatible servers need it."
+    )
+    s3_connector: bool = Field(
+        False,
+        description="Start Spark with the Hadoop S3A connector even before an s3a:// table asks for it (a session "
+        "that serves several pipelines). Set automatically by any s3:// or s3a:// source or target.",
+    )
+    s3_single_driver: bool = Field(
+        False,
+        description="Use Delta's own S3 log store, which assumes ONE Spark driver per table, instead of the "
+        "package's conditional-put log store (If-None-Match on every commit file). Only for stores without "
+        "conditional writes: two drivers on one table can then lose a commit.",
+    )
+
     engine: str = Field(
         "spark",
         description="'spark' (Spark + Delta) or 'package.module:factory' returning an Engine (benchmarks use a "
@@ -139,6 +164,18 @@ class BackfillSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, PyprojectTomlConfigSettingsSource(settings_cls))
+
+    @field_validator("s3_endpoint", "s3_region", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an endpoint URL: give http://host:port or https://host")
+        return value.rstrip("/") if value else value
 
     @property
     def ivy_dir(self) -> Path:

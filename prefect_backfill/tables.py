@@ -25,6 +25,8 @@ import pyarrow as pa
 
 from prefect_backfill.partitions import Grain
 from prefect_backfill.snapshots import PartitionFiles, TableSnapshot, file_location, partition_key
+from prefect_backfill.storage import delta_options, read_text
+from prefect_backfill.storage import files_missing as _files_missing
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -45,7 +47,7 @@ def read_snapshot(location: str, column: str, grain: Grain, version: int | None 
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(location, version=version)
+        table = DeltaTable(location, version=version, storage_options=delta_options(location))
     except TableNotFoundError:
         return TableSnapshot(exists=False, location=location)
     metadata = table.metadata()
@@ -112,23 +114,19 @@ def _log_value(text: str | None) -> date | datetime | None:
 def commits_touching(
     location: str, column: str, grain: Grain, after: int, until: int, limit: int = 2_000
 ) -> list[tuple[int, str, frozenset[str]]]:
-    """The commits ``after`` < version <= ``until`` of a *local* table that added or removed files, as
-    (version, operation, partition keys touched), oldest first: read from the commit files themselves.
-    Only to *name* what changed a partition; whether it changed is decided by comparing digests (see
-    :mod:`prefect_backfill.undo_planning`). Empty for remote tables, and past ``limit`` commits."""
+    """The commits ``after`` < version <= ``until`` of a table that added or removed files, as
+    (version, operation, partition keys touched), oldest first: read from the commit files themselves
+    (on the local disk or the object store). Only to *name* what changed a partition; whether it changed
+    is decided by comparing digests (see :mod:`prefect_backfill.undo_planning`). Stops at ``limit`` commits."""
     import json
-    from pathlib import Path
 
-    local = location.removeprefix("file://")
-    if "://" in local:
-        return []
-    log = Path(local) / "_delta_log"
+    log = f"{location.rstrip('/')}/_delta_log"
     out = []
     for version in range(after + 1, min(until, after + limit) + 1):
-        try:
-            lines = (log / f"{version:020d}.json").read_text().splitlines()
-        except OSError:  # cleaned up after the log retention (a checkpoint stands for it)
+        text = read_text(f"{log}/{version:020d}.json")
+        if text is None:  # cleaned up after the log retention (a checkpoint stands for it)
             continue
+        lines = text.splitlines()
         operation, keys = "?", set()
         for line in lines:
             action = json.loads(line)
@@ -148,17 +146,4 @@ def commits_touching(
 def files_missing(paths: tuple[str, ...]) -> int:
     """How many of ``paths`` (from :attr:`PartitionFiles.paths`) no longer exist in storage: a VACUUM
     deletes the files of old versions while the log still lists them."""
-    import os
-
-    missing = 0
-    remote = [p for p in paths if "://" in p.removeprefix("file://")]
-    for path in paths:
-        if path not in remote and not os.path.exists(path.removeprefix("file://")):
-            missing += 1
-    if remote:
-        from pyarrow import fs
-
-        filesystem, _ = fs.FileSystem.from_uri(remote[0])
-        infos = filesystem.get_file_info([fs.FileSystem.from_uri(p)[1] for p in remote])
-        missing += sum(1 for info in infos if info.type == fs.FileType.NotFound)
-    return missing
+    return _files_missing(paths)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from prefect_backfill.testing.object_store import ObjectStore
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="backfill-tests-"))
@@ -23,3 +30,18 @@ os.environ["BACKFILL_CHUNK_MIN_SHARE_MB"] = "0"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """A real S3-compatible server (versitygw) for this test process, with the bucket ``lake``; its
+    settings and the AWS credentials are exported, so every Spark session, delta-rs table and CLI started
+    by the tests reaches it. Built by ``make object-store`` (``make test`` does it): never skipped."""
+    from prefect_backfill.testing.object_store import running_store
+
+    root = tmp_path_factory.mktemp("object-store")
+    with running_store(ROOT / ".cache", root / "data", log=root / "versitygw.log") as store:
+        store.bucket("lake")
+        os.environ.update(store.env)
+        os.environ["BACKFILL_S3_CONNECTOR"] = "true"  # the session's Spark serves local and s3a:// tables
+        yield store

@@ -61,9 +61,20 @@ def demo(
     regenerate: Annotated[
         bool, typer.Option("--regenerate", help="Rewrite the bronze table and silver's version 1.")
     ] = False,
+    lake: Annotated[
+        str | None,
+        typer.Option(
+            "--lake",
+            help="Where the demo lakehouse lives: a folder or an object-store prefix such as s3a://lake/demo "
+            "(the BACKFILL_S3_* settings and AWS credentials say how to reach it). Default: BACKFILL_DEMO_LAKE, "
+            "else .data/lake.",
+        ),
+    ] = None,
 ) -> None:
     """Create the demo bronze table and the silver table version 1 wrote (once each), then backfill
     demo_orders version 2 over 2024-01-01 … 2024-06-30: three canaries first, then the rest, and the diff."""
+    if lake is not None:  # before the demo pipeline is registered: its tables are read from the settings
+        os.environ["BACKFILL_DEMO_LAKE"] = lake
     from prefect_backfill import demo as demo_module
     from prefect_backfill.engine import get_engine
     from prefect_backfill.pipeline import TableRef

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from prefect_backfill.pipeline import Pipeline
+from prefect_backfill.storage import delta_options, read_text
 from prefect_backfill.tables import read_snapshot
 
 logger = logging.getLogger(__name__)
@@ -32,17 +33,17 @@ def committed_digests(pipeline: Pipeline, keys: Sequence[str], version: int | No
 
 def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:
     """The version whose ``_delta_log/<version>.json`` carries ``commit_tag`` as its userMetadata,
-    searched from ``latest`` down (other chunks commit concurrently, so it need not be the latest)."""
+    searched from ``latest`` down (other chunks commit concurrently, so it need not be the latest).
+    The commit files themselves, on the local disk or the object store: exact, where delta-rs history
+    labels can be one version too low when commits race."""
     import json
-    from pathlib import Path
 
-    log = Path(table_path) / "_delta_log"
+    log = f"{table_path.rstrip('/')}/_delta_log"
     for version in range(latest, max(-1, latest - look_back), -1):
-        try:
-            lines = (log / f"{version:020d}.json").read_text().splitlines()
-        except OSError:
+        text = read_text(f"{log}/{version:020d}.json")
+        if text is None:
             continue
-        for line in lines:
+        for line in text.splitlines():
             if '"commitInfo"' in line and json.loads(line).get("commitInfo", {}).get("userMetadata") == commit_tag:
                 return version
     return None
@@ -57,16 +58,8 @@ def commit_version(pipeline: Pipeline, commit_tag: str) -> int | None:
     from deltalake import DeltaTable
 
     location = pipeline.target.location
-    latest = DeltaTable(location).version()
-    log = location.removeprefix("file://")
-    if "://" not in log:  # a local table: the commit files themselves, newest first
-        return find_commit(log, commit_tag, latest)
-    # delta-rs history() labels entries one version too low when commits race (measured on bench
-    # runs): trust it only for remote tables, where reading every commit file would cost more.
-    for entry in DeltaTable(location).history(limit=64):
-        if entry.get("userMetadata") == commit_tag:
-            return int(entry["version"])
-    return None
+    latest = DeltaTable(location, storage_options=delta_options(location)).version()
+    return find_commit(location, commit_tag, latest)
 
 
 def landed_version(pipeline: Pipeline, commit_tag: str) -> int | None:

@@ -48,6 +48,7 @@ from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import get_settings
 from prefect_backfill.snapshots import TableSnapshot, partition_key
+from prefect_backfill.storage import delta_options, on_object_store
 from prefect_backfill.tables import read_snapshot
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def _describe_path(location: str) -> TableInfo:
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(location)
+        table = DeltaTable(location, storage_options=delta_options(location))
     except TableNotFoundError:
         return TableInfo(exists=False)
     metadata = table.metadata()
@@ -86,12 +87,16 @@ class SparkDeltaEngine:
     def spark(self) -> SparkSession:
         return get_spark()
 
+    def _spark(self, *tables: TableRef) -> SparkSession:
+        """The session, with the S3A connector if any of ``tables`` is on an object store."""
+        return get_spark(object_store=any(on_object_store(t.location) for t in tables))
+
     # -- tables ---------------------------------------------------------------------------------
 
     def describe(self, table: TableRef) -> TableInfo:
         if table.is_path:  # delta-rs reads the log directly: no JVM needed
             return _describe_path(table.location)
-        spark = self.spark
+        spark = self._spark(table)
         if not spark.catalog.tableExists(table.location):
             return TableInfo(exists=False)
         if is_remote(spark):  # the same answer as DeltaTable.detail(), which needs Delta's Connect plugin
@@ -119,8 +124,9 @@ class SparkDeltaEngine:
             return TableSnapshot.unknown()
 
     def _read(self, table: TableRef) -> DataFrame:
-        reader = self.spark.read.format("delta")
-        return reader.load(table.location) if table.is_path else self.spark.read.table(table.location)
+        spark = self._spark(table)
+        reader = spark.read.format("delta")
+        return reader.load(table.location) if table.is_path else spark.read.table(table.location)
 
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
         source = self.describe(pipeline.source)
@@ -178,7 +184,7 @@ class SparkDeltaEngine:
         from pyspark.errors import PySparkException
         from pyspark.sql import functions as F
 
-        spark = self.spark
+        spark = self._spark(pipeline.source, pipeline.target)
         column = pipeline.partition_column
         parts = sorted(partitions)
         keys = [p.key for p in parts]
@@ -296,9 +302,9 @@ class SparkDeltaEngine:
         if table.is_path:
             from deltalake import DeltaTable
 
-            version = DeltaTable(table.location).version()
-            return self.spark.read.format("delta").option("versionAsOf", version).load(table.location)
-        return self.spark.read.table(table.location)
+            version = DeltaTable(table.location, storage_options=delta_options(table.location)).version()
+            return self._spark(table).read.format("delta").option("versionAsOf", version).load(table.location)
+        return self._spark(table).read.table(table.location)
 
     def _rows_in(self, pipeline: Pipeline, parts: Sequence[Partition]) -> dict[str, int]:
         """Rows per source partition: from the log's statistics (no job), or one grouped count where
@@ -368,7 +374,7 @@ class SparkDeltaEngine:
         """See :mod:`prefect_backfill.engine.restore` (time travel + replaceWhere, one commit)."""
         from prefect_backfill.engine.restore import restore_partitions
 
-        spark = self.spark
+        spark = self._spark(pipeline.source, pipeline.target)
         tag = job_tag(pipeline.name)  # cancel(pipeline) stops it before its commit (Ctrl-C on `backfill undo`)
         remote = is_remote(spark)
         if remote:

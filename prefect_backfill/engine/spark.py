@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
+from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar, log_store_jar_path
 from prefect_backfill.errors import ConfigurationError
 from prefect_backfill.settings import BackfillSettings, get_settings
+from prefect_backfill.storage import s3a_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECT_DEFAULT_PORT",
     "DELTA_PACKAGE",
+    "S3A_PACKAGE",
     "connect_address",
     "connect_server_command",
     "get_spark",
@@ -46,6 +49,9 @@ __all__ = [
 
 # delta-spark 4.4.0 is built for Spark 4.2 (the artifact name carries the Spark minor).
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+# Hadoop's S3A connector, the release of pyspark's own hadoop-client (3.5.0): fetched (with the AWS SDK
+# bundle, ~690 MB once) only by a session that reads or writes s3:// / s3a:// tables.
+S3A_PACKAGE = "org.apache.hadoop:hadoop-aws:3.5.0"
 
 # Transitive dependencies of delta-spark that pyspark's own jars already provide in newer versions.
 _PROVIDED_BY_SPARK = (
@@ -87,6 +93,7 @@ _SESSION_KEYS = (
 )
 
 _session: SparkSession | None = None
+_session_has_s3 = False
 _lock = threading.Lock()
 
 
@@ -120,21 +127,35 @@ def connect_address(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-def spark_conf(settings: BackfillSettings) -> dict[str, str]:
+def spark_conf(settings: BackfillSettings, object_store: bool = False) -> dict[str, str]:
     """What this process gives its session builder (pure, so it is unit-tested and printable).
 
-    Classic Spark: the full driver configuration. Spark Connect: only the runtime SQL confs plus
-    ``settings.spark_conf`` (the server was configured when it started; see :func:`connect_server_command`).
+    Classic Spark: the full driver configuration, with the S3A connector when ``object_store`` (a table
+    on s3:// or s3a://) or ``settings.s3_connector`` asks for it. Spark Connect: only the runtime SQL confs
+    plus ``settings.spark_conf`` (the server was configured when it started; see :func:`connect_server_command`).
     """
-    conf = _driver_conf(settings)
+    conf = _driver_conf(settings, object_store)
     if uses_connect(settings):
         conf = {key: conf[key] for key in _SESSION_KEYS}
     conf.update(settings.spark_conf)
     return conf
 
 
-def _driver_conf(settings: BackfillSettings) -> dict[str, str]:
+def _driver_conf(settings: BackfillSettings, object_store: bool = False) -> dict[str, str]:
     """The configuration of a Spark driver with Delta: this process's, or a Connect server's."""
+    conf = _delta_conf(settings)
+    if object_store or settings.s3_connector:
+        conf["spark.jars.packages"] = f"{DELTA_PACKAGE},{S3A_PACKAGE}"
+        conf.update(s3a_conf(settings))
+        if not settings.s3_single_driver:
+            # Commit files are created with If-None-Match: several drivers on one table cannot lose a commit.
+            conf["spark.jars"] = str(log_store_jar_path(settings.cache_dir))
+            for scheme in ("s3a", "s3"):
+                conf[f"spark.delta.logStore.{scheme}.impl"] = LOG_STORE_CLASS
+    return conf
+
+
+def _delta_conf(settings: BackfillSettings) -> dict[str, str]:
     here = resources.files("prefect_backfill.engine")
     conf = {
         "spark.app.name": settings.spark_app_name,
@@ -206,15 +227,26 @@ def started_spark() -> SparkSession | None:
     return _session
 
 
-def get_spark() -> SparkSession:
-    """The process's Spark session; the first call starts it (and fetches the jars if needed)."""
-    global _session
-    if _session is not None:
-        return _session
-    with _lock:
-        if _session is None:
-            _session = _start(get_settings())
-    return _session
+def get_spark(object_store: bool = False) -> SparkSession:
+    """The process's Spark session; the first call starts it (and fetches the jars if needed).
+
+    ``object_store``: the caller's tables are on s3:// or s3a://, so the session needs the S3A connector.
+    A session started without it cannot gain it: that is a configuration error, said in one line."""
+    global _session, _session_has_s3
+    session = _session
+    if session is None:
+        with _lock:
+            if _session is None:
+                settings = get_settings()
+                _session = _start(settings, object_store)
+                _session_has_s3 = object_store or settings.s3_connector
+            session = _session
+    if object_store and not _session_has_s3 and not is_remote(session):
+        raise ConfigurationError(
+            "this process's Spark session started without the S3A connector and an s3:// table now needs it: "
+            "set BACKFILL_S3_CONNECTOR=true"
+        )
+    return session
 
 
 def java_home() -> str:
@@ -228,7 +260,7 @@ def java_home() -> str:
     return ""
 
 
-def _start(settings: BackfillSettings) -> SparkSession:
+def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSession:
     if uses_connect(settings):
         return _connect(settings)
     from pyspark.errors import PySparkRuntimeError
@@ -241,7 +273,10 @@ def _start(settings: BackfillSettings) -> SparkSession:
     # does), and falls back to whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
-    for key, value in spark_conf(settings).items():
+    conf = spark_conf(settings, object_store)
+    if "spark.jars" in conf and conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
+        conf["spark.jars"] = str(log_store_jar(settings.cache_dir))  # compiled once per source version
+    for key, value in conf.items():
         builder = builder.config(key, value)
     # pyspark takes SIGINT over when its context starts in the main thread (its handler cancels every job
     # and raises KeyboardInterrupt wherever the main thread is). Signals belong to the run here: it
@@ -318,8 +353,9 @@ def _connect(settings: BackfillSettings, probe_timeout: float = 5.0) -> SparkSes
 
 
 def stop_spark() -> None:
-    global _session
+    global _session, _session_has_s3
     with _lock:
         if _session is not None:
             _session.stop()
             _session = None
+            _session_has_s3 = False

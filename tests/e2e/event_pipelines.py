@@ -31,7 +31,7 @@ events_orders = register(
     Pipeline(
         name=NAME,
         source=TableRef(bronze_path()),
-        target=TableRef(str(lake_root() / "silver" / "events_orders")),
+        target=TableRef(f"{lake_root()}/silver/events_orders"),
         partition_column="order_date",
         transform=drops_a_day,
         version="1",

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,7 +15,13 @@ from prefect_backfill.demo import generate_orders
 from prefect_backfill.pipeline import Pipeline, TableRef, Transform
 from prefect_backfill.registry import register
 
+if TYPE_CHECKING:
+    from prefect_backfill.testing.object_store import ObjectStore
+
 BRONZE_START, BRONZE_END = "2024-01-01", "2024-01-08"
+#: ``@pytest.mark.parametrize("lake", LAKES, indirect=True)``: the test runs on the local disk and on the
+#: object store (a real S3-compatible server), source, target and ledger alike.
+LAKES = ["local", "s3"]
 ROWS_PER_DAY = 40
 
 
@@ -28,7 +34,8 @@ def prefect_api() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def spark() -> Any:
+def spark(object_store: ObjectStore) -> Any:
+    """The session's Spark, started after the object store so it reaches both local and s3a:// tables."""
     from prefect_backfill.engine.spark import get_spark
 
     return get_spark()
@@ -38,6 +45,14 @@ def spark() -> Any:
 def bronze(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A read-only source shared by all tests: backfills never write their source."""
     path = str(tmp_path_factory.mktemp("bronze") / "orders")
+    generate_orders(path, BRONZE_START, BRONZE_END, rows_per_day=ROWS_PER_DAY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def s3_bronze(spark: Any, object_store: ObjectStore) -> str:
+    """The same source on the object store (written once; backfills never write their source)."""
+    path = "s3a://lake/bronze/orders"
     generate_orders(path, BRONZE_START, BRONZE_END, rows_per_day=ROWS_PER_DAY)
     return path
 
@@ -56,8 +71,14 @@ def lake(
     tmp_path: Path, bronze: str, spark: Any, prefect_api: None, monkeypatch: pytest.MonkeyPatch, request: Any
 ) -> Lake:
     monkeypatch.setenv("BACKFILL_RESULT_STORAGE_PATH", str(tmp_path / "results"))
-    target = str(tmp_path / "silver" / "orders")
     base_name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]
+    where = getattr(request, "param", "local")  # @pytest.mark.parametrize("lake", LAKES, indirect=True)
+    if where == "s3":
+        root = f"s3a://lake/tests/{tmp_path.name}-{base_name}"
+        bronze = request.getfixturevalue("s3_bronze")
+    else:
+        root = str(tmp_path)
+    target = f"{root}/silver/orders"
 
     def make(transform: Transform, version: str = "1", name: str = base_name, **kw: Any) -> Pipeline:
         kw.setdefault("source", TableRef(bronze))
@@ -68,4 +89,4 @@ def lake(
             replace=True,
         )
 
-    return Lake(tmp_path, bronze, target, str(tmp_path / "silver" / "_backfill_progress"), make)
+    return Lake(tmp_path, bronze, target, f"{root}/silver/_backfill_progress", make)

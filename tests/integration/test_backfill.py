@@ -20,7 +20,7 @@ from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.errors import BackfillFailedError
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.planning import Status
-from tests.integration.conftest import Lake
+from tests.integration.conftest import LAKES, Lake
 
 pytestmark = pytest.mark.spark
 
@@ -73,6 +73,7 @@ def run(lake: Lake, name: str, start: str, end: str, **kw: Any) -> dict[str, Any
     return backfill(pipeline=name, start=start, end=end, **kw).to_dict()
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_backfill_twice_gives_an_identical_table_and_the_rerun_skips_everything(lake: Lake, spark: Any) -> None:
     p = lake.make(counting)
     first = run(lake, p.name, "2024-01-01", "2024-01-04")
@@ -90,6 +91,7 @@ def test_backfill_twice_gives_an_identical_table_and_the_rerun_skips_everything(
     assert snapshot(spark, lake.target) == before
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_failed_partitions_do_not_stop_the_others_and_a_rerun_executes_exactly_them(lake: Lake) -> None:
     p = lake.make(counting)
     BAD_DATES.update({"2024-01-02", "2024-01-04", "2024-01-05"})
@@ -143,6 +145,7 @@ def test_a_partition_overwrite_touches_only_that_partitions_files(lake: Lake) ->
     assert summary["completed"] == ["2024-01-03"] and ledger_versions["2024-01-03"].status is Status.COMPLETE
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_a_new_transform_version_reruns_every_partition(lake: Lake, spark: Any) -> None:
     p1 = lake.make(counting, version="1")
     run(lake, p1.name, "2024-01-01", "2024-01-03")
