@@ -23,7 +23,7 @@ from prefect_backfill.planning import Status
 from prefect_backfill.preparing import prepare
 from prefect_backfill.request import BackfillRequest
 from prefect_backfill.tables import read_snapshot
-from tests.integration.conftest import ROWS_PER_DAY, Lake
+from tests.integration.conftest import LAKES, ROWS_PER_DAY, Lake
 
 pytestmark = pytest.mark.spark
 
@@ -56,6 +56,7 @@ def on_day(day: str) -> str:
     return f"order_date = DATE '{day}'"
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_drift_by_another_writer_is_reported_then_repaired_by_a_plain_run(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

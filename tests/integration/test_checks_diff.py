@@ -22,7 +22,7 @@ from prefect_backfill.diff import PartitionDiff
 from prefect_backfill.errors import BackfillFailedError
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.planning import Status
-from tests.integration.conftest import Lake
+from tests.integration.conftest import LAKES, Lake
 
 pytestmark = pytest.mark.spark
 
@@ -54,6 +54,7 @@ def rows(spark: Any, path: str, day: str) -> list[tuple[Any, ...]]:
     return sorted(tuple(r) for r in df.collect())
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_failed_checks_keep_the_old_rows_and_name_the_check(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,6 +124,7 @@ def test_bad_check_declarations_are_one_line_and_write_nothing(lake: Lake, capsy
         assert not Path(lake.target).exists()  # nothing written, not even the empty target
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_the_diff_of_version_one_to_two_is_recorded_per_partition(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

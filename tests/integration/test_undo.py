@@ -22,7 +22,8 @@ from prefect_backfill.ledger import Ledger
 from prefect_backfill.planning import Status
 from prefect_backfill.results import PartitionResult
 from prefect_backfill.settings import get_settings
-from tests.integration.conftest import Lake
+from prefect_backfill.storage import delta_options
+from tests.integration.conftest import LAKES, Lake
 
 pytestmark = pytest.mark.spark
 
@@ -48,7 +49,7 @@ def rows(spark: Any, path: str) -> list[tuple[Any, ...]]:
 
 
 def version(path: str) -> int:
-    return DeltaTable(path).version()
+    return DeltaTable(path, storage_options=delta_options(path)).version()
 
 
 def events(lake: Lake, name: str, status: Status | None = None) -> list[dict[str, Any]]:
@@ -56,6 +57,7 @@ def events(lake: Lake, name: str, status: Status | None = None) -> list[dict[str
     return [e for e in out if status is None or e["status"] == status.value]
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_undo_of_a_wrong_version_restores_the_rows_exactly_refuses_what_changed_later_and_the_next_run_reprocesses(
     lake: Lake, spark: Any, bronze10: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
