@@ -30,6 +30,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from prefect_backfill.errors import CoordinationTimeoutError, LedgerError
 from prefect_backfill.leases import LOCK_SCHEMA, Lease, LeaseTable, first_line, this_process
 from prefect_backfill.storage import delta_options
+from prefect_backfill.store_probe import explained
 
 __all__ = ["LOCK_SECONDS", "claims_lock", "lock_name"]
 
@@ -122,8 +123,11 @@ def _swap(leases: LeaseTable, table: DeltaTable | None, name: str, lease: Lease)
         return False
     except (DeltaError, OSError) as exc:
         raise LedgerError(
-            f"lease table {leases.locks_path} cannot be written ({first_line(exc)}): check that the "
-            "ledger's folder is writable"
+            explained(
+                leases.locks_path,
+                f"lease table {leases.locks_path} cannot be written ({first_line(exc)}): check that the "
+                "ledger's folder is writable",
+            )
         ) from exc
 
 

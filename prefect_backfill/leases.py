@@ -46,6 +46,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from prefect_backfill.errors import LedgerError
 from prefect_backfill.storage import arrow_paths, delta_options
+from prefect_backfill.store_probe import explained
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -246,8 +247,11 @@ class LeaseTable:
             return None
         except (DeltaError, OSError) as exc:
             raise LedgerError(
-                f"lease table {self.path} cannot be read ({first_line(exc)}): check the path and its "
-                "permissions, or move it aside (it holds only leases of running backfills)"
+                explained(
+                    self.path,
+                    f"lease table {self.path} cannot be read ({first_line(exc)}): check the path and its "
+                    "permissions, or move it aside (it holds only leases of running backfills)",
+                )
             ) from exc
 
     def read_rows(
@@ -285,8 +289,11 @@ class LeaseTable:
                 time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
             except (DeltaError, OSError) as exc:
                 raise LedgerError(
-                    f"lease table {self.runs_path} cannot be written ({first_line(exc)}): check that the "
-                    "ledger's folder is writable"
+                    explained(
+                        self.runs_path,
+                        f"lease table {self.runs_path} cannot be written ({first_line(exc)}): check that the "
+                        "ledger's folder is writable",
+                    )
                 ) from exc
 
     def runs(self, pipeline: str | None = None) -> dict[str, Lease]:

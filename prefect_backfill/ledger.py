@@ -49,6 +49,7 @@ from prefect_backfill.ledger_record import (
     latest_states,
 )
 from prefect_backfill.storage import arrow_paths, delta_options
+from prefect_backfill.store_probe import explained
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -147,8 +148,11 @@ class _Writer:
                 error = exc
                 if isinstance(exc, DeltaError | OSError | pa.ArrowException):
                     error = LedgerError(
-                        f"progress ledger {self.path} cannot be written ({_first_line(exc)}): check that its "
-                        "folder exists and is writable (BACKFILL_LEDGER_PATH moves it)"
+                        explained(
+                            self.path,
+                            f"progress ledger {self.path} cannot be written ({_first_line(exc)}): check that its "
+                            "folder exists and is writable (BACKFILL_LEDGER_PATH moves it)",
+                        )
                     )
                 logger.warning("ledger %s: a commit of %d event(s) failed: %s", self.path, len(rows), exc)
             for ticket in batch:
@@ -245,8 +249,11 @@ class Ledger:
 
     def _unreadable(self, exc: BaseException) -> LedgerError:
         return LedgerError(
-            f"progress ledger {self.path} cannot be read ({_first_line(exc)}): restore it, fix its permissions, "
-            "or move it aside to start a fresh ledger (completed partitions are then found in the cache)"
+            explained(
+                self.path,
+                f"progress ledger {self.path} cannot be read ({_first_line(exc)}): restore it, fix its permissions, "
+                "or move it aside to start a fresh ledger (completed partitions are then found in the cache)",
+            )
         )
 
     def events(self, pipeline: str | None = None) -> pa.Table:

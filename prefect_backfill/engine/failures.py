@@ -96,6 +96,10 @@ _JAVA_DETERMINISTIC = (
     "java.lang.SecurityException",
     "org.apache.spark.sql.AnalysisException",
     "org.apache.spark.api.python.PythonException",
+    # Hadoop S3A: no such bucket, a request the store refuses as malformed (403s arrive as AccessDeniedException).
+    # Throttling (503) and connection failures stay transient: S3A retries them with backoff, then so do we.
+    "org.apache.hadoop.fs.s3a.UnknownStoreException",
+    "org.apache.hadoop.fs.s3a.AWSBadRequestException",
 )
 _JAVA_CONFLICT = ("io.delta.exceptions.Concurrent",)
 _JAVA_TRANSIENT = ("java.util.ConcurrentModificationException",)
