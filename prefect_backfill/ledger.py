@@ -207,6 +207,8 @@ class _Writer:
             return
         except CommitFailedError:  # best effort: a concurrent compaction from another process won
             return
+        except (DeltaError, OSError) as exc:  # best effort: the events are committed; a later run compacts
+            logger.warning("ledger %s not compacted: %s", self.path, _first_line(exc))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -112,6 +112,12 @@ class BackfillSettings(BaseSettings):
         description="Start Spark with the Hadoop S3A connector even before an s3a:// table asks for it (a session "
         "that serves several pipelines). Set automatically by any s3:// or s3a:// source or target.",
     )
+    s3_retry_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request to the object store is retried (with backoff) before it fails: throttling "
+        "and a store that went away are waited out this long, then the partition fails (and a rerun resumes).",
+    )
     s3_single_driver: bool = Field(
         False,
         description="Use Delta's own S3 log store, which assumes ONE Spark driver per table, instead of the "

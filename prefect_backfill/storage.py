@@ -53,7 +53,12 @@ def delta_options(location: str, settings: BackfillSettings | None = None) -> di
     if not on_object_store(location):
         return None
     settings = settings or get_settings()
-    options = {"conditional_put": "etag"}  # commits are put-if-absent: safe with several writers
+    options = {
+        "conditional_put": "etag",  # commits are put-if-absent: safe with several writers
+        # Bounded retries with backoff (delta-rs's default waits 180 s for a store that went away).
+        "retry_timeout": f"{int(settings.s3_retry_seconds)}s",
+        "max_retries": "10",
+    }
     if settings.s3_endpoint:
         options["AWS_ENDPOINT_URL"] = settings.s3_endpoint
         if settings.s3_endpoint.startswith("http://"):
@@ -67,8 +72,16 @@ def delta_options(location: str, settings: BackfillSettings | None = None) -> di
 
 def s3a_conf(settings: BackfillSettings) -> dict[str, str]:
     """Spark's Hadoop S3A configuration from the same settings (``s3://`` is served by S3A too)."""
+    # S3A backs off exponentially from 500 ms: n retries wait about 0.5 * (2**n - 1) s in all.
+    retry_limit = max(1, int(settings.s3_retry_seconds * 2 + 1).bit_length() - 1)
     conf = {
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        # Bounded retries: the SDK's own attempts, then S3A's exponential backoff, about s3_retry_seconds.
+        "spark.hadoop.fs.s3a.attempts.maximum": "1",
+        "spark.hadoop.fs.s3a.retry.limit": str(retry_limit),
+        "spark.hadoop.fs.s3a.retry.interval": "500ms",
+        "spark.hadoop.fs.s3a.retry.throttle.limit": "20",
+        "spark.hadoop.fs.s3a.connection.establish.timeout": "5s",
         # Commit files are created with If-None-Match (the package's log store asks for it per file).
         "spark.hadoop.fs.s3a.create.conditional.enabled": "true",
     }
