@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar, log_store_jar_path
 from prefect_backfill.errors import ConfigurationError
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.storage import s3a_conf
@@ -80,6 +79,9 @@ _PROVIDED_BY_SPARK = (
     "org.scala-lang:scala-library",
     "org.locationtech.jts:jts-core",
 )
+
+# The package's Delta log store for s3:// and s3a:// tables (prefect_backfill.engine.log_store builds it).
+LOG_STORE_CLASS = "io.prefectbackfill.delta.ConditionalPutLogStore"
 
 # Spark Connect's own default port (an sc:// URL without a port means this one).
 CONNECT_DEFAULT_PORT = 15002
@@ -148,8 +150,8 @@ def _driver_conf(settings: BackfillSettings, object_store: bool = False) -> dict
         conf["spark.jars.packages"] = f"{DELTA_PACKAGE},{S3A_PACKAGE}"
         conf.update(s3a_conf(settings))
         if not settings.s3_single_driver:
-            # Commit files are created with If-None-Match: several drivers on one table cannot lose a commit.
-            conf["spark.jars"] = str(log_store_jar_path(settings.cache_dir))
+            # Commit files are created with If-None-Match: several drivers on one table cannot lose a commit
+            # (the class's jar is added where the session starts: it is compiled on first use).
             for scheme in ("s3a", "s3"):
                 conf[f"spark.delta.logStore.{scheme}.impl"] = LOG_STORE_CLASS
     return conf
@@ -216,6 +218,10 @@ def connect_server_command(settings: BackfillSettings, port: int, host: str = "1
         "spark.connect.grpc.binding.address": host,
         "spark.connect.grpc.binding.port": str(port),
     }
+    if conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
+        from prefect_backfill.engine.log_store import log_store_jar
+
+        conf["spark.jars"] = str(log_store_jar(settings.cache_dir))
     command = [str(spark_home() / "bin" / "spark-submit"), "--class", _CONNECT_SERVER_CLASS]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
@@ -274,7 +280,9 @@ def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSessi
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     conf = spark_conf(settings, object_store)
-    if "spark.jars" in conf and conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
+    if conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
+        from prefect_backfill.engine.log_store import log_store_jar  # it builds with this module's JDK
+
         conf["spark.jars"] = str(log_store_jar(settings.cache_dir))  # compiled once per source version
     for key, value in conf.items():
         builder = builder.config(key, value)
