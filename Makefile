@@ -20,7 +20,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars browser demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
+.PHONY: setup jars browser object-store object-store-server demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
 	deployments worker-backfill worker-daily
 
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed jars browser
+setup: $(VENV)/.installed jars browser object-store-server
 
 # Fetch Delta's jars from Maven Central once (Spark's own Ivy resolver) into .cache/ivy; the stamp
 # keeps later `make demo` runs from starting a JVM just to check.
@@ -40,6 +40,20 @@ $(JARS_STAMP): $(VENV)/.installed
 	touch $@
 
 jars: $(JARS_STAMP)
+
+# A real S3-compatible server for the object-store tests and demo: versitygw (Apache-2.0), built once with
+# `go install` into .cache/bin (about a minute with Go's caches warm, five from nothing on two cores).
+OBJECT_STORE_BIN := $(BACKFILL_CACHE_DIR)/bin/versitygw
+OBJECT_STORE_PORT ?= 7070
+$(OBJECT_STORE_BIN): | $(VENV)/.installed
+	$(PY) -c "from pathlib import Path; from prefect_backfill.testing.object_store import build_server; \
+	  build_server(Path('$(BACKFILL_CACHE_DIR)'))"
+
+object-store-server: $(OBJECT_STORE_BIN)
+
+# Serve .data/object-store on 127.0.0.1:$(OBJECT_STORE_PORT) in the foreground and print what to export.
+object-store: $(OBJECT_STORE_BIN)
+	$(PY) -m prefect_backfill.testing.object_store --port $(OBJECT_STORE_PORT) --root .data/object-store
 
 # Headless Chromium for the UI test: Debian's package (Playwright's own browser download cannot work here).
 browser:

@@ -128,3 +128,32 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make object-store``: serve ``--root`` on 127.0.0.1:``--port`` in the foreground (Ctrl-C stops it),
+    with the bucket ``lake``, and print the settings to export in the shell that runs the backfill."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m prefect_backfill.testing.object_store")
+    parser.add_argument("--port", type=int, default=7070)
+    parser.add_argument("--root", type=Path, default=Path(".data/object-store"))
+    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("BACKFILL_CACHE_DIR", ".cache")))
+    args = parser.parse_args(argv)
+    store = start_store(build_server(args.cache_dir), args.root.resolve(), port=args.port)
+    store.bucket("lake")
+    print(f"versitygw serves {store.root} on {store.endpoint} (bucket 'lake'); in the shell of the backfill:")
+    for key, value in store.env.items():
+        print(f"  export {key}={value}")
+    print("  backfill demo --lake s3a://lake/demo")
+    signal.signal(signal.SIGTERM, lambda *_: store.stop())
+    try:
+        store.process.wait()
+    except KeyboardInterrupt:
+        store.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
