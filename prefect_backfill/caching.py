@@ -27,6 +27,7 @@ from prefect.utilities.hashing import hash_objects
 
 from prefect_backfill.results import PartitionResult
 from prefect_backfill.settings import BackfillSettings
+from prefect_backfill.storage import on_object_store
 
 __all__ = ["PartitionCache", "cache_key"]
 
@@ -74,7 +75,11 @@ class PartitionCache:
             from prefect.filesystems import LocalFileSystem, WritableFileSystem
             from prefect.results import ResultStore
 
-            if isinstance(self.storage, str) and "/" in self.storage and not self.storage.startswith("/"):
+            if isinstance(self.storage, str) and on_object_store(self.storage):
+                from prefect_backfill.result_storage import ObjectStoreResults
+
+                block: Any = ObjectStoreResults(basepath=self.storage)
+            elif isinstance(self.storage, str) and "/" in self.storage and not self.storage.startswith("/"):
                 block = WritableFileSystem.load(self.storage)  # "block-type/name"
             else:
                 block = LocalFileSystem(basepath=str(self.storage))

@@ -47,9 +47,10 @@ class BackfillSettings(BaseSettings):
     ledger_path: str | None = Field(
         None, description="Delta progress table; default: _backfill_progress beside the target table."
     )
-    result_storage_path: Path | None = Field(
+    result_storage_path: str | None = Field(
         None,
-        description="Folder where completed partitions' cache records persist. Default: <cache_dir>/results.",
+        description="Where completed partitions' cache records persist: a folder, or an object-store prefix "
+        "(s3a://bucket/backfill-results) shared by every machine. Default: <cache_dir>/results.",
     )
     result_storage_block: str | None = Field(
         None,
@@ -192,7 +193,9 @@ class BackfillSettings(BaseSettings):
         """What Prefect's ``result_storage=`` takes: a folder, or a saved block's slug."""
         if self.result_storage_block:
             return self.result_storage_block
-        return (self.result_storage_path or self.cache_dir / "results").resolve()
+        if self.result_storage_path and "://" in self.result_storage_path:  # an object store: kept as a URI
+            return self.result_storage_path.rstrip("/")
+        return Path(self.result_storage_path or self.cache_dir / "results").resolve()
 
 
 def get_settings() -> BackfillSettings:

@@ -73,9 +73,10 @@ def lake(
     monkeypatch.setenv("BACKFILL_RESULT_STORAGE_PATH", str(tmp_path / "results"))
     base_name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]
     where = getattr(request, "param", "local")  # @pytest.mark.parametrize("lake", LAKES, indirect=True)
-    if where == "s3":
+    if where == "s3":  # source, target, ledger, leases and the cache records all on the store
         root = f"s3a://lake/tests/{tmp_path.name}-{base_name}"
         bronze = request.getfixturevalue("s3_bronze")
+        monkeypatch.setenv("BACKFILL_RESULT_STORAGE_PATH", f"{root}/results")
     else:
         root = str(tmp_path)
     target = f"{root}/silver/orders"

@@ -169,13 +169,20 @@ def test_ledger_loses_no_event_at_concurrency_4(lake: Lake) -> None:
     )
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_cache_skips_completed_partitions_even_when_the_ledger_is_lost(lake: Lake) -> None:
     """The cache is the second line of resume: a lost or new ledger does not mean redoing work."""
-    import shutil
+    from pyarrow import fs
+
+    from prefect_backfill.storage import arrow_filesystem
 
     p = lake.make(counting)
     first = run(lake, p.name, "2024-01-01", "2024-01-03")
-    shutil.rmtree(lake.ledger)
+    filesystem, ledger = arrow_filesystem(lake.ledger)  # the whole ledger, on the local disk or the store
+    files = filesystem.get_file_info(fs.FileSelector(ledger, recursive=True))
+    for info in files:
+        if info.type == fs.FileType.File:
+            filesystem.delete_file(info.path)
     CALLS.clear()
     summary = run(lake, p.name, "2024-01-01", "2024-01-03")
     assert CALLS == [] and sorted(summary["cached"]) == ["2024-01-01", "2024-01-02", "2024-01-03"]
