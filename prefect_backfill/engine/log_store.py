@@ -21,11 +21,12 @@ import zipfile
 from importlib import resources
 from pathlib import Path
 
-from prefect_backfill.engine.spark import DELTA_PACKAGE, LOG_STORE_CLASS, java_home, spark_home
+from prefect_backfill.engine.runtime import DELTA_PACKAGE, java_home, spark_home
 from prefect_backfill.errors import ConfigurationError
 
 __all__ = ["LOG_STORE_CLASS", "log_store_jar"]
 
+LOG_STORE_CLASS = "io.prefectbackfill.delta.ConditionalPutLogStore"
 _SOURCE = "ConditionalPutLogStore.java"
 _DELTA_VERSION = DELTA_PACKAGE.rsplit(":", 1)[1]
 # Fixed entry times: the same source makes the same jar bytes.

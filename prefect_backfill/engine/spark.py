@@ -11,7 +11,6 @@ this process and no jars sent; the server must already have Delta on its classpa
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -20,10 +19,11 @@ import sys
 import threading
 import warnings
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
+from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
+from prefect_backfill.engine.runtime import DELTA_PACKAGE, java_home, spark_home
 from prefect_backfill.errors import ConfigurationError
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.storage import s3a_conf
@@ -46,8 +46,6 @@ __all__ = [
     "uses_connect",
 ]
 
-# delta-spark 4.4.0 is built for Spark 4.2 (the artifact name carries the Spark minor).
-DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
 # Hadoop's S3A connector, the release of pyspark's own hadoop-client (3.5.0): fetched (with the AWS SDK
 # bundle, ~690 MB once) only by a session that reads or writes s3:// / s3a:// tables.
 S3A_PACKAGE = "org.apache.hadoop:hadoop-aws:3.5.0"
@@ -79,9 +77,6 @@ _PROVIDED_BY_SPARK = (
     "org.scala-lang:scala-library",
     "org.locationtech.jts:jts-core",
 )
-
-# The package's Delta log store for s3:// and s3a:// tables (prefect_backfill.engine.log_store builds it).
-LOG_STORE_CLASS = "io.prefectbackfill.delta.ConditionalPutLogStore"
 
 # Spark Connect's own default port (an sc:// URL without a port means this one).
 CONNECT_DEFAULT_PORT = 15002
@@ -194,15 +189,6 @@ def _delta_conf(settings: BackfillSettings) -> dict[str, str]:
     return conf
 
 
-def spark_home() -> Path:
-    """The pyspark package folder: it ships ``bin/spark-submit``, ``bin/spark-class`` and Spark's jars
-    (Spark Connect's server included), so it serves as ``SPARK_HOME`` for a master, a worker or a server."""
-    spec = importlib.util.find_spec("pyspark")
-    if spec is None or spec.origin is None:
-        raise ConfigurationError("pyspark is not installed: run `make setup`")
-    return Path(spec.origin).parent
-
-
 def connect_server_command(settings: BackfillSettings, port: int, host: str = "127.0.0.1") -> list[str]:
     """The command line of a Spark Connect server with Delta's jars, listening on ``host:port``
     (loopback by default), with the same driver configuration a local session would get
@@ -219,8 +205,6 @@ def connect_server_command(settings: BackfillSettings, port: int, host: str = "1
         "spark.connect.grpc.binding.port": str(port),
     }
     if conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
-        from prefect_backfill.engine.log_store import log_store_jar
-
         conf["spark.jars"] = str(log_store_jar(settings.cache_dir))
     command = [str(spark_home() / "bin" / "spark-submit"), "--class", _CONNECT_SERVER_CLASS]
     for key, value in conf.items():
@@ -255,17 +239,6 @@ def get_spark(object_store: bool = False) -> SparkSession:
     return session
 
 
-def java_home() -> str:
-    """``JAVA_HOME`` if set, else a JDK 17 where Debian/Ubuntu put it (Spark 4.2 runs on 17 or 21; a
-    newer default ``java`` would not do), else empty (Spark then uses ``java`` from PATH)."""
-    if os.environ.get("JAVA_HOME"):
-        return os.environ["JAVA_HOME"]
-    for candidate in ("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/java-17-openjdk-arm64"):
-        if os.path.isdir(candidate):
-            return candidate
-    return ""
-
-
 def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSession:
     if uses_connect(settings):
         return _connect(settings)
@@ -281,8 +254,6 @@ def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSessi
     builder = SparkSession.builder
     conf = spark_conf(settings, object_store)
     if conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
-        from prefect_backfill.engine.log_store import log_store_jar  # it builds with this module's JDK
-
         conf["spark.jars"] = str(log_store_jar(settings.cache_dir))  # compiled once per source version
     for key, value in conf.items():
         builder = builder.config(key, value)
