@@ -35,13 +35,14 @@ os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
 @pytest.fixture(scope="session")
 def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
     """A real S3-compatible server (versitygw) for this test process, with the bucket ``lake``; its
-    settings and the AWS credentials are exported, so every Spark session, delta-rs table and CLI started
-    by the tests reaches it. Built by ``make object-store`` (``make test`` does it): never skipped."""
+    settings and the AWS credentials are exported, so every delta-rs table and Spark session of the tests
+    reaches it. They only apply to s3:// paths: the S3A connector itself is asked for by the integration
+    ``spark`` fixture, not exported (a process the e2e tests start must not pay for it). Built by
+    ``make object-store`` (``make test`` does it): never skipped."""
     from prefect_backfill.testing.object_store import running_store
 
     root = tmp_path_factory.mktemp("object-store")
     with running_store(ROOT / ".cache", root / "data", log=root / "versitygw.log") as store:
         store.bucket("lake")
         os.environ.update(store.env)
-        os.environ["BACKFILL_S3_CONNECTOR"] = "true"  # the session's Spark serves local and s3a:// tables
         yield store

@@ -212,6 +212,11 @@ def connect_server_command(settings: BackfillSettings, port: int, host: str = "1
     return [*command, "spark-internal"]
 
 
+def serves_object_store() -> bool:
+    """Whether the process's session (if started) has the S3A connector."""
+    return _session_has_s3
+
+
 def started_spark() -> SparkSession | None:
     """The process's Spark session if it has started, without starting it (cancelling needs no JVM)."""
     return _session

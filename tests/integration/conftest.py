@@ -33,12 +33,16 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def spark(object_store: ObjectStore) -> Any:
-    """The session's Spark, started after the object store so it reaches both local and s3a:// tables."""
-    from prefect_backfill.engine.spark import get_spark
+    """The process's Spark, with the S3A connector (the tests' tables are local and on s3a://), started
+    before any integration test. An e2e test of the same process may have started one without it (the
+    connector is never exported to the processes they start): that one is replaced."""
+    from prefect_backfill.engine.spark import get_spark, serves_object_store, started_spark, stop_spark
 
-    return get_spark()
+    if started_spark() is not None and not serves_object_store():
+        stop_spark()
+    return get_spark(object_store=True)
 
 
 @pytest.fixture(scope="session")
