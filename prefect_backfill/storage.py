@@ -17,6 +17,7 @@ Spark uses the package's conditional-put Delta log store (:mod:`prefect_backfill
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -103,16 +104,25 @@ def arrow_filesystem(location: str, settings: BackfillSettings | None = None) ->
     if not on_object_store(location):
         return fs.LocalFileSystem(), location.removeprefix("file://")
     settings = settings or get_settings()
+    filesystem = _s3_filesystem(settings.s3_endpoint, settings.s3_region, settings.s3_path_style)
+    return filesystem, location.split("://", 1)[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(endpoint: str | None, region: str | None, path_style: bool) -> FileSystem:
+    """One client per store, not one per file read (a commit search reads up to hundreds of log files)."""
+    from pyarrow import fs
+
     options: dict[str, object] = {}
-    if settings.s3_endpoint:
-        parts = urlsplit(settings.s3_endpoint)
+    if endpoint:
+        parts = urlsplit(endpoint)
         options["endpoint_override"] = parts.netloc
         options["scheme"] = parts.scheme or "https"
-    if settings.s3_region:
-        options["region"] = settings.s3_region
-    if settings.s3_path_style:
+    if region:
+        options["region"] = region
+    if path_style:
         options["force_virtual_addressing"] = False
-    return fs.S3FileSystem(**options), location.split("://", 1)[1]
+    return fs.S3FileSystem(**options)
 
 
 def arrow_paths(uris: Sequence[str]) -> tuple[FileSystem | None, list[str]]:
