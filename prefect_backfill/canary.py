@@ -6,14 +6,15 @@ hits only old or only recent data shows), or named explicitly. They are written 
 (checks, ledger, cache, diff); then the run publishes their diff and stops at the gate:
 
 - in a flow run (deployments, a CLI pointed at a Prefect server): Prefect's ``pause_flow_run`` with an
-  input form (:class:`CanaryDecision`) on the flow run page; approve continues, reject stops the run,
-  and no answer within ``canary_timeout_s`` stops it too;
+  input form (``canary_gate.CanaryDecision``) on the flow run page; approve continues, reject stops
+  the run, and no answer within ``canary_timeout_s`` stops it too;
 - in the ``backfill`` CLI on a terminal: the same question as a prompt (:func:`install_local_gate`), since
   the embedded server's UI is out of reach;
 - ``approve=True`` (``--approve``): no question; the canaries still run first and their diff is published.
 
 A stopped run leaves the canaries COMPLETE (``backfill undo`` restores them) and the rest PENDING for a
-later run. Pure selection here; the flow does the waiting (``orchestrate``).
+later run. Pure selection and values here (no Prefect: planning imports this); the form and the waiting
+are in :mod:`prefect_backfill.canary_gate`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,12 @@ import enum
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-from prefect.input import RunInput
-from pydantic import Field
 
 from prefect_backfill.diff import PartitionDiff, changed_columns, rows_change, totals
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.partitions import Partition
 
 __all__ = [
-    "CanaryDecision",
     "DecidedBy",
     "Decision",
     "gate_summary",
@@ -63,27 +59,6 @@ def pick_canaries(to_run: Sequence[Partition], count: int, explicit: Sequence[st
         return [ordered[len(ordered) // 2]]
     step = (len(ordered) - 1) / (count - 1)
     return sorted({ordered[round(i * step)] for i in range(count)})
-
-
-class CanaryDecision(RunInput):
-    """The form on the paused flow run's page.
-
-    The decision is a required choice with no default: a boolean toggle (off by default) made a bare
-    Submit reject the backfill while Prefect's toast said "resumed". Without a choice the server refuses
-    the input (it validates it against this schema) and the run stays paused, so nothing is decided by
-    accident. The form's description (:func:`gate_summary`) says what the canaries changed.
-    """
-
-    decision: Literal["approve", "reject"] = Field(
-        title="Decision",
-        description="approve: write the rest of the range with this version. reject: stop the run here "
-        "(the canaries stay written; `backfill undo` restores them).",
-    )
-    note: str = Field(
-        "",
-        title="Note",
-        description="Why (optional): kept in the run's log, and in its state message on reject.",
-    )
 
 
 class DecidedBy(enum.StrEnum):

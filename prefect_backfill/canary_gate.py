@@ -1,23 +1,47 @@
 """The canary gate's step in a run: write the canaries, publish what they changed, and ask (a
-paused flow run's form, the terminal, or ``--approve``). What is asked and the form live in
-:mod:`.canary`; here is the doing."""
+paused flow run's form, the terminal, or ``--approve``). The form (:class:`CanaryDecision`, a Prefect
+``RunInput``) is here; the pure selection and the values are in :mod:`.canary`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact
+from prefect.input import RunInput
 from prefect.logging import get_run_logger
+from pydantic import Field
 
 from prefect_backfill import stopping
-from prefect_backfill.canary import CanaryDecision, DecidedBy, Decision, gate_summary, local_gate
+from prefect_backfill.canary import DecidedBy, Decision, gate_summary, local_gate
 from prefect_backfill.chunking import Chunk
 from prefect_backfill.diff import diff_markdown, run_diffs
 from prefect_backfill.partitions import Partition
 from prefect_backfill.reporting import artifact_key
 from prefect_backfill.submitting import RunContext, collect, submit
 
-__all__ = ["canaries_pass"]
+__all__ = ["CanaryDecision", "canaries_pass"]
+
+
+class CanaryDecision(RunInput):
+    """The form on the paused flow run's page.
+
+    The decision is a required choice with no default: a boolean toggle (off by default) made a bare
+    Submit reject the backfill while Prefect's toast said "resumed". Without a choice the server refuses
+    the input (it validates it against this schema) and the run stays paused, so nothing is decided by
+    accident. The form's description (:func:`gate_summary`) says what the canaries changed.
+    """
+
+    decision: Literal["approve", "reject"] = Field(
+        title="Decision",
+        description="approve: write the rest of the range with this version. reject: stop the run here "
+        "(the canaries stay written; `backfill undo` restores them).",
+    )
+    note: str = Field(
+        "",
+        title="Note",
+        description="Why (optional): kept in the run's log, and in its state message on reject.",
+    )
 
 
 def canaries_pass(

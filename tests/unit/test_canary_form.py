@@ -6,7 +6,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from prefect_backfill.canary import CanaryDecision, gate_summary
+from prefect_backfill.canary import gate_summary
+from prefect_backfill.canary_gate import CanaryDecision
 from prefect_backfill.diff import KeyChanges, PartitionDiff, changed_columns
 
 
