@@ -21,9 +21,10 @@ from prefect_backfill.leases import LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
-from prefect_backfill.planning import Plan, make_plan, without_held
+from prefect_backfill.planning import Plan, held_keys, make_plan, without_held
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.request import BackfillRequest
+from prefect_backfill.results import BackfillSummary
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.window import resolve_deadline
@@ -88,6 +89,23 @@ class PreparedRun:
         if source is None or not source.known:
             return [None] * len(keys)
         return [f.num_records if (f := source.partitions.get(k)) is not None else 0 for k in keys]
+
+    def summary_without_work(self, duration_s: float) -> BackfillSummary:
+        """The run's summary when its plan has nothing to run (every partition complete, excluded or held
+        by another live run): what the flow would report, without a flow run, a server or Spark."""
+        assert not self.plan.to_run, "only a plan with nothing to run is summed up without running it"
+        held = held_keys(self.plan)
+        return BackfillSummary(
+            pipeline=self.pipeline.name,
+            run_id="",  # no flow run: nothing was written, so there is nothing to undo or diff
+            start=self.partitions[0].key if self.partitions else "",
+            end=self.partitions[-1].key if self.partitions else "",
+            fingerprint=self.pipeline.fingerprint,
+            total=self.plan.total,
+            skipped=len(self.plan.skipped) - len(held),
+            held=held,
+            duration_s=duration_s,
+        )
 
     @property
     def resume_command(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -36,6 +37,7 @@ def run_request(request: BackfillRequest) -> None:
     from prefect_backfill.preparing import handing_over, prepare
 
     pipeline = request.pipeline
+    began = time.perf_counter()
     gated = bool(request.canary or request.canary_partitions) and not request.approve
     if gated and not console.is_terminal and not _prefect_server():
         from prefect_backfill.errors import InvalidRequestError
@@ -47,6 +49,15 @@ def run_request(request: BackfillRequest) -> None:
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
     prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
+    if not prepared.plan.to_run:
+        # Nothing to do costs nothing: no Prefect server, no flow run, no Spark. The ledger already says
+        # everything this run would have said; the exit code is the flow's (4 if a live run holds some).
+        summary = prepared.summary_without_work(time.perf_counter() - began)
+        _print_summary(summary)
+        code = _outcome(prepared, summary)
+        if code:
+            raise typer.Exit(code)
+        return
     since = datetime.now(UTC)
     ask_here = gated and console.is_terminal
     stopping.set_last_words(lambda _: _report_interrupt(prepared, since))  # before a forced exit

@@ -308,3 +308,29 @@ def test_the_printed_command_finishes_the_backfill(cli: Cli) -> None:
     assert cli.statuses() == dict.fromkeys(KEYS, Status.COMPLETE)
     assert "held by another live run" not in run.output  # the forced exit's lease did not block it
     assert cli.rows() == 40 * len(KEYS)  # every partition once: nothing duplicated, nothing lost
+
+
+def test_the_same_command_once_more_has_nothing_to_do_and_starts_nothing(cli: Cli) -> None:
+    """Nothing to do costs nothing: the plan and the summary, exit 0, and no flow run, no Prefect server
+    (its database untouched) and no ledger event: a user who reruns to ask "is it done?" gets the answer
+    at once (docs/benchmarks.md has the time)."""
+    database = cli.tmp / "prefect" / "prefect.db"
+    assert database.exists()  # the runs above used the embedded server
+    before = (database.stat().st_mtime_ns, _flow_runs(database), len(cli.ledger.events(NAME)))
+    run = cli.start("nothing-to-do", shlex.split(RESUME)[1:])
+    try:
+        code = run.wait(120)
+    finally:
+        run.stop()
+    assert code == 0, run.output
+    assert f"0 to run, {len(KEYS)} skipped of {len(KEYS)}" in run.output
+    assert f"{NAME}: 0 completed, 0 cached, {len(KEYS)} skipped, 0 failed of {len(KEYS)}" in run.output
+    assert (database.stat().st_mtime_ns, _flow_runs(database), len(cli.ledger.events(NAME))) == before
+    assert not cli.servers()
+
+
+def _flow_runs(database: Path) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return int(db.execute("select count(*) from flow_run").fetchone()[0])

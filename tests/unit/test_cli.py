@@ -583,3 +583,52 @@ def test_the_gates_decision_is_typed() -> None:
     assert Decision(True, DecidedBy.TERMINAL) == Decision(True, "terminal")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Decision(False, "a timeout")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "code", "line"),
+    [
+        ({"2024-01-01": "complete", "2024-01-02": "complete", "2024-01-03": "excluded"}, 0, None),
+        (
+            {"2024-01-01": "complete", "2024-01-02": "held", "2024-01-03": "held"},
+            4,
+            f"2 partition(s) were left to another live run: rerun when it ends ({RESUME})",
+        ),
+    ],
+)
+def test_nothing_to_run_exits_with_the_plans_summary_and_starts_no_flow(
+    pipeline: Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kinds: dict[str, str],
+    code: int,
+    line: str | None,
+) -> None:
+    """Nothing to do costs nothing: no flow run (so no Prefect server, no Spark), the plan and the summary
+    printed, and the exit code the flow would have given (4 while another live run holds some)."""
+    from dataclasses import replace
+
+    from prefect_backfill.partitions import parse_partition_key
+    from prefect_backfill.planning import Skip
+    from prefect_backfill.reasons import SkipKind, SkipReason
+
+    real_prepare = prefect_backfill.preparing.prepare
+
+    def nothing_due(request: BackfillRequest, settings: Any = None) -> PreparedRun:
+        made = real_prepare(request, settings)
+        skipped = tuple(Skip(parse_partition_key(k, pipeline.grain), SkipReason(SkipKind(v))) for k, v in kinds.items())
+        return replace(made, plan=replace(made.plan, to_run=(), skipped=skipped, why={}))
+
+    def no_flow(**params: Any) -> None:
+        raise AssertionError("a run with nothing to do started a flow run")
+
+    monkeypatch.setattr(prefect_backfill.preparing, "prepare", nothing_due)
+    monkeypatch.setattr(flows.backfill, "backfill", no_flow)
+    assert run_cli(ARGS) == code
+    out = capsys.readouterr().out
+    assert "0 to run" in out
+    held = list(kinds.values()).count("held")
+    assert f"cli_outcomes: 0 completed, 0 cached, {3 - held} skipped, 0 failed of 3" in out
+    if line is not None:
+        assert line in out.splitlines()
+    assert "undo it with" not in out  # nothing was written: nothing to undo
