@@ -67,8 +67,9 @@ browser:
 demo: $(VENV)/.installed jars
 	$(VENV)/bin/backfill demo
 
-# Two pytest workers, one test file each at a time.
-PYTEST := $(VENV)/bin/pytest -n 2 --dist loadfile
+# Three pytest workers, one test file each at a time, the longest files first (tests/conftest.py): the
+# suite mostly waits on servers, JVMs and subprocesses (a third of two cores busy with two workers).
+PYTEST := $(VENV)/bin/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 # Lint, types, then all three layers (the import contracts too: tests/unit/test_import_contracts.py) in ONE
 # pytest run, so each worker starts its Spark session and its servers once for all of them.
