@@ -18,14 +18,23 @@ _MAX_CONCURRENCY = BackfillRequest.model_fields["max_concurrency"]
 
 
 @app.command()
-def setup() -> None:
+def setup(
+    object_store: Annotated[
+        bool,
+        typer.Option(
+            "--object-store",
+            help="Also fetch the Hadoop S3A connector (with the AWS SDK bundle, about 650 MB) for s3:// tables.",
+        ),
+    ] = False,
+) -> None:
     """Fetch Delta's jars from Maven Central into the project cache and check Spark + Delta start."""
-    from prefect_backfill.engine.spark import DELTA_PACKAGE, get_spark
+    from prefect_backfill.engine.spark import DELTA_PACKAGE, S3A_PACKAGE, get_spark
     from prefect_backfill.settings import get_settings
 
-    spark = get_spark()
+    spark = get_spark(object_store=object_store)
+    packages = f"{DELTA_PACKAGE} and {S3A_PACKAGE}" if object_store else DELTA_PACKAGE
     console.print(
-        f"Spark {spark.version} with {DELTA_PACKAGE} ready (jars cached in {get_settings().ivy_dir})",
+        f"Spark {spark.version} with {packages} ready (jars cached in {get_settings().ivy_dir})",
         highlight=False,
     )
 

@@ -22,6 +22,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
+from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time
 from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
 from prefect_backfill.engine.runtime import DELTA_PACKAGE, java_home, spark_home
 from prefect_backfill.errors import ConfigurationError
@@ -268,7 +269,8 @@ def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSessi
     main = threading.current_thread() is threading.main_thread()
     interrupt = signal.getsignal(signal.SIGINT) if main else None
     try:
-        spark = builder.getOrCreate()
+        with one_fetch_at_a_time(settings.ivy_dir, conf.get("spark.jars.packages")):
+            spark = builder.getOrCreate()
     except PySparkRuntimeError as exc:
         raise ConfigurationError(
             f"Spark did not start ({exc.getCondition()}): check JAVA_HOME (JDK 17 or 21) and that "

@@ -6,7 +6,10 @@ CLI as a process with its embedded Prefect server and Spark, source, target, led
   COMPLETE in the ledger, the target equal to the transform of the source, one commit per partition;
   ``backfill status`` then answers with no Java at all;
 - faults: wrong credentials, a missing bucket, the store gone mid-run: one line saying what is wrong, no
-  secret anywhere in the output, a non-zero exit; once the store is back the same command completes.
+  secret anywhere in the output, a non-zero exit; once the store is back the same command completes;
+- a throttling, slow store that also loses the answer to one commit it carried out (a fault proxy in
+  front of the real server): retried with backoff, every partition written once; wrong credentials
+  are not retried.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,6 +35,7 @@ from deltalake import DeltaTable
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.planning import Status
 from prefect_backfill.storage import delta_options, read_text
+from prefect_backfill.testing.fault_proxy import FaultRules, faulty_proxy
 from prefect_backfill.testing.object_store import ObjectStore, build_server, start_store
 
 pytestmark = pytest.mark.spark
@@ -138,6 +143,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
                 ("s3_orders", "s3a://lake/s3_orders/orders"),
                 ("gone_orders", "s3a://lake/gone_orders/orders"),
                 ("nobucket_orders", "s3a://nobucket/x/orders"),
+                ("throttled_orders", "s3a://lake/throttled_orders/orders"),
             ]:
                 register(Pipeline(name, "s3a://lake/bronze", target, "order_date", slow, "1"))
             """
@@ -190,15 +196,20 @@ EVERY_DAY_ONCE = dict.fromkeys(KEYS, ROWS_PER_DAY)
 
 def test_kill_9_of_the_cli_mid_write_then_the_plain_command_completes_and_status_needs_no_java(store: Store) -> None:
     proc, log = store.start(*RUN, log="killed.log")
+    # A different moment each run (printed, to replay one): anywhere from the first commit's end into the
+    # next chunks' jobs and commits.
+    delay = random.Random().uniform(0.0, 3.0)
+    print(f"kill -9 {delay:.2f} s after the first partition completed")
     try:
         _until(lambda: Status.COMPLETE in store.ledger("s3_orders").values(), proc, log)
-        time.sleep(1.5)  # into the next chunk's job
+        time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert Status.RUNNING in store.ledger("s3_orders").values() or len(store.ledger("s3_orders")) < len(KEYS)
+    killed_at = store.ledger("s3_orders")
+    assert set(killed_at.values()) != {Status.COMPLETE} or len(killed_at) < len(KEYS), (delay, killed_at)
 
     code, out = store.cli(*RUN)
     assert code == 0, out
@@ -306,3 +317,38 @@ def test_two_clis_on_disjoint_ranges_of_one_table_on_the_store_lose_no_commit(st
             assert key in info["userMetadata"], (key, info["userMetadata"])
             commits[key] = state.table_version
     assert len(set(commits.values())) == len(KEYS)  # one commit each: none overwrote another
+
+
+#: The target's Delta commits (``_delta_log/<20 digits>.json``), as Spark writes them through the package's log store.
+COMMIT_PUT = r"/throttled_orders/orders/_delta_log/\d{20}\.json"
+
+
+def test_a_throttling_slow_store_that_loses_a_commits_answer_still_gets_every_partition_once(store: Store) -> None:
+    """Every 9th request answered 503 SlowDown, every 11th held 0.3 s, and the answer to one commit of the
+    target lost after the store wrote it: every client (S3A, delta-rs, pyarrow) retries with backoff, the
+    lost answer is recognised as the package's own commit (its writer id), nothing is written twice."""
+    days = KEYS[:2]
+    args = ["run", "throttled_orders", "--start", days[0], "--end", days[-1], "--chunk-partitions", "2"]
+    rules = FaultRules(throttle_every=9, slow_every=11, slow_s=0.3, lose_ack_of=COMMIT_PUT)
+    with faulty_proxy(store.server.endpoint, rules) as proxy:
+        code, out = store.cli(*args, env={**store.env, "BACKFILL_S3_ENDPOINT": proxy.endpoint})
+    assert code == 0, out
+    print(dict(proxy.counts), dict(proxy.statuses))
+    assert proxy.counts["throttled"] > 10 and proxy.counts["slowed"] > 5, proxy.counts  # the faults happened
+    assert len(proxy.lost_acks) == 1, proxy.lost_acks
+    assert store.ledger("throttled_orders") == dict.fromkeys(days, Status.COMPLETE)
+    assert store.rows_by_day("throttled_orders") == dict.fromkeys(days, ROWS_PER_DAY)  # nothing twice
+    with store.settings():
+        location = "s3a://lake/throttled_orders/orders"
+        history = DeltaTable(location, storage_options=delta_options(location)).history()
+    chunks = [h for h in history if str(h.get("userMetadata", "")).startswith("prefect-backfill run=")]
+    assert len(chunks) == 1, history  # the chunk's one commit: its lost answer did not make a second one
+
+
+def test_wrong_credentials_are_not_retried(store: Store) -> None:
+    """Throttling is retried; a refusal is not: a handful of 403s, not a retry storm, then one line."""
+    with faulty_proxy(store.server.endpoint, FaultRules()) as proxy:
+        env = {**store.env, "BACKFILL_S3_ENDPOINT": proxy.endpoint, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+        code, out = store.cli("status", "s3_orders", env=env, timeout=120)
+    assert code != 0 and "refused access to bucket 'lake' (HTTP 403)" in out, out
+    assert 0 < proxy.statuses[403] <= 4 and proxy.counts["requests"] == sum(proxy.statuses.values()), proxy.statuses
