@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled, Completed
 
+from prefect_backfill.engine import jvm_output
 from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError, RunStoppedError
 from prefect_backfill.orchestrate import run_prepared
 from prefect_backfill.preparing import handed_over, prepare
@@ -92,8 +93,13 @@ def backfill(
         return Cancelled(message=message, data=stopped)
     if summary.failed:
         traces = trace_path(summary.run_id)
+        spark_log = jvm_output.current_log()
         raise BackfillFailedError(
-            pipeline, summary.failed, prepared.resume_command, str(traces) if traces.exists() else None
+            pipeline,
+            summary.failed,
+            prepared.resume_command,
+            str(traces) if traces.exists() else None,
+            str(spark_log) if spark_log and spark_log.exists() else None,
         )
     if summary.gate is not None:
         raise CanaryStoppedError(

@@ -246,22 +246,32 @@ class BackfillFailedError(BackfillError):
     """
 
     def __init__(
-        self, pipeline: str, failures: Sequence[tuple[str, str]], resume_command: str, traces: str | None = None
+        self,
+        pipeline: str,
+        failures: Sequence[tuple[str, str]],
+        resume_command: str,
+        traces: str | None = None,
+        spark_log: str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.failed = tuple(key for key, _ in failures)
         self.errors = dict(failures)
         self.resume_command = resume_command
         self.traces = traces
+        self.spark_log = spark_log
         shown = "; ".join(f"{key}: {error}" for key, error in failures[:20])
         more = f"; … and {len(failures) - 20} more" if len(failures) > 20 else ""
         where = f" Full traces: {traces}" if traces else ""
+        where += f" Spark's own output: {spark_log}" if spark_log else ""
         super().__init__(
             f"{len(failures)} partition(s) of {pipeline} failed ({shown}{more}). Resume with: {resume_command}{where}"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.pipeline, tuple(self.errors.items()), self.resume_command, self.traces))
+        return (
+            type(self),
+            (self.pipeline, tuple(self.errors.items()), self.resume_command, self.traces, self.spark_log),
+        )
 
 
 class RunStoppedError(BackfillError):

@@ -19,10 +19,12 @@ import sys
 import threading
 import warnings
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time
+from prefect_backfill.engine import jvm_output
+from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time, resolved_jars
 from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
 from prefect_backfill.engine.runtime import DELTA_PACKAGE, java_home, spark_home
 from prefect_backfill.errors import ConfigurationError
@@ -261,26 +263,53 @@ def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSessi
     conf = spark_conf(settings, object_store)
     if conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
         conf["spark.jars"] = str(log_store_jar(settings.cache_dir))  # compiled once per source version
-    for key, value in conf.items():
-        builder = builder.config(key, value)
     # pyspark takes SIGINT over when its context starts in the main thread (its handler cancels every job
     # and raises KeyboardInterrupt wherever the main thread is). Signals belong to the run here: it
     # stops in order (prefect_backfill.stopping). Keep whatever handler was in place.
     main = threading.current_thread() is threading.main_thread()
     interrupt = signal.getsignal(signal.SIGINT) if main else None
+    packages = conf.get("spark.jars.packages")
+    if (jars := resolved_jars(settings.ivy_dir, packages)) is not None:
+        # Resolved once in this cache: the same jars without asking Ivy again (see jar_fetch).
+        del conf["spark.jars.packages"]
+        conf["spark.jars"] = ",".join([*filter(None, conf.get("spark.jars", "").split(",")), *jars])
+        packages = None
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    log = jvm_output.new_log(settings.cache_dir)
     try:
-        with one_fetch_at_a_time(settings.ivy_dir, conf.get("spark.jars.packages")):
+        with one_fetch_at_a_time(settings.ivy_dir, packages) as remember:
+            _launch_jvm(conf, log)
             spark = builder.getOrCreate()
+            # spark-submit's own list (what it resolved, merged with ours): the session's conf keeps ours only.
+            remember(str(spark.sparkContext._jvm.System.getProperty("spark.jars") or "").split(","))  # type: ignore[union-attr]
     except PySparkRuntimeError as exc:
+        cause = jvm_output.first_error(log)
         raise ConfigurationError(
-            f"Spark did not start ({exc.getCondition()}): check JAVA_HOME (JDK 17 or 21) and that "
-            f"{DELTA_PACKAGE} can be fetched from Maven Central into {settings.ivy_dir} (run `make setup`)"
+            f"Spark did not start ({exc.getCondition()}{': ' + cause if cause else ''}): check JAVA_HOME (JDK 17 "
+            f"or 21) and that {DELTA_PACKAGE} can be fetched from Maven Central into {settings.ivy_dir} (run "
+            f"`make setup`); Spark's output is in {log}"
         ) from exc
     if main and interrupt is not None:
         signal.signal(signal.SIGINT, interrupt)
     spark.sparkContext.setLogLevel("ERROR")
     _quiet_when_the_jvm_goes(spark)
     return spark
+
+
+def _launch_jvm(conf: dict[str, str], log: Path) -> None:
+    """Start the JVM the session will use, its output to ``log`` instead of this terminal (see
+    :mod:`jvm_output`). pyspark's own launch, with the same spark-submit arguments the builder would give
+    it; a JVM already running in this process (a session stopped and started again) is reused as before."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    with open(log, "ab") as out:
+        spark_conf_ = SparkConf().setAll(list(conf.items()))
+        gateway = launch_gateway(spark_conf_, popen_kwargs={"stdout": out, "stderr": out})  # type: ignore[no-untyped-call]
+    SparkContext._ensure_initialized(gateway=gateway)
 
 
 def _quiet_when_the_jvm_goes(spark: SparkSession) -> None:
@@ -338,10 +367,29 @@ def _connect(settings: BackfillSettings, probe_timeout: float = 5.0) -> SparkSes
     return spark
 
 
-def stop_spark() -> None:
+def stop_spark(jvm: bool = False) -> None:
+    """Stop the process's session. ``jvm``: the JVM too, so that the next start launches a new one with
+    the jars it asks for (pyspark otherwise reuses the first JVM, whose classpath cannot gain a connector)."""
     global _session, _session_has_s3
     with _lock:
         if _session is not None:
             _session.stop()
             _session = None
             _session_has_s3 = False
+        if jvm:
+            _stop_jvm()
+
+
+def _stop_jvm() -> None:
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc is not None and proc.stdin is not None:
+        proc.stdin.close()  # the JVM exits when its stdin closes (pyspark's own contract)
+        proc.wait(60)

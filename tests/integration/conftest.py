@@ -37,11 +37,12 @@ def prefect_api() -> Iterator[None]:
 def spark(object_store: ObjectStore) -> Any:
     """The process's Spark, with the S3A connector (the tests' tables are local and on s3a://), started
     before any integration test. An e2e test of the same process may have started one without it (the
-    connector is never exported to the processes they start): that one is replaced."""
+    connector is never exported to the processes they start): that one is replaced, JVM and all (a JVM's
+    classpath cannot gain the connector)."""
     from prefect_backfill.engine.spark import get_spark, serves_object_store, started_spark, stop_spark
 
     if started_spark() is not None and not serves_object_store():
-        stop_spark()
+        stop_spark(jvm=True)
     return get_spark(object_store=True)
 
 

@@ -308,6 +308,17 @@ def test_the_printed_command_finishes_the_backfill(cli: Cli) -> None:
     assert cli.statuses() == dict.fromkeys(KEYS, Status.COMPLETE)
     assert "held by another live run" not in run.output  # the forced exit's lease did not block it
     assert cli.rows() == 40 * len(KEYS)  # every partition once: nothing duplicated, nothing lost
+    # A quiet start: the terminal shows the package's own lines; the JVM's went to its log file.
+    assert not [line for line in run.output.splitlines() if JVM_CHATTER.search(line)], run.output
+    logs = list((Path(os.environ["BACKFILL_CACHE_DIR"]) / "logs").glob(f"spark-*-{run.proc.pid}.log"))
+    assert logs and JVM_CHATTER.search(logs[0].read_text()), "the JVM's start-up lines are in no log file"
+
+
+# What Spark, Ivy and the JVM print when a session starts (they used to reach the user's terminal).
+JVM_CHATTER = re.compile(
+    r"WARNING: Using incubator|log4j|\bWARN\b|^:: |Ivy Default Cache|added as a dependency|artifacts copied"
+    r"|Setting default log level|NativeCodeLoader|\[Stage \d"
+)
 
 
 def test_the_same_command_once_more_has_nothing_to_do_and_starts_nothing(cli: Cli) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time, stamp_path
+from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time, resolved_jars, stamp_path
 
 PACKAGES = "io.delta:delta-spark_4.2_2.13:4.4.0,org.apache.hadoop:hadoop-aws:3.5.0"
 
@@ -44,21 +44,21 @@ def test_a_second_fetch_of_an_unresolved_set_waits_for_the_first(tmp_path: Path)
     assert order == ["first in", "first out", "second in"]
 
 
-def test_once_resolved_a_start_takes_no_lock(tmp_path: Path) -> None:
-    with one_fetch_at_a_time(tmp_path, PACKAGES):
-        pass
-    assert stamp_path(tmp_path, PACKAGES).exists()
-    # Someone holds the lock (a fetch of another set): a start of the stamped set does not wait for it.
-    with open(tmp_path / ".fetch.lock", "a+b") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        done = threading.Event()
-
-        def start() -> None:
-            with one_fetch_at_a_time(tmp_path, ",".join(reversed(PACKAGES.split(",")))):
-                done.set()
-
-        threading.Thread(target=start, daemon=True).start()
-        assert done.wait(2), "a start of an already resolved set waited for the fetch lock"
+def test_the_jars_resolved_once_are_given_to_later_starts_while_they_are_all_there(tmp_path: Path) -> None:
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    delta, aws = jars / "io.delta_delta-spark.jar", jars / "org.apache.hadoop_hadoop-aws.jar"
+    for jar in (delta, aws):
+        jar.write_bytes(b"PK")
+    assert resolved_jars(tmp_path, PACKAGES) is None  # never resolved here
+    with one_fetch_at_a_time(tmp_path, PACKAGES) as remember:
+        # spark-submit's list: ours (outside the Ivy cache) merged with what Ivy resolved
+        remember(["file:///opt/elsewhere/logstore.jar", f"file://{delta}", f"file://{aws}"])
+    again = resolved_jars(tmp_path, ",".join(reversed(PACKAGES.split(","))))  # the same set in another order
+    assert again == [f"file://{delta}", f"file://{aws}"]
+    assert resolved_jars(tmp_path, "io.delta:delta-spark_4.2_2.13:4.4.0") is None  # another set
+    aws.unlink()
+    assert resolved_jars(tmp_path, PACKAGES) is None  # a jar went: resolve again rather than start without it
 
 
 def test_a_failed_start_leaves_no_stamp_and_frees_the_lock(tmp_path: Path) -> None:
