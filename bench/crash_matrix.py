@@ -32,7 +32,6 @@ os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
 
 from tests.e2e.crash_harness import (  # noqa: E402
     RUN_TIMEOUT_S,
-    SLOT_LEAK_BUDGET_S,
     CrashLake,
     TrialResult,
     plan_trials,
@@ -56,10 +55,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--max-concurrency", type=int, default=2, help="the CLI's --max-concurrency (default 2)")
     add("--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds before a run counts as hung")
     add("--slot-leak", action="store_true", help="also: two kills in a row, then a plain run")
-    budget = f"(default {SLOT_LEAK_BUDGET_S:.0f}s, the test's, for its 6 days; scaled up with --days)"
-    add(
-        "--leak-budget", type=float, default=None, help=f"seconds after the last kill for that run to complete {budget}"
-    )
     add("--control", action="store_true", help="version bump + no coordination (see the docstring)")
     add(
         "--cli-arg",
@@ -107,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(row(str(trial.index), result), flush=True)
         if args.slot_leak:
-            budget = args.leak_budget or SLOT_LEAK_BUDGET_S * max(1.0, args.days / 6)
-            result = run_slot_leak(lake, args.seed, budget=budget, timeout=args.timeout)
+            result = run_slot_leak(lake, args.seed, timeout=args.timeout)
             results.append(result)
             print(row("leak", result), flush=True)
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM: stop the running CLI, report so far

@@ -84,7 +84,10 @@ HELD = "held by another live run"
 FIRST_DAY = date(2024, 1, 1)
 DEFAULT_STARTUP_S = 10.0  # before any run was measured
 RUN_TIMEOUT_S = 240.0  # a run that takes longer hangs
-SLOT_LEAK_BUDGET_S = 90.0  # after the last of two kills, a plain run completes within this
+# What a run prints while another run's lease keeps it waiting (prefect_backfill.coordination): after two
+# kills the plain run must never print it. A wall-clock budget cannot tell a leak from a loaded machine
+# (a rerun of six partitions took 82 s with three pytest workers on two cores); these lines can.
+WAITED = ("waiting for a slot of", "waiting for the claims lock of", HELD)
 _TERMINAL = {Status.COMPLETE.value, Status.FAILED.value}
 
 
@@ -611,11 +614,9 @@ def run_trial(lake: CrashLake, trial: Trial, timeout: float = RUN_TIMEOUT_S) -> 
     return TrialResult(trial.describe(), [outcome], code, seconds, problems, rerun.log, time.monotonic() - started)
 
 
-def run_slot_leak(
-    lake: CrashLake, seed: int, budget: float = SLOT_LEAK_BUDGET_S, timeout: float = RUN_TIMEOUT_S
-) -> TrialResult:
+def run_slot_leak(lake: CrashLake, seed: int, timeout: float = RUN_TIMEOUT_S) -> TrialResult:
     """Two runs in a row SIGKILLed once they work (each holding its cap slots and claims), then a plain
-    run: it must complete everything within ``budget`` seconds of the last kill, not wait forever."""
+    run: it must complete everything without ever waiting for the dead runs' slots, claims or lock."""
     started = time.monotonic()
     rng = random.Random(seed)
     before_change = lake.run_ids()
@@ -629,18 +630,15 @@ def run_slot_leak(
         outcome = kill_at(lake, run, point, known, timeout)
         kills.append(outcome)
         problems += _kill_problems(outcome, run)
-    last_kill = time.monotonic()
-    remaining = budget - (time.monotonic() - last_kill)
-    code, seconds, rerun = _rerun(lake, "slot-leak-rerun", remaining)
-    since_kill = time.monotonic() - last_kill
+    code, seconds, rerun = _rerun(lake, "slot-leak-rerun", timeout)
     if code is None:
         problems.append(
-            f"the run after two kills did not finish within {budget:.0f}s of the last kill; its last steps: "
-            f"{rerun.last_steps()!r}"
+            f"the run after two kills did not finish within {timeout:.0f}s; its last steps: {rerun.last_steps()!r}"
         )
     elif code != 0:
         problems.append(f"the run after two kills exited {code}, not 0: {rerun.tail()!r}")
-    elif since_kill > budget:
-        problems.append(f"the run after two kills took {since_kill:.0f}s after the last kill (budget {budget:.0f}s)")
+    waited = [line for line in rerun.output().splitlines() if any(mark in line for mark in WAITED)]
+    if waited:
+        problems.append(f"the run after two kills waited for the dead runs: {waited[:3]}")
     problems += check_lake(lake, before_change, rerun.output())
     return TrialResult("slot-leak", kills, code, seconds, problems, rerun.log, time.monotonic() - started)
