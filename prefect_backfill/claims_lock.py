@@ -28,7 +28,8 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from prefect_backfill.errors import CoordinationTimeoutError, LedgerError
-from prefect_backfill.leases import LOCK_SCHEMA, Lease, LeaseTable, first_line, this_process
+from prefect_backfill.holders import this_process
+from prefect_backfill.leases import LOCK_SCHEMA, Lease, LeaseTable, first_line
 from prefect_backfill.storage import delta_options
 from prefect_backfill.store_probe import explained
 

@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import cache
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -45,18 +42,17 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from prefect_backfill.errors import LedgerError
+from prefect_backfill.holders import Holder, this_process
 from prefect_backfill.storage import arrow_paths, delta_options
 from prefect_backfill.store_probe import explained
 
 __all__ = [
     "HEARTBEAT_SECONDS",
     "LEASE_SECONDS",
-    "Holder",
     "Lease",
     "LeaseTable",
     "RunLease",
     "lease_location",
-    "this_process",
 ]
 
 #: A lease not renewed for this long is dead, wherever its holder ran.
@@ -97,63 +93,6 @@ def lease_location(ledger_path: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the
-    original; None where /proc does not say."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """Where a lease holder runs: host, boot and process."""
-
-    host: str
-    boot_id: str
-    pid: int
-    pid_start: int | None
-
-    def same_machine(self, other: Holder) -> bool:
-        return self.host == other.host and self.boot_id == other.boot_id
-
-    def process_exists(self) -> bool:
-        """Whether this holder's process still exists (meaningful on its own machine only)."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # exists, owned by someone else
-            pass
-        ticks = _start_ticks(self.pid)
-        return ticks is None or self.pid_start is None or ticks == self.pid_start
-
-
-@cache
-def _this_host() -> tuple[str, str]:
-    return socket.gethostname(), _boot_id()
-
-
-def this_process() -> Holder:
-    host, boot = _this_host()
-    pid = os.getpid()
-    return Holder(host, boot, pid, _start_ticks(pid))
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ PURE_MODULES: dict[str, str] = {
     "the request": "prefect_backfill.request",  # the CLI builds its options from it at start-up
     "table snapshots": "prefect_backfill.snapshots",
     "run results": "prefect_backfill.results",
+    "lease holders": "prefect_backfill.holders",  # who holds a lease: a process on a host, no I/O library
     "the window": "prefect_backfill.window",
 }
 # Top-level packages a pure module may not load: Prefect (and its Dask runner), Spark (pyspark, and delta-spark,

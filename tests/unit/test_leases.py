@@ -19,7 +19,8 @@ import pytest
 from prefect_backfill.claims_lock import claims_lock
 from prefect_backfill.coordination import claim, free_slots, held_partitions
 from prefect_backfill.errors import CoordinationTimeoutError
-from prefect_backfill.leases import Holder, LeaseTable, RunLease, this_process
+from prefect_backfill.holders import Holder, this_process
+from prefect_backfill.leases import LeaseTable, RunLease
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.planning import PartitionState, Plan, Status, make_plan
 

@@ -16,7 +16,8 @@ from deltalake import DeltaTable, write_deltalake
 from prefect_backfill.claims_lock import claims_lock, lock_name
 from prefect_backfill.coordination import claim, held_on_target, target_key
 from prefect_backfill.errors import CoordinationTimeoutError
-from prefect_backfill.leases import SCHEMA, Lease, LeaseTable, RunLease, this_process
+from prefect_backfill.holders import this_process
+from prefect_backfill.leases import SCHEMA, Lease, LeaseTable, RunLease
 from prefect_backfill.partitions import Grain, partitions_between
 from prefect_backfill.pipeline import TableRef
 from prefect_backfill.planning import PartitionState, Status, make_plan
