@@ -30,15 +30,24 @@ pytestmark = pytest.mark.e2e
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
 
 
-def wait_paused(server: Server, flow_run_id: str, timeout: float = 180) -> dict[str, Any]:
+def wait_paused(server: Server, flow_run_id: str, worker_log: Path, timeout: float = 300) -> dict[str, Any]:
+    """The run, once Paused. ``timeout`` bounds a hang, not the speed: the run's process starts Python,
+    Prefect and a JVM on a machine the other test workers keep busy. A run that never pauses says what it
+    was doing (its state and the worker's log), not only that it did not pause."""
     deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        run: dict[str, Any] = httpx.get(f"{server.api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        run = httpx.get(f"{server.api_url}/flow_runs/{flow_run_id}", timeout=10).json()
         if run["state_type"] == "PAUSED":
             return run
         assert run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"), run["state"]
         time.sleep(0.5)
-    raise AssertionError(f"flow run {flow_run_id} did not pause at the canary gate within {timeout} s")
+    state = run.get("state") or {}
+    raise AssertionError(
+        f"flow run {flow_run_id} did not pause at the canary gate within {timeout} s: it is "
+        f"{state.get('name')} ({state.get('message')}); the worker's log ends with:\n"
+        + worker_log.read_text(errors="replace")[-3000:]
+    )
 
 
 def answer(server: Server, flow_run_id: str, approve: bool, note: str = "") -> None:
@@ -118,7 +127,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
     try:
         params: dict[str, Any] = {"start": DAYS[0], "end": DAYS[-1], "window_end": None, "retries": 0, "canary": 1}
         approved = trigger(prefect_server, env, params)
-        paused = wait_paused(prefect_server, approved)
+        paused = wait_paused(prefect_server, approved, tmp_path / "worker.log")
         assert paused["state"]["state_details"]["run_input_keyset"], "no approval form on the paused run"
         # Paused after its canary (the middle day) only: the rest waits for the answer.
         assert {k: s.status for k, s in ledger.current("demo_orders").items()}["2024-01-02"] is Status.COMPLETE
@@ -153,7 +162,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
             assert {s.status for s in ledger.current("demo_orders").values()} == {Status.COMPLETE}
 
             rejected = trigger(prefect_server, env, {**params, "reprocess": "all"})
-            wait_paused(prefect_server, rejected)
+            wait_paused(prefect_server, rejected, tmp_path / "worker.log")
             dialog = open_the_form(page, prefect_server, rejected)
             click_decision(page, dialog, "reject", "amounts look off")
             run = wait_final(prefect_server, rejected, timeout=180)

@@ -317,7 +317,7 @@ def test_the_printed_command_finishes_the_backfill(cli: Cli) -> None:
 # What Spark, Ivy and the JVM print when a session starts (they used to reach the user's terminal).
 JVM_CHATTER = re.compile(
     r"WARNING: Using incubator|log4j|\bWARN\b|^:: |Ivy Default Cache|added as a dependency|artifacts copied"
-    r"|Setting default log level|NativeCodeLoader|\[Stage \d"
+    r"|Setting default log level|NativeCodeLoader|\[Stage \d|Picked up JAVA_TOOL_OPTIONS"
 )
 
 
