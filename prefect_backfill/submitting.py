@@ -183,9 +183,10 @@ def _failed_in(future: PrefectFuture[Any], size: int) -> int:
 
 class _HardStop:
     """Cancel the Spark work of the chunks in flight at the window's hard stop (its end plus
-    ``BACKFILL_WINDOW_GRACE``), or on a stop signal (again every half second while chunks run: a chunk
-    that started its job just after a cancel is cancelled by the next). Their commit has not happened,
-    so their partitions go back to PENDING."""
+    ``BACKFILL_WINDOW_GRACE``), or on a stop signal. Either way again every half second while chunks
+    run: a chunk's work is several Spark jobs, and a job that starts just after a cancel (or a chunk
+    still planning when the hard stop came, on a busy driver) is cancelled by the next one, not left to
+    run to its commit. Their commit has not happened, so their partitions go back to PENDING."""
 
     def __init__(
         self, at: datetime | None, running: Callable[[], list[Chunk]], prepared: PreparedRun, logger: Any
@@ -197,13 +198,17 @@ class _HardStop:
 
     def _watch(self) -> None:
         told = False
+        cancelled: set[str] = set()
         while not self._stop.wait(0.5):
             if self.at is not None and window.clock() >= self.at:
                 engine = get_engine()
                 for chunk in self.running():
-                    self.logger.warning("window hard stop: cancelling chunk %s", chunk.span)
-                    engine.cancel(self.prepared.pipeline, chunk.partitions)
-                return
+                    if chunk.span not in cancelled:
+                        self.logger.warning("window hard stop: cancelling chunk %s", chunk.span)
+                        cancelled.add(chunk.span)
+                    with contextlib.suppress(Exception):  # the job may have ended between the two calls
+                        engine.cancel(self.prepared.pipeline, chunk.partitions)
+                continue
             if (stop := stopping.requested()) is not None and (running := self.running()):
                 if not told:
                     spans = ", ".join(c.span for c in running)

@@ -56,6 +56,13 @@ def slow(df: DataFrame) -> DataFrame:
     return to_silver_orders(df).withColumn("amount_usd", crawl(F.col("amount_usd")))
 
 
+def slow_to_plan(df: DataFrame) -> DataFrame:
+    """:func:`slow`, built slowly: the hard stop comes while the chunk has no Spark job running yet."""
+    built = slow(df)
+    time.sleep(1.5)  # three ticks of the hard-stop watchdog
+    return built
+
+
 def test_chunk_writes_equal_one_partition_per_job_row_for_row(lake: Lake, spark: Any) -> None:
     chunked = lake.make(to_silver_orders, name="chunked")
     one_by_one = lake.make(to_silver_orders, name="one_by_one", target=str(lake.root / "silver" / "single"))
@@ -109,10 +116,16 @@ def test_complete_partitions_split_the_chunks_and_are_never_rewritten(lake: Lake
     assert kept <= set(DeltaTable(lake.target).file_uris())  # the same files: not rewritten
 
 
+@pytest.mark.parametrize(
+    ("transform", "after_s"), [(slow, 2.0), (slow_to_plan, 0.0)], ids=["its-job-running", "still-planning"]
+)
 def test_the_windows_hard_stop_cancels_a_running_chunk_and_leaves_it_pending(
-    lake: Lake, spark: Any, monkeypatch: pytest.MonkeyPatch
+    lake: Lake, spark: Any, monkeypatch: pytest.MonkeyPatch, transform: Any, after_s: float
 ) -> None:
-    p = lake.make(slow)
+    """The hard stop comes while the chunk's Spark job runs, or while the chunk is still being planned
+    (no job yet: one cancel then finds nothing to cancel, and a watchdog that cancelled once let the
+    chunk run to its commit; it happened on a busy machine)."""
+    p = lake.make(transform)
     monkeypatch.setenv("BACKFILL_WINDOW_GRACE", "0")
     deadline = datetime.now(UTC) + timedelta(hours=1)
     STARTED.clear()
@@ -122,7 +135,7 @@ def test_the_windows_hard_stop_cancels_a_running_chunk_and_leaves_it_pending(
         if len(STARTED) >= 2:  # the chunk's transform was built (the first call creates the target)
             if not started_at:
                 started_at.append(time.monotonic())
-            if time.monotonic() - started_at[0] > 2:  # ... and its Spark job has run for 2 s: past the stop
+            if time.monotonic() - started_at[0] >= after_s:  # ... and `after_s` later: past the stop
                 return deadline + timedelta(seconds=1)
         return datetime.now(UTC)
 
