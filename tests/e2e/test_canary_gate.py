@@ -95,6 +95,19 @@ def open_the_form(page: Any, server: Server, flow_run_id: str) -> Any:
     return dialog
 
 
+def leave(page: Any, server: Server | None = None, flow_run_id: str | None = None) -> None:
+    """Leave the run's page for a blank one (once the run has left Paused, if a run is given: the form's
+    request must not be cut off). The UI's run page keeps polling and repainting: a tab left on it for
+    this test's waits cost ~170 s of CPU, in a suite that is CPU-bound on two cores."""
+    deadline = time.monotonic() + 60
+    while flow_run_id is not None and server is not None and time.monotonic() < deadline:
+        state = httpx.get(f"{server.api_url}/flow_runs/{flow_run_id}", timeout=10).json()["state_type"]
+        if state != "PAUSED":
+            break
+        time.sleep(0.5)
+    page.goto("about:blank")
+
+
 def click_decision(page: Any, dialog: Any, decision: str | None, note: str = "") -> None:
     """Choose in the Decision select (None: leave it empty), type the note, Submit."""
     if decision is not None:
@@ -146,6 +159,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
             # A bare Submit decides nothing: refused on the form, the run stays paused.
             click_decision(page, dialog, None)
             dialog.get_by_text("'decision' is a required property").wait_for(timeout=10_000)
+            leave(page)
             # Paused longer than the zombie automation's 90 s window (as `make deployments` installs it) and
             # past 240 s after the start, when Prefect renews a deployment concurrency lease (a deployment
             # with a concurrency_limit had its paused run killed there): still Paused, still answerable.
@@ -156,6 +170,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
                 assert state == "PAUSED", state
             dialog = open_the_form(page, prefect_server, approved)
             click_decision(page, dialog, "approve", "looks right")
+            leave(page, prefect_server, approved)
             run = wait_final(prefect_server, approved, timeout=180)
             assert run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
             assert "CRASHED" not in state_history(prefect_server, approved)
@@ -165,6 +180,7 @@ def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_s
             wait_paused(prefect_server, rejected, tmp_path / "worker.log")
             dialog = open_the_form(page, prefect_server, rejected)
             click_decision(page, dialog, "reject", "amounts look off")
+            leave(page, prefect_server, rejected)
             run = wait_final(prefect_server, rejected, timeout=180)
     finally:
         stop_group(worker)
