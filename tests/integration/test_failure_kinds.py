@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,11 +40,9 @@ def attempts(lake: Lake, name: str) -> Counter[str]:
 
 def test_an_error_that_always_fails_is_not_retried_only_bisected(lake: Lake, spark: Any) -> None:
     p = lake.make(always_raises)
-    began = time.monotonic()
     with pytest.raises(BackfillFailedError) as failure:
         # Retries with 5 s backoff would cost ~35 s per partition if this were retried as transient.
         backfill(pipeline=p.name, start=DAYS[0], end=DAYS[-1], max_concurrency=1, retries=2, retry_delay_seconds=5)
-    took = time.monotonic() - began
     assert sorted(failure.value.failed) == DAYS
     assert all("bad transform" in failure.value.errors[d] for d in DAYS), failure.value.errors
     started = attempts(lake, p.name)
@@ -53,8 +50,9 @@ def test_an_error_that_always_fails_is_not_retried_only_bisected(lake: Lake, spa
     # times, never retried (attempt 1 each time), and no backoff slept.
     assert set(started) == set(DAYS) and max(started.values()) <= 3, started
     events = Ledger(lake.ledger).events(p.name).to_pylist()
+    # Never retried: every failure is a first attempt (a retry would be attempt 2 or 3, after its backoff).
+    # Not a wall-clock bound: it took 12.6 s on a busy machine without a single retry.
     assert {e["attempt"] for e in events if e["status"] == Status.FAILED.value} == {1}
-    assert took < 5 * 2, f"{took:.1f} s: a deterministic error was retried with backoff"
 
 
 @pytest.fixture
