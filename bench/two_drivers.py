@@ -151,7 +151,9 @@ def race(
                 raise RuntimeError(f"the drivers were not ready within {READY_TIMEOUT:.0f} s")
             time.sleep(0.2)
         start = time.time() + 1.0
-        go.write_text(repr(start))
+        pending = work / "go.tmp"
+        pending.write_text(repr(start))
+        pending.replace(go)  # atomic: a driver polling for "go" never reads it empty (CI read '' once)
         for name, proc in zip("AB", procs, strict=True):
             if proc.wait(timeout=READY_TIMEOUT + rounds * 30) != 0:
                 raise RuntimeError(f"driver {name} exited ({proc.returncode}): {_tail(work / f'driver-{name}.log')}")
