@@ -20,7 +20,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup jars object-store-jars browser object-store object-store-server demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
+.PHONY: class-archive setup jars object-store-jars browser object-store object-store-server demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
 	deployments worker-backfill worker-daily
 
 # --compile-bytecode: uv leaves it out by default, and where PYTHONDONTWRITEBYTECODE is set nothing ever
@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed jars object-store-jars browser object-store-server
+setup: $(VENV)/.installed jars class-archive object-store-jars browser object-store-server
 
 # Fetch Delta's jars from Maven Central once (Spark's own Ivy resolver) into .cache/ivy; the stamp
 # keeps later `make demo` runs from starting a JVM just to check.
@@ -42,6 +42,12 @@ $(JARS_STAMP): $(VENV)/.installed
 	touch $@
 
 jars: $(JARS_STAMP)
+
+# The archive of Spark's driver classes every later driver starts from (prefect_backfill.engine.class_archive):
+# its name follows the JDK and pyspark's jars, so an upgrade of either writes a new one (one Spark run, ~1 min).
+class-archive: $(JARS_STAMP)
+	@$(PY) -c "import sys; from pathlib import Path; from prefect_backfill.engine.class_archive import archive_path; \
+p = archive_path(Path('$(BACKFILL_CACHE_DIR)')); sys.exit(0 if p is None or p.is_file() else 1)" || $(VENV)/bin/backfill setup
 
 # The S3A connector for s3:// tables (hadoop-aws and the 650 MB AWS SDK bundle), fetched here once rather
 # than by the first object-store test of each pytest worker at the same time.

@@ -149,6 +149,10 @@ class BackfillSettings(BaseSettings):
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
     spark_ui: bool = False
+    spark_class_archive: bool = Field(
+        True,
+        description="Start the Spark driver from the class archive `backfill setup` writes (faster starts).",
+    )
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env).")
 
     @field_validator("pipeline_modules", mode="before")

@@ -27,16 +27,41 @@ def setup(
         ),
     ] = False,
 ) -> None:
-    """Fetch Delta's jars from Maven Central into the project cache and check Spark + Delta start."""
-    from prefect_backfill.engine.spark import DELTA_PACKAGE, S3A_PACKAGE, get_spark
+    """Fetch Delta's jars from Maven Central into the project cache, check Spark + Delta start, and
+    write the archive of the driver's classes later runs start from (once per JDK and Spark)."""
+    import tempfile
+    from pathlib import Path
+
+    from prefect_backfill.engine import class_archive
+    from prefect_backfill.engine.spark import DELTA_PACKAGE, S3A_PACKAGE, get_spark, stop_spark
     from prefect_backfill.settings import get_settings
 
-    spark = get_spark(object_store=object_store)
+    settings = get_settings()
+    archive = class_archive.archive_path(settings.cache_dir) if settings.spark_class_archive else None
+    part = archive.with_name(f"{archive.name}.{os.getpid()}.part") if archive and not archive.is_file() else None
+    spark = get_spark(object_store=object_store, archive_to=part)
     packages = f"{DELTA_PACKAGE} and {S3A_PACKAGE}" if object_store else DELTA_PACKAGE
-    console.print(
-        f"Spark {spark.version} with {packages} ready (jars cached in {get_settings().ivy_dir})",
-        highlight=False,
-    )
+    console.print(f"Spark {spark.version} with {packages} ready (jars cached in {settings.ivy_dir})", highlight=False)
+    if archive is None or part is None:
+        return
+    failed = ""
+    with tempfile.TemporaryDirectory(prefix="backfill-class-archive-") as scratch:
+        try:
+            class_archive.exercise(spark, Path(scratch))
+        except Exception as exc:  # an optimisation only: without the archive, runs start as before
+            failed = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        stop_spark(jvm=True)  # the JVM writes the archive as it exits
+    if failed:
+        part.unlink(missing_ok=True)
+    if failed or not class_archive.keep(part, archive):
+        console.print(
+            f"no class archive written ({failed or 'the JVM wrote none'}; Spark's output is in "
+            f"{settings.cache_dir / 'logs'}): runs start without it",
+            style="yellow",
+            highlight=False,
+        )
+        return
+    console.print(f"Spark's driver classes archived in {archive}: later runs start from it", highlight=False)
 
 
 @app.command("spark-connect")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-from prefect_backfill.engine import jvm_output
+from prefect_backfill.engine import class_archive, jvm_output
 from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time, resolved_jars
 from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
 from prefect_backfill.engine.runtime import DELTA_PACKAGE, java_home, spark_home
@@ -225,18 +225,20 @@ def started_spark() -> SparkSession | None:
     return _session
 
 
-def get_spark(object_store: bool = False) -> SparkSession:
+def get_spark(object_store: bool = False, *, archive_to: Path | None = None) -> SparkSession:
     """The process's Spark session; the first call starts it (and fetches the jars if needed).
 
     ``object_store``: the caller's tables are on s3:// or s3a://, so the session needs the S3A connector.
-    A session started without it cannot gain it: that is a configuration error, said in one line."""
+    A session started without it cannot gain it: that is a configuration error, said in one line.
+    ``archive_to``: a session this call starts writes the classes it loaded there when its JVM exits
+    (``backfill setup``: see :mod:`prefect_backfill.engine.class_archive`)."""
     global _session, _session_has_s3
     session = _session
     if session is None:
         with _lock:
             if _session is None:
                 settings = get_settings()
-                _session = _start(settings, object_store)
+                _session = _start(settings, object_store, archive_to)
                 _session_has_s3 = object_store or settings.s3_connector
             session = _session
     if object_store and not _session_has_s3 and not is_remote(session):
@@ -247,7 +249,7 @@ def get_spark(object_store: bool = False) -> SparkSession:
     return session
 
 
-def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSession:
+def _start(settings: BackfillSettings, object_store: bool = False, archive_to: Path | None = None) -> SparkSession:
     if uses_connect(settings):
         return _connect(settings)
     from pyspark.errors import PySparkRuntimeError
@@ -261,6 +263,8 @@ def _start(settings: BackfillSettings, object_store: bool = False) -> SparkSessi
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     conf = spark_conf(settings, object_store)
+    if archive := class_archive.driver_options(settings, archive_to):
+        conf["spark.driver.extraJavaOptions"] = " ".join([conf.get("spark.driver.extraJavaOptions", ""), *archive])
     if conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS:
         conf["spark.jars"] = str(log_store_jar(settings.cache_dir))  # compiled once per source version
     # pyspark takes SIGINT over when its context starts in the main thread (its handler cancels every job
