@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 __all__ = ["detach_embedded_server"]
@@ -34,7 +35,20 @@ def detach_embedded_server() -> bool:
         return False
 
     class DetachedServer(SubprocessASGIServer):
+        _starting = threading.Lock()
+
+        def start(self, timeout: int | None = None) -> None:
+            # One start at a time: the CLI starts the server in a thread while Spark starts in another,
+            # and any Prefect client of the process may ask for it meanwhile.
+            with self._starting:
+                super().start(timeout)
+
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            if self.server_process is not None and self.server_process.poll() is None:
+                # A start that timed out (a fresh PREFECT_HOME's migrations on a busy machine) left its
+                # server coming up: wait for that one. A second one on the same port would run its whole
+                # start-up, fail to bind, and print uvicorn's traceback on the user's terminal.
+                return self.server_process
             server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
             return subprocess.Popen(
                 args=[
