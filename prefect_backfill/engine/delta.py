@@ -14,15 +14,15 @@ Connect (the DeltaTable API would need Delta's Connect plugin on the server).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.commits import commit_version, committed_digests, landed_version
 from prefect_backfill.engine.failures import engine_error, engine_errors
+from prefect_backfill.engine.job_tags import tagged, tidying
 from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.predicates import (
     chunk_condition,
@@ -199,19 +199,9 @@ class SparkDeltaEngine:
         # Tag this thread's Spark work with the chunk, so cancel() stops it. On classic Spark also name
         # the jobs after the chunk (Spark UI, history server) and put them in the backfill pool, so a
         # shared application can give other work priority; Connect has no local properties.
-        sc = None if is_remote(spark) else spark.sparkContext
         span = chunk_span(keys)
         tags = (job_tag(pipeline.name, span), job_tag(pipeline.name))
-        properties = job_properties(pipeline.name, span, self._pool)
-        try:
-            for tag in tags:
-                if sc is None:
-                    spark.addTag(tag)
-                else:
-                    sc.addJobTag(tag)
-            if sc is not None:
-                for key, value in properties.items():
-                    sc.setLocalProperty(key, value)
+        with tagged(spark, tags, job_properties(pipeline.name, span, self._pool)):
             source = self._read(pipeline.source).where(chunk_condition(column, parts))
             try:
                 output = pipeline.transform(source)
@@ -272,18 +262,8 @@ class SparkDeltaEngine:
                 )
                 self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
             finally:
-                with _tidying("unpersist the chunk's output"):
+                with tidying("unpersist the chunk's output"):
                     output.unpersist()
-        finally:  # the thread goes back to the pool: leave no tag or job property behind
-            with _tidying("clear the chunk's job tags"):
-                for tag in tags:
-                    if sc is None:
-                        spark.removeTag(tag)  # a no-op if it was never added
-                    else:
-                        sc.removeJobTag(tag)
-                if sc is not None:
-                    for key in properties:
-                        sc.setLocalProperty(key, None)  # type: ignore[arg-type]
         counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
         version = commit_version(pipeline, commit_tag)
         return ChunkOutcome(
@@ -376,27 +356,6 @@ class SparkDeltaEngine:
 
         spark = self._spark(pipeline.source, pipeline.target)
         tag = job_tag(pipeline.name)  # cancel(pipeline) stops it before its commit (Ctrl-C on `backfill undo`)
-        remote = is_remote(spark)
-        if remote:
-            spark.addTag(tag)
-        else:
-            spark.sparkContext.addJobTag(tag)
-        try:
+        with tagged(spark, (tag,)):
             restore_partitions(spark, pipeline, versions, commit_tag)
-        finally:
-            with _tidying("clear the restore's job tag"):
-                if remote:
-                    spark.removeTag(tag)
-                else:
-                    spark.sparkContext.removeJobTag(tag)
         return commit_version(pipeline, commit_tag)
-
-
-@contextlib.contextmanager
-def _tidying(what: str) -> Iterator[None]:
-    """Clean-up after a chunk's work never fails it: a failure here means the JVM is gone, and raised from
-    a ``finally`` it would hide the chunk's own error, or turn a commit that landed into a failure."""
-    try:
-        yield
-    except Exception as exc:
-        logger.debug("could not %s: %s", what, exc)
