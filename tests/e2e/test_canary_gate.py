@@ -126,6 +126,7 @@ def state_history(server: Server, flow_run_id: str) -> list[str]:
     return [s["type"] for s in states.json()]
 
 
+@pytest.mark.timeout(900)  # a hang bound: paused 240 s on purpose, then two runs; it took 441 s on a busy machine
 def test_the_gate_is_answered_on_the_flow_run_page_approve_then_reject(prefect_server: Server, tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_bronze(data / "lake" / "bronze" / "orders", DAYS, rows_per_day=20)

@@ -248,6 +248,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_finishes_identically(
     assert target.exceptAll(expected).count() == 0 and expected.exceptAll(target).count() == 0
 
 
+@pytest.mark.timeout(900)  # a hang bound: it outlives the 90 s zombie window on purpose (380 s on a busy machine)
 def test_a_night_long_deployed_run_outlives_the_zombie_window(prefect_server: Server, tmp_path: Path) -> None:
     """The README's set-up exactly (`deployments.setup` at its defaults: no heartbeat for 90 s -> Crashed, then
     `prefect deploy --all`), and a deployed run lasting more than two of those windows: it must be Completed with
