@@ -49,7 +49,7 @@ def setup(
         try:
             class_archive.exercise(spark, Path(scratch))
         except Exception as exc:  # an optimisation only: without the archive, runs start as before
-            failed = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+            failed = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         stop_spark(jvm=True)  # the JVM writes the archive as it exits
     if failed:
         part.unlink(missing_ok=True)
