@@ -7,7 +7,8 @@ embedded server and its JVM, a worker, a server). What no test started is attrib
 for the workers themselves, ``worker-jvm`` for a worker's in-process Spark driver, which serves every test
 of that worker). ``python -m bench.suite_cpu --report OUT.json`` prints the totals per test and per kind.
 
-Linux only; the sampler itself costs well under 1 % of a core.
+Linux only; the sampler itself costs well under 1 % of a core. A process's CPU after its last sample (up to
+2 s) is not counted, so short processes are undercounted: compare tests, not absolute totals.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _ticks(pid: int) -> tuple[int, int] | None:
-    """(CPU ticks, parent pid) of ``pid``."""
+def _ticks(pid: int) -> tuple[int, int, int] | None:
+    """(CPU ticks, parent pid, start time) of ``pid``: a pid is reused many times in a suite run, so a
+    process is known by its pid and its start time together."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
-    fields = stat.rsplit(b")", 1)[1].split()
-    return int(fields[11]) + int(fields[12]), int(fields[1])
+    fields = stat.rsplit(b")", 1)[1].split()  # fields[0] is field 3 of proc(5): state
+    return int(fields[11]) + int(fields[12]), int(fields[1]), int(fields[19])
 
 
 def _kind(pid: int, parent_kind: str | None) -> tuple[str, str]:
@@ -66,7 +68,8 @@ def _kind(pid: int, parent_kind: str | None) -> tuple[str, str]:
 
 
 def sample(out: Path, every: float = 2.0) -> None:
-    seen: dict[int, list[Any]] = {}  # pid -> [test, kind, first ticks, last ticks]
+    seen: dict[tuple[int, int], list[Any]] = {}  # (pid, start) -> [test, kind, first ticks, last ticks]
+    current: dict[int, tuple[int, int]] = {}  # pid -> the process that has it now
     first = True
     stop = False
 
@@ -84,12 +87,14 @@ def sample(out: Path, every: float = 2.0) -> None:
             got = _ticks(pid)
             if got is None:
                 continue
-            ticks, ppid = got
-            if pid not in seen:
-                parent = seen.get(ppid)
+            ticks, ppid, started = got
+            key = (pid, started)
+            if key not in seen:
+                parent = seen.get(current.get(ppid, (0, 0)))
                 test, kind = _kind(pid, parent[1] if parent else None)
-                seen[pid] = [test, kind, ticks if first else 0, ticks]
-            seen[pid][3] = ticks
+                seen[key] = [test, kind, ticks if first else 0, ticks]
+                current[pid] = key
+            seen[key][3] = ticks
         first = False
         time.sleep(every)
     totals: defaultdict[str, float] = defaultdict(float)
