@@ -35,8 +35,17 @@ os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
 # JIT-compiling, not running jobs, and C2's compiler threads cost more than they win back. Measured on two
 # cores: a 6-day `backfill run` 57 -> 35 s of JVM CPU, two integration files 206 -> 166 s; the suite is
 # CPU-bound (three workers on two cores), so this is wall time too. Behaviour is the same; users' JVMs keep
-# the default tiered compilation (C2 pays on real partitions). An already set JAVA_TOOL_OPTIONS is kept.
-os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
+# the default tiered compilation (C2 pays on real partitions).
+# They also evaluate expressions interpreted (Spark's NO_CODEGEN factory mode, as a `spark.*` system property
+# every SparkConf reads): Java Flight Recorder on a 6-chunk `backfill run` put ~40 % of its task threads'
+# samples in generating and formatting code (CodegenContext.buildCodeBlocks -> CodeFormatter) for the wide
+# schema of Delta's log replay, which every chunk runs again for a new table version; the generated code is
+# then cached and hardly run on tables of a few rows. Measured, same run: 63-64 -> 46 s of JVM CPU, 66 -> 50 s
+# wall. Spark computes the same values either way (it falls back to the interpreted forms itself when codegen
+# fails); the package's behaviour does not depend on it. One CLI test runs with users' JVM settings exactly
+# (test_cli_interrupt.py, the printed command). An already set JAVA_TOOL_OPTIONS is kept.
+SUITE_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
+os.environ.setdefault("JAVA_TOOL_OPTIONS", SUITE_JVM_OPTIONS)
 
 
 @pytest.fixture(scope="session")
