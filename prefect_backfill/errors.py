@@ -51,6 +51,7 @@ __all__ = [
     "RowsOutsidePartitionError",
     "RunStoppedError",
     "SourceNotFoundError",
+    "TableUnreadableError",
     "TargetLayoutError",
     "TransformError",
     "TransientEngineError",
@@ -109,6 +110,11 @@ class PipelineDefinitionError(BackfillError):
 
 class SourceNotFoundError(BackfillError):
     """The pipeline's source table does not exist."""
+
+
+class TableUnreadableError(BackfillError):
+    """A source or target table cannot be read although its store answers: no permission on its prefix or
+    folder, a store that refuses it. Said before anything is planned or written."""
 
 
 class TransformError(BackfillError):

@@ -15,18 +15,26 @@ from prefect_backfill import window
 from prefect_backfill.canary import pick_canaries
 from prefect_backfill.chunking import Chunk, make_chunks
 from prefect_backfill.coordination import held_on_target, target_key
-from prefect_backfill.engine import get_engine
-from prefect_backfill.errors import InvalidRequestError, RangeTooLargeError, SourceNotFoundError
+from prefect_backfill.engine import Engine, get_engine
+from prefect_backfill.errors import (
+    BackfillError,
+    InvalidRequestError,
+    RangeTooLargeError,
+    SourceNotFoundError,
+    TableUnreadableError,
+    one_line,
+)
 from prefect_backfill.leases import LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.partitions import Partition, parse_partition_key, partitions_between
-from prefect_backfill.pipeline import Pipeline
+from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.planning import Plan, held_keys, make_plan, without_held
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.request import BackfillRequest
 from prefect_backfill.results import BackfillSummary
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.snapshots import TableSnapshot
+from prefect_backfill.store_probe import explained
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["PreparedRun", "handed_over", "handing_over", "ledger_location", "prepare"]
@@ -165,13 +173,13 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
     current, history = ledger.read(pipeline.name)
     # The ledger says what was written; the logs say what is there now (one log read per table).
     engine = get_engine()
-    source = engine.snapshot(pipeline.source, pipeline.partition_column, pipeline.grain)
+    source = _snapshot(engine, pipeline.source, pipeline, "source")
     if not source.exists:
         raise SourceNotFoundError(
             f"source table {pipeline.source} of pipeline {pipeline.name} does not exist (or is not a "
             "Delta table): check the pipeline's source"
         )
-    target = engine.snapshot(pipeline.target, pipeline.partition_column, pipeline.grain)
+    target = _snapshot(engine, pipeline.target, pipeline, "target")
     plan = make_plan(
         pipeline.name,
         pipeline.fingerprint,
@@ -201,3 +209,21 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
         planned_at,
         settings,
     )
+
+
+def _snapshot(engine: Engine, table: TableRef, pipeline: Pipeline, role: str) -> TableSnapshot:
+    """The ``role`` table's snapshot for the plan; a table that exists but cannot be read (no permission on
+    its prefix, a store refusing it) is one line naming it, asked of its store (:func:`explained`), not
+    the reading library's text."""
+    try:
+        return engine.snapshot(table, pipeline.partition_column, pipeline.grain)
+    except BackfillError:
+        raise
+    except Exception as exc:
+        raise TableUnreadableError(
+            explained(
+                table.location,
+                f"{role} table {table} of pipeline {pipeline.name} cannot be read ({one_line(exc, 200)}): "
+                "check the permissions on it",
+            )
+        ) from exc

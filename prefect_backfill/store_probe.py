@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.storage import on_object_store
 
-__all__ = ["StoreProblem", "StoreProblemKind", "explained", "probe_store"]
+__all__ = ["StoreProblem", "StoreProblemKind", "explained", "probe_store", "signed_headers"]
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -59,10 +59,19 @@ def _endpoint(settings: BackfillSettings, bucket: str) -> tuple[str, str]:
     return f"https://{host}/", host
 
 
-def _signed_headers(url: str, host: str, region: str, now: dt.datetime) -> dict[str, str]:
-    """AWS Signature V4 headers of a body-less HEAD, from the standard credential variables (none: unsigned)."""
-    key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    payload = hashlib.sha256(b"").hexdigest()
+def signed_headers(
+    url: str,
+    host: str,
+    region: str,
+    now: dt.datetime,
+    method: str = "HEAD",
+    body: bytes = b"",
+    credentials: tuple[str, str] | None = None,
+) -> dict[str, str]:
+    """AWS Signature V4 headers of a request (a body-less HEAD unless told), with ``credentials`` or the
+    standard credential variables (none: unsigned). A query is signed as sub-resources are (``?policy``)."""
+    key_id, secret = credentials or (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    payload = hashlib.sha256(body).hexdigest()
     stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": stamp}
     if token := os.environ.get("AWS_SESSION_TOKEN"):
@@ -70,8 +79,10 @@ def _signed_headers(url: str, host: str, region: str, now: dt.datetime) -> dict[
     if not key_id or not secret:
         return headers
     names = sorted(headers)
+    parts = urlsplit(url)
+    lines = [f"{n}:{headers[n]}" for n in names]
     canonical = "\n".join(
-        ["HEAD", urlsplit(url).path or "/", "", *(f"{n}:{headers[n]}" for n in names), "", ";".join(names), payload]
+        [method, parts.path or "/", _canonical_query(parts.query), *lines, "", ";".join(names), payload]
     )
     scope = f"{day}/{region}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
@@ -85,6 +96,11 @@ def _signed_headers(url: str, host: str, region: str, now: dt.datetime) -> dict[
     return headers
 
 
+def _canonical_query(query: str) -> str:
+    pairs = sorted(part.split("=", 1) if "=" in part else (part, "") for part in query.split("&") if part)
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
+
+
 def probe_store(location: str, settings: BackfillSettings | None = None) -> StoreProblem | None:
     """What the store of ``location`` says about its bucket; None for a location not on an object store."""
     if not on_object_store(location):
@@ -94,7 +110,7 @@ def probe_store(location: str, settings: BackfillSettings | None = None) -> Stor
     url, host = _endpoint(settings, bucket)
     region = settings.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     request = urllib.request.Request(
-        url, method="HEAD", headers=_signed_headers(url, host, region, dt.datetime.now(dt.UTC))
+        url, method="HEAD", headers=signed_headers(url, host, region, dt.datetime.now(dt.UTC))
     )
     where = settings.s3_endpoint or "AWS S3"
     try:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["VERSITYGW", "ObjectStore", "build_server", "running_store", "server_binary"]
+__all__ = ["VERSITYGW", "ObjectStore", "build_server", "create_user", "root_request", "running_store", "server_binary"]
 
 #: The module and version ``make object-store`` builds (checked to build with Go 1.26 here).
 VERSITYGW = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
@@ -61,6 +61,7 @@ class ObjectStore:
     endpoint: str
     root: Path
     process: subprocess.Popen[bytes]
+    binary: Path
 
     def bucket(self, name: str) -> str:
         """Create the bucket ``name`` (a folder under the root) and return it."""
@@ -89,14 +90,20 @@ class ObjectStore:
                 self.process.wait(10)
 
 
-def start_store(binary: Path, root: Path, port: int | None = None, log: Path | None = None) -> ObjectStore:
-    """Start versitygw serving ``root`` on 127.0.0.1 (a free port unless ``port``) and wait until it answers."""
+def start_store(
+    binary: Path, root: Path, port: int | None = None, log: Path | None = None, iam_dir: Path | None = None
+) -> ObjectStore:
+    """Start versitygw serving ``root`` on 127.0.0.1 (a free port unless ``port``) and wait until it answers.
+    With ``iam_dir``, its own IAM keeps users there (:func:`create_user`), and bucket policies apply to them."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     env = {**os.environ, "ROOT_ACCESS_KEY": ACCESS_KEY, "ROOT_SECRET_KEY": SECRET_KEY}
+    iam = ["--iam-dir", str(iam_dir)] if iam_dir is not None else []
+    if iam_dir is not None:
+        iam_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [str(binary), "--port", f"127.0.0.1:{port}", "posix", str(root)],
+        [str(binary), "--port", f"127.0.0.1:{port}", *iam, "posix", str(root)],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -108,11 +115,40 @@ def start_store(binary: Path, root: Path, port: int | None = None, log: Path | N
             raise RuntimeError(f"versitygw exited with {process.returncode} (see {log})")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return ObjectStore(f"http://127.0.0.1:{port}", root, process)
+            return ObjectStore(f"http://127.0.0.1:{port}", root, process, binary)
         except OSError:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"versitygw did not listen on 127.0.0.1:{port} within 30 s")
+
+
+def create_user(store: ObjectStore, access_key: str, secret_key: str) -> None:
+    """A user of the store's own IAM (started with ``iam_dir``), through versitygw's admin API as root."""
+    admin = [str(store.binary), "admin", "-a", ACCESS_KEY, "-s", SECRET_KEY, "--er", store.endpoint]
+    subprocess.run(
+        [*admin, "create-user", "--access", access_key, "--secret", secret_key, "--role", "user"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def root_request(store: ObjectStore, method: str, path: str, body: bytes = b"") -> int:
+    """One S3 request signed as the store's root user (creating a bucket, setting its policy); its status."""
+    import datetime as dt
+    import urllib.error
+    import urllib.request
+
+    from prefect_backfill.store_probe import signed_headers
+
+    url = store.endpoint + path
+    host = store.endpoint.split("://", 1)[1]
+    headers = signed_headers(url, host, REGION, dt.datetime.now(dt.UTC), method, body, (ACCESS_KEY, SECRET_KEY))
+    request = urllib.request.Request(url, data=body or None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 @contextmanager
