@@ -212,18 +212,21 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
 
 
 def _snapshot(engine: Engine, table: TableRef, pipeline: Pipeline, role: str) -> TableSnapshot:
-    """The ``role`` table's snapshot for the plan; a table that exists but cannot be read (no permission on
-    its prefix, a store refusing it) is one line naming it, asked of its store (:func:`explained`), not
-    the reading library's text."""
+    """The ``role`` table's snapshot for the plan. A path table that exists but cannot be read (no
+    permission on its prefix or folder, a store refusing it) is one line naming it, asked of its store
+    (:func:`explained`), not the reading library's text. Catalog tables are read through Spark, whose
+    errors (a JVM that cannot start, say) keep their own types."""
     try:
         return engine.snapshot(table, pipeline.partition_column, pipeline.grain)
     except BackfillError:
         raise
     except Exception as exc:
+        if not table.is_path:
+            raise
         raise TableUnreadableError(
             explained(
                 table.location,
                 f"{role} table {table} of pipeline {pipeline.name} cannot be read ({one_line(exc, 200)}): "
-                "check the permissions on it",
+                "check the permissions on it and that it is a Delta table",
             )
         ) from exc
