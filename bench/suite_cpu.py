@@ -33,14 +33,16 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _ticks(pid: int) -> tuple[int, int, int] | None:
-    """(CPU ticks, parent pid, start time) of ``pid``: a pid is reused many times in a suite run, so a
-    process is known by its pid and its start time together."""
+def _ticks(pid: int) -> tuple[int, int, int, bytes] | None:
+    """(CPU ticks, parent pid, start time, command name) of ``pid``: a pid is reused many times in a suite
+    run, so a process is known by its pid and its start time together; its command name changes when it
+    execs another program (``spark-submit`` is a shell script that execs Java)."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
-    fields = stat.rsplit(b")", 1)[1].split()  # fields[0] is field 3 of proc(5): state
-    return int(fields[11]) + int(fields[12]), int(fields[1]), int(fields[19])
+    head, tail = stat.rsplit(b")", 1)
+    fields = tail.split()  # fields[0] is field 3 of proc(5): state
+    return int(fields[11]) + int(fields[12]), int(fields[1]), int(fields[19]), head.split(b"(", 1)[-1]
 
 
 def _kind(pid: int, parent_kind: str | None) -> tuple[str, str]:
@@ -52,7 +54,7 @@ def _kind(pid: int, parent_kind: str | None) -> tuple[str, str]:
     exe = os.path.basename(cmdline.split(" ", 1)[0])
     if exe == "java":
         kind = "jvm"
-    elif "xdist" in cmdline or "pytest" in cmdline or "execmodel" in cmdline:
+    elif any(word in cmdline for word in ("xdist", "pytest", "execmodel", "exec(eval(sys.stdin")):  # xdist's workers
         kind = "pytest"
     elif "_server_child" in cmdline:
         kind = "embedded-server"
@@ -68,7 +70,7 @@ def _kind(pid: int, parent_kind: str | None) -> tuple[str, str]:
 
 
 def sample(out: Path, every: float = 2.0) -> None:
-    seen: dict[tuple[int, int], list[Any]] = {}  # (pid, start) -> [test, kind, first ticks, last ticks]
+    seen: dict[tuple[int, int], list[Any]] = {}  # (pid, start) -> [test, kind, first ticks, last ticks, comm]
     current: dict[int, tuple[int, int]] = {}  # pid -> the process that has it now
     first = True
     stop = False
@@ -87,18 +89,22 @@ def sample(out: Path, every: float = 2.0) -> None:
             got = _ticks(pid)
             if got is None:
                 continue
-            ticks, ppid, started = got
+            ticks, ppid, started, comm = got
             key = (pid, started)
-            if key not in seen:
+            if key not in seen or seen[key][4] != comm:  # new, or it exec'd another program: classify (again)
                 parent = seen.get(current.get(ppid, (0, 0)))
                 test, kind = _kind(pid, parent[1] if parent else None)
-                seen[key] = [test, kind, ticks if first else 0, ticks]
+                if key in seen:  # still the test that started it, unless it became a worker's own JVM
+                    seen[key][0] = "" if kind == "worker-jvm" else seen[key][0]
+                    seen[key][1], seen[key][4] = kind, comm
+                else:
+                    seen[key] = [test, kind, ticks if first else 0, ticks, comm]
                 current[pid] = key
             seen[key][3] = ticks
         first = False
         time.sleep(every)
     totals: defaultdict[str, float] = defaultdict(float)
-    for test, kind, start, last in seen.values():
+    for test, kind, start, last, _ in seen.values():
         totals[f"{test}\t{kind}"] += (last - start) / HZ
     out.write_text(json.dumps(dict(totals), indent=0))
 
