@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -118,3 +119,28 @@ def test_a_killed_holders_lease_on_the_store_is_dead_and_another_run_takes_the_l
 
 
 pytestmark = pytest.mark.usefixtures("object_store")
+
+
+def test_a_renewal_costs_the_same_number_of_requests_at_the_first_and_the_hundredth(
+    object_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run renews its lease every 15 s all night: each renewal must cost about the same number of requests
+    to the store, not more with every commit (opened anew, the runs table replayed its log since the last
+    checkpoint: 11 requests at the first renewal, 129 at the 60th, until delta-rs checkpoints at the 100th
+    commit). Counted by a proxy in front of the real server; the median, since the 100th commit writes that
+    checkpoint once."""
+    from prefect_backfill.leases import RunLease
+    from prefect_backfill.testing.fault_proxy import FaultRules, faulty_proxy
+
+    with faulty_proxy(object_store.endpoint, FaultRules()) as proxy:
+        monkeypatch.setenv("BACKFILL_S3_ENDPOINT", proxy.endpoint)
+        table = LeaseTable(f"s3a://lake/renewals-{uuid.uuid4().hex[:8]}/_backfill_progress/_leases")
+        lease = RunLease(table, "run", "renewals", "target", heartbeat=3600)  # renewed here, not by its thread
+        with lease:
+            cost = []
+            for _ in range(100):
+                before = proxy.counts["requests"]
+                lease.renew()
+                cost.append(proxy.counts["requests"] - before)
+            assert "run" in LeaseTable(table.path).live_runs("target", "renewals")
+    assert statistics.median(cost[-20:]) <= statistics.median(cost[:20]) + 2, cost
