@@ -394,6 +394,40 @@ def test_the_terminal_is_spared_the_java_trace_of_a_job_cancelled_by_ctrl_c() ->
     assert quiet.filter(record(None))
 
 
+def test_py4j_tracebacks_stay_off_the_terminal_after_a_stop_even_once_the_stop_scope_closed() -> None:
+    """A SIGTERM to the group also ends the JVM; a thread still talking to it after the flow ended had py4j
+    log "Exception while sending command." with its traceback below the resume line (seen in a full test
+    run). The filter keeps py4j's records off the terminal for the rest of the process after a stop."""
+    import logging
+    import signal
+
+    import py4j.java_gateway
+
+    from prefect_backfill import stopping
+    from prefect_backfill.cli.live import _quiet_cancelled_jobs
+
+    def py4j_record() -> logging.LogRecord:
+        return logging.LogRecord(
+            "root", logging.ERROR, py4j.java_gateway.__file__, 1, "Exception while sending command.", (), None
+        )
+
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with _quiet_cancelled_jobs():  # no stop: the filter goes with the block
+            pass
+        assert handler.filter(py4j_record())
+        with stopping.stop_on_signals(lambda _: None), _quiet_cancelled_jobs():
+            assert handler.filter(py4j_record())  # no stop yet: py4j may speak
+            stopping._switch.request = stopping.StopRequest.from_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert not handler.filter(py4j_record())
+        assert stopping.requested() is None  # the stop scope has closed ...
+        assert not handler.filter(py4j_record())  # ... and py4j still stays off the terminal
+    finally:
+        root.removeHandler(handler)
+
+
 def test_the_click_packages_own_exceptions_are_handled_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
