@@ -233,10 +233,12 @@ class LeaseTable:
                 )
                 return
             except CommitFailedError:
+                self._runs = None  # opened anew next time: the race may have replaced what it knew
                 if attempt == self.APPEND_RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
             except (DeltaError, OSError) as exc:
+                self._runs = None  # the table may have been moved aside or recreated: open it anew next time
                 raise LedgerError(
                     explained(
                         self.runs_path,
