@@ -1,81 +1,150 @@
-"""Prefect's embedded server, out of the terminal's reach, and never outliving the process it serves.
+"""Prefect's embedded server, started by the CLI itself: out of the terminal's reach, never outliving the
+process it serves, and without Prefect's server code in the CLI's own process.
 
-Without ``PREFECT_API_URL``, Prefect starts a temporary API server as a child process in the CLI's own
-process group. A terminal's Ctrl-C signals that whole group: the server died with the signal, before the
-run could record how it ended, and Prefect's services then logged every few seconds to a dead API. So
-the ``backfill`` CLI starts that server in a session of its own (no terminal signal reaches it); the CLI
-stops it at exit as Prefect does, and the server stops by itself when its stdin, a pipe from the CLI,
-reaches its end: the CLI is gone, even by ``kill -9``, and nothing is left behind.
+Without ``PREFECT_API_URL``, Prefect starts a temporary API server on demand (``SubprocessASGIServer``) as a
+child process in the CLI's own process group. A terminal's Ctrl-C signals that whole group: the server died
+with the signal, before the run could record how it ended, and Prefect's services then logged every few
+seconds to a dead API. And asking Prefect for it loads ``prefect.server.api.server`` into the CLI: 155
+modules, 3.7 s of CPU measured, as much as every other Prefect import of a run together, only to start a
+child process.
 
-It replaces the one instance Prefect's clients ask for (``SubprocessASGIServer()``, a singleton per
-port), so every part of Prefect in this process talks to it. The command is Prefect 3.9's own
-(``SubprocessASGIServer._run_uvicorn_command``), run through :mod:`prefect_backfill._server_child`.
+So ``backfill run`` starts the server itself, before the flow: the command Prefect 3.9 runs
+(``SubprocessASGIServer._run_uvicorn_command``: uvicorn serving ``prefect.server.api.server:create_app``
+in ephemeral mode, UI off), through :mod:`prefect_backfill._server_child`, in a session of its own (no
+terminal signal reaches it). Every Prefect client of this process is then pointed at it
+(``PREFECT_API_URL`` for this process and its children, Prefect's global settings refreshed), so Prefect
+never starts one of its own. The CLI stops it at exit; it also stops by itself when its stdin, a pipe
+from the CLI, reaches its end: the CLI is gone, even by ``kill -9``, and nothing is left behind.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
-from typing import Any
+import time
+from dataclasses import dataclass, field
 
-__all__ = ["detach_embedded_server"]
+from prefect_backfill.errors import ServerStartError
+
+__all__ = ["EmbeddedServer", "serving", "start_embedded_server"]
+
+#: What Prefect's own temporary server runs with (Prefect 3.9, ``SubprocessASGIServer``).
+_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 
 
-def detach_embedded_server() -> bool:
-    """Make the embedded server Prefect starts on demand (in this process, no ``PREFECT_API_URL``) a
-    detached one. True if it will be; False if there is nothing to do (an API URL is set, or Prefect's
-    server was already created, e.g. by an earlier command in this process)."""
-    import prefect
-    from prefect.server.api.server import SubprocessASGIServer
+@dataclass
+class EmbeddedServer:
+    """A running embedded server: its process and the API URL this process now uses."""
+
+    process: subprocess.Popen[bytes]
+    api_url: str
+    home: str
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once the server answers its health check; any thread may wait, and a wait that timed out
+        can be waited again (a fresh ``PREFECT_HOME`` migrates its database first, slowly on a busy machine):
+        there is only ever one server process. Raises :class:`ServerStartError` if it exited or did not
+        answer within ``timeout`` seconds."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5) as client:
+            while not self._ready.is_set():
+                if (code := self.process.poll()) is not None:
+                    raise ServerStartError(
+                        f"Prefect's embedded server exited with code {code} before it answered (its output is "
+                        f"above; PREFECT_HOME={self.home}): set PREFECT_API_URL to a running Prefect server, or "
+                        "fix what it says"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        self._ready.set()
+                        break
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"Prefect's embedded server did not answer within {timeout:.0f} s (PREFECT_HOME="
+                        f"{self.home}; a new home migrates its database first): raise "
+                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running "
+                        "Prefect server"
+                    )
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server (graceful, as on SIGTERM; killed after 5 s). Idempotent."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(OSError):
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_server: EmbeddedServer | None = None
+_lock = threading.Lock()
+
+
+def start_embedded_server() -> EmbeddedServer | None:
+    """Start the embedded server for this process (it answers a little later: see
+    :meth:`EmbeddedServer.wait_ready`) and point Prefect at it. None if a ``PREFECT_API_URL`` is set (a
+    Prefect server the user runs). Called again, it returns the same server."""
+    global _server
     from prefect.settings import get_current_settings
 
-    if get_current_settings().api.url or None in SubprocessASGIServer._instances:
-        return False
+    with _lock:
+        if _server is not None:
+            return _server
+        settings = get_current_settings()
+        if settings.api.url:
+            return None
+        import prefect
 
-    class DetachedServer(SubprocessASGIServer):
-        _starting = threading.Lock()
+        port = _free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect_backfill._server_child",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={**os.environ, **_SERVER_ENV, **settings.to_environment_variables(exclude_unset=True)},
+            stdin=subprocess.PIPE,  # its end is the end of this process (see _server_child)
+            start_new_session=True,  # out of the terminal's process group: Ctrl-C is for the CLI
+        )
+        _server = EmbeddedServer(process, f"http://127.0.0.1:{port}/api", str(settings.home))
+        atexit.register(_server.stop)  # before Prefect's own exit handlers: they run first (LIFO) and flush
+        os.environ["PREFECT_API_URL"] = _server.api_url
+        from prefect.context import refresh_global_settings_context
 
-        def start(self, timeout: int | None = None) -> None:
-            # One start at a time: the CLI starts the server in a thread while Spark starts in another,
-            # and any Prefect client of the process may ask for it meanwhile.
-            with self._starting:
-                super().start(timeout)
+        refresh_global_settings_context()
+        return _server
 
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            if self.server_process is not None and self.server_process.poll() is None:
-                # A start that timed out (a fresh PREFECT_HOME's migrations on a busy machine) left its
-                # server coming up: wait for that one. A second one on the same port would run its whole
-                # start-up, fail to bind, and print uvicorn's traceback on the user's terminal.
-                return self.server_process
-            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-            return subprocess.Popen(
-                args=[
-                    sys.executable,
-                    "-m",
-                    "prefect_backfill._server_child",
-                    "--app-dir",
-                    str(prefect.__module_path__.parent),
-                    "--factory",
-                    "prefect.server.api.server:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "error",
-                    "--lifespan",
-                    "on",
-                ],
-                env={
-                    **os.environ,
-                    **server_env,
-                    **get_current_settings().to_environment_variables(exclude_unset=True),
-                },
-                stdin=subprocess.PIPE,  # its end is the end of this process (see _server_child)
-                start_new_session=True,  # out of the terminal's process group: Ctrl-C is for the CLI
-            )
 
-    DetachedServer()  # registers itself as the instance for port None, the one Prefect's clients use
-    return True
+def serving() -> bool:
+    """Whether this process's Prefect API is its own embedded server (not a server the user runs)."""
+    return _server is not None
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

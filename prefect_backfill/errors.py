@@ -50,6 +50,7 @@ __all__ = [
     "RangeTooLargeError",
     "RowsOutsidePartitionError",
     "RunStoppedError",
+    "ServerStartError",
     "SourceNotFoundError",
     "TableUnreadableError",
     "TargetLayoutError",
@@ -106,6 +107,10 @@ class PipelineDefinitionError(BackfillError):
     """A pipeline definition is invalid: names, columns, grain, checks. Fixed in the definition, like a usage error."""
 
     exit_code = 2
+
+
+class ServerStartError(BackfillError):
+    """Prefect's embedded server, started by ``backfill run`` (no ``PREFECT_API_URL``), did not answer."""
 
 
 class SourceNotFoundError(BackfillError):

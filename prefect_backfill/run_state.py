@@ -95,7 +95,10 @@ class ServerSideEnd:
     def __init__(self, flow_run_id: str | None, every: float) -> None:
         from prefect.settings import get_current_settings
 
-        self.flow_run_id = flow_run_id if flow_run_id and get_current_settings().api.url else None
+        from prefect_backfill.embedded import serving
+
+        # A server the user runs (its automations and its UI can end a run); not this CLI's embedded one
+        self.flow_run_id = flow_run_id if flow_run_id and get_current_settings().api.url and not serving() else None
         self.every = every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -22,6 +22,7 @@ from prefect_backfill.request import BackfillRequest
 
 if TYPE_CHECKING:
     from prefect_backfill.canary import Decision
+    from prefect_backfill.embedded import EmbeddedServer
     from prefect_backfill.preparing import PreparedRun
     from prefect_backfill.results import BackfillSummary
 
@@ -33,7 +34,7 @@ def run_request(request: BackfillRequest) -> None:
     PENDING), says how far the run got and prints the command that resumes; exit 130 (143), within 20 s.
     A second Ctrl-C exits at once. Nothing is ever half-written: each chunk is one Delta commit."""
     from prefect_backfill import stopping
-    from prefect_backfill.embedded import detach_embedded_server
+    from prefect_backfill.embedded import start_embedded_server
     from prefect_backfill.preparing import handing_over, prepare
 
     pipeline = request.pipeline
@@ -66,8 +67,9 @@ def run_request(request: BackfillRequest) -> None:
     stop_scope = stopping.stop_on_signals(lambda _: _cancel_running(prepared))
     stop_scope.__enter__()
     try:
-        detach_embedded_server()  # Ctrl-C is for this process: the server must see the run end
-        _warm_up(prepared)
+        # Ctrl-C is for this process: the server must see the run end (None: PREFECT_API_URL is set)
+        server = start_embedded_server()
+        _warm_up(prepared, server)
         from prefect_backfill.run_state import heartbeats, load_flow
 
         backfill = load_flow()
@@ -153,19 +155,32 @@ def _ask_at_the_gate(diff_text: str) -> Decision:
     return Decision(approved, DecidedBy.TERMINAL)
 
 
-def _warm_up(prepared: PreparedRun) -> None:
+#: The least time the embedded server is given to answer (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+#: can give it more).
+SERVER_START_BOUND_S = 120
+
+
+def _warm_up(prepared: PreparedRun, server: EmbeddedServer | None) -> None:
     """Before the flow starts: start Spark and check the pipeline's declarations against the target
     (``ensure_target``: the transform on an empty input, its checks and key, the target's layout; it
     creates the target if missing) while Prefect's embedded server starts (~5 s each, measured in
     docs/benchmarks.md; neither waits for the other). A definition error is then one line with its exit
     code, before any flow run exists, instead of a flow failure with Prefect's traceback above it.
 
-    Only where the chunks run in this process (thread runner, Spark engine). Errors that are not the
-    pipeline's (Spark failing in some other way) are left to the flow's own ``ensure_target``."""
+    Spark only where the chunks run in this process (thread runner, Spark engine); errors that are not
+    the pipeline's (Spark failing in some other way) are left to the flow's own ``ensure_target``. The
+    server is waited for in any case: the flow's first request goes to it."""
+    from prefect.settings import get_current_settings
+
     from prefect_backfill.settings import get_settings
 
     settings = get_settings()
+    # A hang bound, not a speed: a new PREFECT_HOME migrates its database first (17-30 s seen on a busy
+    # machine, over Prefect's default of 20 s), and failing a run for a slow first start helps no one.
+    timeout = max(get_current_settings().server.ephemeral.startup_timeout_seconds, SERVER_START_BOUND_S)
     if not prepared.plan.to_run or settings.engine != "spark" or settings.task_runner != "thread":
+        if server is not None:
+            server.wait_ready(timeout)
         return
     failed: list[BackfillError] = []
 
@@ -179,28 +194,13 @@ def _warm_up(prepared: PreparedRun) -> None:
         except Exception:  # the flow's own ensure_target raises it, at its usual place
             pass
 
-    threads = [
-        threading.Thread(target=warm, name="backfill-warm-up", daemon=True),
-        threading.Thread(target=_start_embedded_server, name="backfill-server-start", daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    thread = threading.Thread(target=warm, name="backfill-warm-up", daemon=True)
+    thread.start()
+    if server is not None:
+        server.wait_ready(timeout)
+    thread.join()
     if failed:
         raise failed[0]
-
-
-def _start_embedded_server() -> None:
-    """Start Prefect's embedded server now (when no PREFECT_API_URL), so that it is up when the flow
-    starts; best effort: the flow starts it itself otherwise, and says why it could not."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:
-        return
-    with contextlib.suppress(Exception):
-        SubprocessASGIServer().start()
 
 
 def _outcome(prepared: PreparedRun, summary: BackfillSummary) -> int:

@@ -1,6 +1,7 @@
-"""Unit tests run without a JVM: `backfill run`'s Spark warm-up (which starts Spark and creates the target
-while the embedded server starts) is turned off here; the CLI tests fake the flow it would warm up for. A
-unit test that starts Spark anyway fails (it belongs in tests/integration)."""
+"""Unit tests run without a JVM and without a server: `backfill run`'s Spark warm-up (which starts Spark and
+creates the target while the embedded server starts) and its embedded Prefect server are turned off here;
+the CLI tests fake the flow they are for. A unit test that starts Spark anyway fails (it belongs in
+tests/integration)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _no_spark_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("prefect_backfill.cli.run._warm_up", lambda prepared: None)
+    monkeypatch.setattr("prefect_backfill.cli.run._warm_up", lambda prepared, server: None)
+    monkeypatch.setattr("prefect_backfill.embedded.start_embedded_server", lambda: None)
 
 
 def _spark_started() -> bool:
