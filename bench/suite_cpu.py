@@ -60,6 +60,14 @@ def _kind(pid: int, parent_kind: str | None) -> tuple[str, str]:
         kind = "embedded-server"
     elif "bin/backfill" in cmdline:
         kind = "backfill-cli"
+    elif "server start" in cmdline or "prefect.server.api.server:create_app" in cmdline:
+        kind = "prefect-server"  # `prefect server start`, or Prefect's own temporary server (uvicorn)
+    elif "worker start" in cmdline:
+        kind = "prefect-worker"
+    elif "prefect.engine" in cmdline:
+        kind = "flow-run"  # a deployed run, started by a process worker
+    elif "distributed" in cmdline or "dask" in cmdline:
+        kind = "dask"
     elif exe.startswith("python"):
         kind = "python"
     else:

@@ -51,7 +51,12 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 class Server:
     url: str  # the UI
     api_url: str
-    env: dict[str, str]  # environment for clients of this server
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for clients of this server: this process's as it is now (so a process a test starts
+        carries that test's PYTEST_CURRENT_TEST, which bench/suite_cpu.py charges its CPU to), and the API."""
+        return {**os.environ, "PREFECT_API_URL": self.api_url}
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +98,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             if time.monotonic() > deadline:
                 raise RuntimeError("prefect server did not answer /api/health within 180 s")
             time.sleep(0.5)
-        client_env = {**os.environ, "PREFECT_API_URL": f"{url}/api"}
-        yield Server(url, f"{url}/api", client_env)
+        yield Server(url, f"{url}/api")
     finally:
         stop_group(proc)
         log.close()
