@@ -8,7 +8,9 @@
   port), ``datagen`` and ``pipelines`` (imported through ``BACKFILL_PIPELINE_MODULES`` like a user's);
 - ``render``: the one renderer (words in ``templates/``), with ``page_benchmarks`` and ``page_scale``;
   ``rerender``: a page again from its results file;
-- ``crash_matrix``: the crash-recovery test's harness, run many times.
+- ``crash_matrix``: the crash-recovery test's harness, run many times;
+- ``control_plane``: what one backfill asks of Prefect (requests, task runs, events, artifacts, ledger commits),
+  counted by ``counting_proxy``, a proxy in front of a real ``prefect server start``.
 
 The engines without data work that tests and benchmarks share are in :mod:`prefect_backfill.testing`.
 """
