@@ -20,14 +20,16 @@ Records are written through :class:`prefect.results.ResultStore` to ``BACKFILL_R
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from prefect.utilities.hashing import hash_objects
 
 from prefect_backfill.results import PartitionResult
 from prefect_backfill.settings import BackfillSettings
-from prefect_backfill.storage import on_object_store
+from prefect_backfill.storage import arrow_filesystem, on_object_store
 
 __all__ = ["PartitionCache", "cache_key"]
 
@@ -70,21 +72,50 @@ class PartitionCache:
         self._store = None
 
     @property
+    def _where(self) -> str:
+        """ "store" (an s3a:// or s3:// path), "block" (a saved block's "block-type/name") or "folder"."""
+        if isinstance(self.storage, str) and on_object_store(self.storage):
+            return "store"
+        if isinstance(self.storage, str) and "/" in self.storage and not self.storage.startswith("/"):
+            return "block"
+        return "folder"
+
+    @property
     def store(self) -> Any:
         if self._store is None:
             from prefect.filesystems import LocalFileSystem, WritableFileSystem
             from prefect.results import ResultStore
 
-            if isinstance(self.storage, str) and on_object_store(self.storage):
+            if self._where == "store":
                 from prefect_backfill.result_storage import ObjectStoreResults
 
                 block: Any = ObjectStoreResults(basepath=self.storage)
-            elif isinstance(self.storage, str) and "/" in self.storage and not self.storage.startswith("/"):
+            elif self._where == "block":
                 block = WritableFileSystem.load(self.storage)  # "block-type/name"
             else:
                 block = LocalFileSystem(basepath=str(self.storage))
             self._store = ResultStore(result_storage=block)
         return self._store
+
+    def listing(self) -> frozenset[str] | None:
+        """The name of every record in the storage, from one listing (a LIST per 1,000 names on an object
+        store), so that a run looks up only the records that exist: asked name by name, a run over 43,848
+        due hourly partitions checked 43,848 names before its first chunk (0.1 ms each on a local disk, a
+        request each on a store). None where the storage cannot be listed (a saved block of another kind,
+        or the listing failed): then every name is asked for, as before."""
+        try:
+            if self._where == "store":
+                from pyarrow import fs
+
+                filesystem, prefix = arrow_filesystem(self.storage)
+                found = filesystem.get_file_info(fs.FileSelector(prefix, allow_not_found=True))
+                return frozenset(PurePosixPath(info.path).name for info in found)
+            if self._where == "folder":
+                folder = Path(str(self.storage)).expanduser()
+                return frozenset(os.listdir(folder)) if folder.is_dir() else frozenset()
+        except Exception as exc:  # a listing only saves requests: without one, every name is asked for
+            logger.warning("cache records not listed (%s): each partition's record is looked up", exc)
+        return None
 
     def get(self, key: str) -> PartitionResult | None:
         """The record under ``key``, or None (absent, or unreadable: then the partition simply runs)."""

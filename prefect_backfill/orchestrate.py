@@ -145,6 +145,7 @@ def _serve_cached(
         return plan
     pipeline = prepared.pipeline
     served: list[PartitionResult] = []
+    listed = cache.listing() if plan.to_run else None  # one listing, not one lookup per due partition
     for partition in plan.to_run:
         why = plan.why.get(partition.key)
         if why is not None and why.kind is DueKind.UNDONE:
@@ -155,6 +156,8 @@ def _serve_cached(
         if is_target_drift(why):
             continue
         key = cache_key(pipeline.name, partition.key, pipeline.fingerprint, target_id, digest)
+        if listed is not None and key not in listed:
+            continue
         record = cache.get(key)
         if record is not None and _still_written(record, target):
             served.append(record)
