@@ -69,15 +69,17 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectSto
 #: count is off (``--no-loadscope-reorder``); starting with the longest keeps a 13-minute file from being
 #: the last one a worker picks up while the other sits idle.
 LONGEST_FIRST = (
-    "tests/e2e/test_deployments.py",  # 724 s
-    "tests/integration/test_object_store.py",  # 594 s
-    "tests/integration/test_cli_interrupt.py",  # 445 s
-    "tests/e2e/test_canary_gate.py",  # 376 s
-    "tests/e2e/test_crash_recovery.py",  # 358 s
-    "tests/integration/test_backfill.py",  # 223 s
-    "tests/e2e/test_dask_cluster.py",  # 168 s
-    "tests/e2e/test_two_drivers.py",  # 129 s
-    "tests/e2e/test_spark_cluster.py",  # 114 s
+    "tests/e2e/test_deployments.py",  # 1,049 s (a1dc194, 2026-12-07)
+    "tests/integration/test_object_store.py",  # 761 s
+    "tests/integration/test_cli_interrupt.py",  # 642 s
+    "tests/e2e/test_crash_recovery.py",  # 500 s
+    "tests/integration/test_backfill.py",  # 442 s
+    "tests/e2e/test_canary_gate.py",  # 425 s
+    "tests/integration/test_checks_diff.py",  # 303 s
+    "tests/e2e/test_spark_cluster.py",  # 253 s
+    "tests/integration/test_audit.py",  # 228 s
+    "tests/e2e/test_two_drivers.py",  # 200 s
+    "tests/e2e/test_dask_cluster.py",  # 182 s
 )
 
 
