@@ -30,14 +30,11 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
-from prefect_backfill.engine.spark import _PROVIDED_BY_SPARK, DELTA_PACKAGE, java_home
 from prefect_backfill.testing.object_store import ObjectStore, running_store
 
-__all__ = ["Outcome", "conditional_conf", "driver_conf", "race", "verify"]
+__all__ = ["Outcome", "driver_env", "race", "verify"]
 
 ROOT = Path(__file__).resolve().parents[1]
-HADOOP_AWS = "org.apache.hadoop:hadoop-aws:3.5.0"
 BUCKET = "lake"
 DAYS_PER_DRIVER = 4
 ROWS_PER_DAY = 5
@@ -70,34 +67,16 @@ class Outcome:
 HEADER = f"{'store':<12}{'rounds':>7}{'commits':>8}{'lost':>6}{'failed':>8}{'bad days':>9}{'wall s':>9}"
 
 
-def driver_conf(store: ObjectStore, cache_dir: Path) -> dict[str, str]:
-    """A local driver with Delta and S3A against ``store`` (credentials come from the environment)."""
+def driver_env(store: ObjectStore, cache_dir: Path, *, conditional: bool) -> dict[str, str]:
+    """A driver's settings: the package's own, as a `backfill run` on ``store`` has them (its Spark and S3A
+    configuration, its resolved jars and class archive from ``cache_dir``), on one core; Delta's default S3
+    log store where not ``conditional`` (``BACKFILL_S3_SINGLE_DRIVER``), so both arms differ in that only."""
     return {
-        "spark.master": "local[1]",
-        "spark.jars.packages": f"{DELTA_PACKAGE},{HADOOP_AWS}",
-        "spark.jars.ivy": str((cache_dir / "ivy").resolve()),
-        "spark.jars.ivySettings": str(ROOT / "prefect_backfill" / "engine" / "ivysettings.xml"),
-        "spark.jars.excludes": ",".join(_PROVIDED_BY_SPARK),
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.hadoop.fs.s3a.endpoint": store.endpoint,
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-        "spark.sql.shuffle.partitions": "1",
-        "spark.databricks.delta.snapshotPartitions": "1",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-    }
-
-
-def conditional_conf(cache_dir: Path) -> dict[str, str]:
-    """What puts ConditionalPutLogStore in charge of s3a:// (and s3://) tables."""
-    return {
-        "spark.jars": str(log_store_jar(cache_dir)),
-        "spark.delta.logStore.s3a.impl": LOG_STORE_CLASS,
-        "spark.delta.logStore.s3.impl": LOG_STORE_CLASS,
+        **store.env,
+        "BACKFILL_CACHE_DIR": str(cache_dir.resolve()),
+        "BACKFILL_SPARK_MASTER": "local[1]",
+        "BACKFILL_SPARK_SHUFFLE_PARTITIONS": "1",
+        "BACKFILL_S3_SINGLE_DRIVER": str(not conditional).lower(),
     }
 
 
@@ -111,9 +90,7 @@ def race(
     """Start drivers A and B on ``s3a://lake/<table>``, let them race ``rounds`` rounds each, check the log."""
     store.bucket(BUCKET)
     work.mkdir(parents=True, exist_ok=True)
-    conf = driver_conf(store, cache_dir) | (conditional_conf(cache_dir) if conditional else {})
-    env = {**os.environ, **store.env, "SPARK_LOCAL_IP": "127.0.0.1"}
-    env["JAVA_HOME"] = java_home()
+    env = {**os.environ, **driver_env(store, cache_dir, conditional=conditional), "SPARK_LOCAL_IP": "127.0.0.1"}
     for key in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR"):
         env.pop(key, None)
     go = work / "go"
@@ -129,7 +106,6 @@ def race(
                 "all_days": sorted(_days(0) + _days(1)),
                 "rounds": rounds,
                 "period": period,
-                "conf": conf,
                 "created": str(work / "created"),
                 "ready": str(work / f"ready-{name}"),
                 "go": str(go),
@@ -228,13 +204,9 @@ def _wait_for(path: Path, timeout: float) -> None:
 def driver(spec_path: Path) -> None:
     """Start a session, (A) create the table, warm up, say ready, wait for the common start, race."""
     spec = json.loads(spec_path.read_text())
-    from pyspark.sql import SparkSession
+    from prefect_backfill.engine.spark import get_spark
 
-    builder = SparkSession.builder.appName(f"two-drivers-{spec['name']}")
-    for key, value in spec["conf"].items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = get_spark(object_store=True)
     table, name = spec["table"], spec["name"]
     schema = "day DATE, driver STRING, round INT, n INT"
 
