@@ -333,7 +333,12 @@ def render(results: Result) -> str:
         n for n in big["server"]["events_by_name"] if all(_per_chunk(r["server"]["events_by_name"], n, r) for r in runs)
     ]
     calls = [k for k in big["proxy"]["by_route"] if all(_per_chunk(r["proxy"]["by_route"], k, r) for r in runs)]
-    page.add("chunk", calls=", ".join(f"`{k}`" for k in calls) or "none", events=", ".join(f"`{n}`" for n in events))
+    asked = ", ".join(f"`{k}`" for k in calls)
+    page.add(
+        "chunk",
+        calls=f"one API request for each of {asked}" if asked else "no API request of its own",
+        events=", ".join(f"`{n}`" for n in events),
+    )
     every = sorted(set().union(*(r["proxy"]["by_route"] for r in runs)))
     routes = [Growth.of(f"`{k}`", runs, _requests(k)) for k in every]
     if grows := [
