@@ -35,6 +35,9 @@ __all__ = ["PartitionCache", "cache_key"]
 
 logger = logging.getLogger(__name__)
 
+#: Due partitions from which a run lists the cache's records rather than looking each one up.
+LIST_FROM = 1_000
+
 
 def cache_key(pipeline: str, partition: str, fingerprint: str, target_id: str, source_digest: str | None) -> str:
     """The record's name: readable prefix (records are files named by key), digest of the identity."""
@@ -73,7 +76,8 @@ class PartitionCache:
 
     @property
     def _where(self) -> str:
-        """ "store" (an s3a:// or s3:// path), "block" (a saved block's "block-type/name") or "folder"."""
+        """Where the records live: "store" (an s3a:// or s3:// path), "block" (a saved block's
+        "block-type/name") or "folder"."""
         if isinstance(self.storage, str) and on_object_store(self.storage):
             return "store"
         if isinstance(self.storage, str) and "/" in self.storage and not self.storage.startswith("/"):
@@ -96,6 +100,14 @@ class PartitionCache:
                 block = LocalFileSystem(basepath=str(self.storage))
             self._store = ResultStore(result_storage=block)
         return self._store
+
+    @staticmethod
+    def worth_listing(due: int) -> bool:
+        """Whether to list the storage before looking up ``due`` records: a listing reads every record's
+        name (a request per 1,000 on a store, whatever pipeline wrote them), a lookup costs one each. From
+        :data:`LIST_FROM` due partitions on, the listing is the cheaper one unless the storage holds more
+        than a million records; below it, the lookups are few whatever the storage holds."""
+        return due >= LIST_FROM
 
     def listing(self) -> frozenset[str] | None:
         """The name of every record in the storage, from one listing (a LIST per 1,000 names on an object

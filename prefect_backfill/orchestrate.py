@@ -145,7 +145,8 @@ def _serve_cached(
         return plan
     pipeline = prepared.pipeline
     served: list[PartitionResult] = []
-    listed = cache.listing() if plan.to_run else None  # one listing, not one lookup per due partition
+    # many due partitions: one listing rather than a lookup each (a request each on a store)
+    listed = cache.listing() if cache.worth_listing(len(plan.to_run)) else None
     for partition in plan.to_run:
         why = plan.why.get(partition.key)
         if why is not None and why.kind is DueKind.UNDONE:

@@ -28,3 +28,8 @@ def test_the_listing_names_exactly_the_records_that_get_finds(tmp_path: Path) ->
 
 def test_a_saved_block_is_not_listed_and_every_name_is_asked_for() -> None:
     assert PartitionCache("local-file-system/records").listing() is None
+
+
+def test_a_few_due_partitions_are_looked_up_and_many_are_listed() -> None:
+    assert not PartitionCache.worth_listing(3)  # a rerun of a few: a lookup each, whatever the storage holds
+    assert PartitionCache.worth_listing(43_848)  # five years of hours: one listing
