@@ -8,10 +8,11 @@ seconds to a dead API. And asking Prefect for it loads ``prefect.server.api.serv
 modules, 3.7 s of CPU measured, as much as every other Prefect import of a run together, only to start a
 child process.
 
-So ``backfill run`` starts the server itself, before the flow: the command Prefect 3.9 runs
+So ``backfill run`` starts the server itself, before the flow: what Prefect 3.9 runs
 (``SubprocessASGIServer._run_uvicorn_command``: uvicorn serving ``prefect.server.api.server:create_app``
 in ephemeral mode, UI off), through :mod:`prefect_backfill._server_child`, in a session of its own (no
-terminal signal reaches it). Every Prefect client of this process is then pointed at it
+terminal signal reaches it), on a socket the CLI bound and hands down (Prefect picks a free port and lets
+the child bind it: another process could take it in between). Every Prefect client of this process is then pointed at it
 (``PREFECT_API_URL`` for this process and its children, Prefect's global settings refreshed), so Prefect
 never starts one of its own. The CLI stops it at exit; it also stops by itself when its stdin, a pipe
 from the CLI, reaches its end: the CLI is gone, even by ``kill -9``, and nothing is left behind.
@@ -107,29 +108,26 @@ def start_embedded_server() -> EmbeddedServer | None:
             return None
         import prefect
 
-        port = _free_port()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect_backfill._server_child",
-                "--app-dir",
-                str(prefect.__module_path__.parent),
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env={**os.environ, **_SERVER_ENV, **settings.to_environment_variables(exclude_unset=True)},
-            stdin=subprocess.PIPE,  # its end is the end of this process (see _server_child)
-            start_new_session=True,  # out of the terminal's process group: Ctrl-C is for the CLI
-        )
+        # Bound here and inherited by the server: the port is ours from now on (see _server_child).
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        port = int(listening.getsockname()[1])
+        with contextlib.closing(listening):
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect_backfill._server_child",
+                    "--fd",
+                    str(listening.fileno()),
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                ],
+                env={**os.environ, **_SERVER_ENV, **settings.to_environment_variables(exclude_unset=True)},
+                stdin=subprocess.PIPE,  # its end is the end of this process (see _server_child)
+                pass_fds=(listening.fileno(),),
+                start_new_session=True,  # out of the terminal's process group: Ctrl-C is for the CLI
+            )
         _server = EmbeddedServer(process, f"http://127.0.0.1:{port}/api", str(settings.home))
         atexit.register(_server.stop)  # before Prefect's own exit handlers: they run first (LIFO) and flush
         os.environ["PREFECT_API_URL"] = _server.api_url
@@ -142,9 +140,3 @@ def start_embedded_server() -> EmbeddedServer | None:
 def serving() -> bool:
     """Whether this process's Prefect API is its own embedded server (not a server the user runs)."""
     return _server is not None
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

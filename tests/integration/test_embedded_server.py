@@ -3,7 +3,8 @@ from however many threads it is waited for, even when a wait times out (a fresh 
 on a busy machine): a second server on the same port once ran its whole start-up, failed to bind and
 printed uvicorn's traceback in the middle of a user's run (seen in ``make demo``). Prefect's clients in
 the process use it, and Prefect's server code is never loaded into the CLI's process (it costs as much CPU
-as every other Prefect import of a run together)."""
+as every other Prefect import of a run together). Its port is bound by the CLI and handed down: no other
+process can take it between its choice and the server's start."""
 
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ from prefect_backfill.errors import ServerStartError
 server = start_embedded_server()
 assert server is not None and serving() and start_embedded_server() is server
 assert os.environ["PREFECT_API_URL"] == server.api_url
+# The port is the server's from the start, before the child has even run: no other process can take it.
+import errno, socket
+from urllib.parse import urlsplit
+
+other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    other.bind(("127.0.0.1", urlsplit(server.api_url).port))
+except OSError as exc:
+    assert exc.errno == errno.EADDRINUSE, exc
+else:
+    raise SystemExit("another process could bind the embedded server's port after it was chosen")
+finally:
+    other.close()
 try:
     server.wait_ready(1)  # a fresh PREFECT_HOME: its migrations alone take longer than this
 except ServerStartError as exc:
