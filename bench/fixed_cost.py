@@ -9,6 +9,12 @@ and the range. "Without bytecode" runs the same command with an empty ``PYTHONPY
 ``PYTHONDONTWRITEBYTECODE=1``: every module compiled again in each process, as the project's venv was
 before ``make`` installed it with ``--compile-bytecode``.
 
+Where the time of a ``backfill run`` goes: each run writes its phase marks
+(:mod:`prefect_backfill.phases`, ``BACKFILL_PHASES_FILE``), read here against the moment the process was
+started and the moment it ended; the page gives each phase's start, end and length (medians over the
+repeats). Phases overlap where the CLI overlaps them (Spark's start and the target's check run while the
+embedded server starts).
+
     python -m bench.fixed_cost                  # 182 days x 2,000 rows, 3 repeats; writes docs/fixed-cost-benchmarks.md
     python -m bench.fixed_cost --days 10 --repeats 1 --no-write
 """
@@ -16,6 +22,7 @@ before ``make`` installed it with ``--compile-bytecode``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,6 +34,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES_ENV = "BACKFILL_PHASES_FILE"  # prefect_backfill.phases.ENV (not imported: the bench measures from outside)
 START = date(2024, 1, 1)
 ONE_JOB = """
 import sys
@@ -51,6 +59,9 @@ class Step:
     name: str
     walls: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
+    #: Per repeat: each phase mark (prefect_backfill.phases) as seconds after the process was started,
+    #: with ``"exec"`` (0) and ``"ended"`` (the process's end).
+    timelines: list[dict[str, float]] = field(default_factory=list)
 
     def row(self, baseline: float | None) -> str:
         mid = statistics.median(self.walls)
@@ -62,11 +73,30 @@ class Step:
 
 def _time(step: Step, argv: list[str], env: dict[str, str], expect: tuple[int, ...] = (0,)) -> None:
     step.loads.append(os.getloadavg()[0])
-    started = time.monotonic()
-    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    marks = Path(tempfile.mkdtemp(prefix="phases-")) / "phases.jsonl"
+    started_wall, started = time.time(), time.monotonic()
+    done = subprocess.run(
+        argv, env={**env, PHASES_ENV: str(marks)}, cwd=ROOT, capture_output=True, text=True, check=False
+    )
     step.walls.append(time.monotonic() - started)
     if done.returncode not in expect:
         raise SystemExit(f"{step.name} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    lines = marks.read_text().splitlines() if marks.exists() else []
+    step.timelines.append(timeline(lines, started_wall, step.walls[-1]))
+
+
+def timeline(lines: list[str], started_wall: float, wall: float) -> dict[str, float]:
+    """The marks of one process (JSON lines of prefect_backfill.phases) as seconds after its exec; the
+    first of a repeated mark counts (a phase entered twice, as the server wait can be, keeps its start)
+    except for ``:end`` marks, where the last does."""
+    out: dict[str, float] = {"exec": 0.0}
+    for line in lines:
+        record = json.loads(line)
+        step, at = str(record["step"]), float(record["t"]) - started_wall
+        if step not in out or step.endswith(":end"):
+            out[step] = at
+    out["ended"] = wall
+    return out
 
 
 def measure(work: Path, days: int, rows_per_day: int, repeats: int) -> list[Step]:
@@ -131,10 +161,82 @@ def page(steps: list[Step], days: int, rows_per_day: int, repeats: int) -> str:
         "|---|---|---|---|---|",
         *(step.row(baseline) for step in steps),
         "",
-        "Target (issue 'Pay only for work'): the whole `backfill run` within 1.5x of the one job's process; a run "
-        "with nothing to do costs no Prefect server and no Spark.",
+        *targets(steps),
+        "",
+        "## Where a `backfill run`'s time goes",
+        "",
+        "Each phase's start and end in seconds after the process was started, and its length (medians over the "
+        "repeats; `–`: the phase did not happen). Phases in the same band overlap: the CLI starts Spark and checks "
+        "the target in a thread while Prefect's embedded server starts, then waits for both.",
+        "",
+        *breakdown(steps[1:4]),
     ]
     return "\n".join(lines) + "\n"
+
+
+#: (label, start mark, end mark) of the breakdown, in the order they happen.
+PHASES: tuple[tuple[str, str, str], ...] = (
+    ("interpreter start and the CLI's imports", "exec", "main"),
+    ("arguments parsed, the run command's imports", "main", "prepare:start"),
+    ("prepare: settings, pipeline, ledger, both tables' logs, the plan", "prepare:start", "prepare:end"),
+    ("plan printed, embedded server spawned", "prepare:end", "server spawn:end"),
+    ("  (thread) Spark's start", "Spark start:start", "Spark start:end"),
+    ("  (thread) Spark's start and the target checked or created", "warm-up: Spark and the target:start",
+     "warm-up: Spark and the target:end"),
+    ("waiting for the embedded server to answer", "server wait:start", "server wait:end"),
+    ("then waiting for the warm-up thread", "warm-up wait:start", "warm-up wait:end"),
+    ("the flow's module loaded", "load flow:start", "load flow:end"),
+    ("Prefect starts the flow run (call to the flow's first line)", "flow call:start", "flow body"),
+    ("flow: target checked, cache records, claims", "flow body", "chunks"),
+    ("flow: the chunks (Spark jobs, commits, ledger)", "chunks", "artifacts"),
+    ("flow: summary, run event, artifacts; Prefect ends the flow run", "artifacts", "flow call:end"),
+    ("summary printed", "summary:start", "summary:end"),
+    ("from the summary to the exit code", "summary:end", "exit"),
+    ("teardown: Spark's JVM and the server stopped, interpreter exit", "exit", "ended"),
+    ("whole process", "exec", "ended"),
+)  # fmt: skip
+
+
+def _median_of(step: Step, mark: str) -> float | None:
+    values = [t[mark] for t in step.timelines if mark in t]
+    return statistics.median(values) if len(values) == len(step.timelines) and values else None
+
+
+def breakdown(steps: list[Step]) -> list[str]:
+    """One table per command: the phases of :data:`PHASES` its marks show."""
+    out: list[str] = []
+    for step in steps:
+        out += [f"### {step.name}", "", "| phase | from s | to s | takes s |", "|---|---|---|---|"]
+        for label, first, last in PHASES:
+            begin, end = _median_of(step, first), _median_of(step, last)
+            if begin is None or end is None:
+                continue
+            out.append(f"| {label} | {begin:.2f} | {end:.2f} | {end - begin:.2f} |")
+        out.append("")
+    return out
+
+
+#: (step name prefix, limit, what) of the issue's targets: ratios to the one job, or seconds.
+TARGETS: tuple[tuple[str, float, str], ...] = (
+    ("`backfill run --reprocess all`, warm", 1.2, "ratio"),
+    ("`backfill run`, fresh", 1.5, "ratio"),
+    ("`backfill run` again: nothing to do", 3.0, "s"),
+    ("`backfill status`", 2.0, "s"),
+    ("`backfill --help`", 0.7, "s"),
+)
+
+
+def targets(steps: list[Step]) -> list[str]:
+    """PASS/FAIL against the issue's targets (medians; the seconds targets are for an idle machine)."""
+    baseline = statistics.median(steps[0].walls)
+    out = ["| target | threshold | measured (median) | result |", "|---|---|---|---|"]
+    for prefix, limit, kind in TARGETS:
+        step = next(s for s in steps if s.name.startswith(prefix))
+        mid = statistics.median(step.walls)
+        value, threshold = (mid / baseline, f"≤ {limit}× the one job") if kind == "ratio" else (mid, f"≤ {limit} s")
+        shown = f"{value:.2f}×" if kind == "ratio" else f"{value:.2f} s"
+        out.append(f"| {step.name} | {threshold} | {shown} | {'PASS' if value <= limit else 'FAIL'} |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

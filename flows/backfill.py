@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled, Completed
 
+from prefect_backfill import phases
 from prefect_backfill.engine import jvm_output
 from prefect_backfill.errors import BackfillFailedError, CanaryStoppedError, RunStoppedError
 from prefect_backfill.orchestrate import run_prepared
@@ -78,6 +79,7 @@ def backfill(
     Ends Failed, naming every failed partition and the command that resumes, if any partition failed.
     """
     given = {name: value for name, value in locals().items() if value is not None}  # the parameters, by name
+    phases.mark("flow body")
     started = time.perf_counter()
     request = BackfillRequest.build(**given)  # lists become tuples; None means the field's default
     prepared = handed_over(request) or prepare(request)  # the plan the CLI printed, when it started us

@@ -25,7 +25,7 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from prefect_backfill import stopping
+from prefect_backfill import phases, stopping
 from prefect_backfill.caching import PartitionCache, cache_key
 from prefect_backfill.canary_gate import canaries_pass
 from prefect_backfill.coordination import claim, pipeline_cap, target_key
@@ -69,11 +69,13 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
             if stopping.requested() is not None:  # stopped before it began (while Prefect started the flow)
                 out.not_started.extend(p.key for p in plan.to_run)
             else:
-                target = get_engine().ensure_target(pipeline)
+                with phases.phase("ensure target"):
+                    target = get_engine().ensure_target(pipeline)
                 target_id = target.table_id or pipeline.target.location
                 cache = PartitionCache.from_settings(prepared.settings)
                 plan = _serve_cached(prepared, plan, cache, target_id, run_id, out)
                 if plan.to_run:
+                    phases.mark("chunks")
                     # The task runner is chosen now, by this call's settings (never at import), and only
                     # started when there is work: a Dask cluster costs seconds.
                     with task_runner(prepared.settings, api_url=_api_url()) as runner:
@@ -88,6 +90,7 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
             if stop is not None:
                 out.stopped, out.stop_code = stop.name, stop.exit_code
 
+    phases.mark("artifacts")  # from here to the flow's return: the summary, its event and the artifacts
     held = held_keys(plan)
     summary = BackfillSummary(
         pipeline=pipeline.name,

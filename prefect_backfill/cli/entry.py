@@ -215,7 +215,11 @@ def _sigterm_interrupts() -> Iterator[None]:
 def main() -> None:
     """Entry point (``backfill``): one-line errors for everything the user can get wrong, and the exit
     codes of :data:`~prefect_backfill.errors.EXIT_CODES`."""
+    from prefect_backfill import phases
+
+    phases.mark("main")  # the interpreter started and the CLI's modules are imported
     code = run_cli()
+    phases.mark("exit")  # what remains is the interpreter's teardown (Spark's JVM, the embedded server)
     if code in (130, 143):
         # Interrupted: what the run did is recorded and said. Leave at once, as a signal would: the
         # interpreter's teardown could wait on a JVM still starting in a warm-up thread, or on Prefect's

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -33,7 +34,7 @@ def run_request(request: BackfillRequest) -> None:
     Ctrl-C (or SIGTERM) stops taking partitions and cancels the running Spark jobs (their partitions stay
     PENDING), says how far the run got and prints the command that resumes; exit 130 (143), within 20 s.
     A second Ctrl-C exits at once. Nothing is ever half-written: each chunk is one Delta commit."""
-    from prefect_backfill import stopping
+    from prefect_backfill import phases, stopping
     from prefect_backfill.embedded import start_embedded_server
     from prefect_backfill.preparing import handing_over, prepare
 
@@ -48,7 +49,8 @@ def run_request(request: BackfillRequest) -> None:
             "UI you can reach): add --approve, or set PREFECT_API_URL to a Prefect server and approve in its UI"
         )
     # Validate and plan before Prefect starts: bad input fails fast and writes nothing.
-    prepared = prepare(request)
+    with phases.phase("prepare"):  # settings, the pipeline, the ledger and both tables' logs read, the plan
+        prepared = prepare(request)
     console.print(str(prepared.plan), highlight=False, soft_wrap=True)
     if not prepared.plan.to_run:
         # Nothing to do costs nothing: no Prefect server, no flow run, no Spark. The ledger already says
@@ -68,11 +70,16 @@ def run_request(request: BackfillRequest) -> None:
     stop_scope.__enter__()
     try:
         # Ctrl-C is for this process: the server must see the run end (None: PREFECT_API_URL is set)
-        server = start_embedded_server()
-        _warm_up(prepared, server)
+        # Side by side: Spark's start and the target's check (a thread), the embedded server's start (a
+        # process), and the flow's imports (this thread, while the other two start).
+        warming = _warm_up(prepared)
+        with phases.phase("server spawn"):
+            server = start_embedded_server()
         from prefect_backfill.run_state import heartbeats, load_flow
 
-        backfill = load_flow()
+        with phases.phase("load flow"):
+            backfill = load_flow()
+        _ready(warming, server)
 
         if ask_here:
             from prefect_backfill.canary import install_local_gate
@@ -87,6 +94,7 @@ def run_request(request: BackfillRequest) -> None:
             if console.is_terminal and prepared.plan.to_run and not ask_here
             else contextlib.nullcontext(),
             handing_over(prepared),  # the flow runs in this call: it takes this plan rather than planning again
+            phases.phase("flow call"),
         ):
             # The flow's parameters are the request's fields, by name (one source of truth).
             state = backfill(**request.model_dump(mode="json"), return_state=True)
@@ -122,7 +130,8 @@ def run_request(request: BackfillRequest) -> None:
         )
     # raises BackfillFailedError (one line, exit 1) if partitions failed
     summary = cast("BackfillSummary", state.result())
-    _print_summary(summary)
+    with phases.phase("summary"):
+        _print_summary(summary)
     code = _outcome(prepared, summary)
     if code:
         raise typer.Exit(code)
@@ -160,35 +169,39 @@ def _ask_at_the_gate(diff_text: str) -> Decision:
 SERVER_START_BOUND_S = 120
 
 
-def _warm_up(prepared: PreparedRun, server: EmbeddedServer | None) -> None:
+@dataclass
+class _WarmUp:
+    """Spark's start and the target's check, running in a thread (see :func:`_warm_up`)."""
+
+    thread: threading.Thread
+    failed: list[BackfillError]  # what the thread found wrong in the pipeline's declarations
+
+
+def _warm_up(prepared: PreparedRun) -> _WarmUp | None:
     """Before the flow starts: start Spark and check the pipeline's declarations against the target
     (``ensure_target``: the transform on an empty input, its checks and key, the target's layout; it
-    creates the target if missing) while Prefect's embedded server starts (~5 s each, measured in
-    docs/benchmarks.md; neither waits for the other). A definition error is then one line with its exit
-    code, before any flow run exists, instead of a flow failure with Prefect's traceback above it.
+    creates the target if missing) in a thread, while this thread starts Prefect's embedded server and
+    imports the flow (:func:`_ready` waits for both). Spark's start is the longest of these (docs/fixed-
+    cost-benchmarks.md), so it begins first. A definition error is then one line with its exit code, before
+    any flow run exists, instead of a flow failure with Prefect's traceback above it.
 
-    Spark only where the chunks run in this process (thread runner, Spark engine); errors that are not
-    the pipeline's (Spark failing in some other way) are left to the flow's own ``ensure_target``. The
-    server is waited for in any case: the flow's first request goes to it."""
-    from prefect.settings import get_current_settings
-
+    None where the chunks do not run in this process (another runner or engine) or there is no work.
+    Errors that are not the pipeline's (Spark failing in some other way) are left to the flow's own
+    ``ensure_target``."""
+    from prefect_backfill import phases
     from prefect_backfill.settings import get_settings
 
     settings = get_settings()
-    # A hang bound, not a speed: a new PREFECT_HOME migrates its database first (17-30 s seen on a busy
-    # machine, over Prefect's default of 20 s), and failing a run for a slow first start helps no one.
-    timeout = max(get_current_settings().server.ephemeral.startup_timeout_seconds, SERVER_START_BOUND_S)
     if not prepared.plan.to_run or settings.engine != "spark" or settings.task_runner != "thread":
-        if server is not None:
-            server.wait_ready(timeout)
-        return
+        return None
     failed: list[BackfillError] = []
 
     def warm() -> None:
         from prefect_backfill.engine import get_engine
 
         try:
-            get_engine().ensure_target(prepared.pipeline)
+            with phases.phase("warm-up: Spark and the target"):
+                get_engine().ensure_target(prepared.pipeline)
         except BackfillError as exc:
             failed.append(exc)
         except Exception:  # the flow's own ensure_target raises it, at its usual place
@@ -196,11 +209,27 @@ def _warm_up(prepared: PreparedRun, server: EmbeddedServer | None) -> None:
 
     thread = threading.Thread(target=warm, name="backfill-warm-up", daemon=True)
     thread.start()
+    return _WarmUp(thread, failed)
+
+
+def _ready(warming: _WarmUp | None, server: EmbeddedServer | None) -> None:
+    """Wait for the embedded server to answer (the flow's first request goes to it) and for the warm-up;
+    raise the pipeline's definition error the warm-up found, if any."""
+    from prefect.settings import get_current_settings
+
+    from prefect_backfill import phases
+
     if server is not None:
-        server.wait_ready(timeout)
-    thread.join()
-    if failed:
-        raise failed[0]
+        # A hang bound, not a speed: a new PREFECT_HOME migrates its database first (17-30 s seen on a busy
+        # machine, over Prefect's default of 20 s), and failing a run for a slow first start helps no one.
+        timeout = max(get_current_settings().server.ephemeral.startup_timeout_seconds, SERVER_START_BOUND_S)
+        with phases.phase("server wait"):
+            server.wait_ready(timeout)
+    if warming is not None:
+        with phases.phase("warm-up wait"):
+            warming.thread.join()
+        if warming.failed:
+            raise warming.failed[0]
 
 
 def _outcome(prepared: PreparedRun, summary: BackfillSummary) -> int:

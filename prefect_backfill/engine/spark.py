@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
+from prefect_backfill import phases
 from prefect_backfill.engine import class_archive, jvm_output
 from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time, resolved_jars
 from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
@@ -238,7 +239,8 @@ def get_spark(object_store: bool = False, *, archive_to: Path | None = None) -> 
         with _lock:
             if _session is None:
                 settings = get_settings()
-                _session = _start(settings, object_store, archive_to)
+                with phases.phase("Spark start"):
+                    _session = _start(settings, object_store, archive_to)
                 _session_has_s3 = object_store or settings.s3_connector
             session = _session
     if object_store and not _session_has_s3 and not is_remote(session):

@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _no_spark_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("prefect_backfill.cli.run._warm_up", lambda prepared, server: None)
+    monkeypatch.setattr("prefect_backfill.cli.run._warm_up", lambda prepared: None)
     monkeypatch.setattr("prefect_backfill.embedded.start_embedded_server", lambda: None)
 
 
