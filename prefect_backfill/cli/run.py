@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 import typer
-from rich.markdown import Markdown
 
 from prefect_backfill.cli.app import _exit_codes_help, _options, _say, app, console
 from prefect_backfill.cli.entry import _interrupt_code
@@ -157,6 +156,8 @@ def _prefect_server() -> bool:
 
 def _ask_at_the_gate(diff_text: str) -> Decision:
     """The canary gate on the terminal: show what the canaries changed, ask whether to go on."""
+    from rich.markdown import Markdown  # 0.1 s of imports (markdown-it): only for the gate
+
     from prefect_backfill.canary import DecidedBy, Decision
 
     console.print(Markdown(diff_text))
