@@ -19,9 +19,10 @@ from prefect_backfill.settings import get_settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["HOURLY_NAME", "PIPELINE_NAME", "WIDE_NAME", "source_path", "target_path"]
+__all__ = ["HOURLY_NAME", "PIPELINE_NAME", "REAL_DEDUPE_NAME", "REAL_NAME", "WIDE_NAME", "source_path", "target_path"]
 
 PIPELINE_NAME, WIDE_NAME, HOURLY_NAME = "bench_orders", "bench_wide", "bench_events_hourly"
+REAL_NAME, REAL_DEDUPE_NAME = "bench_real", "bench_real_dedupe"
 _OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -41,6 +42,18 @@ def wide_to_silver(orders: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     return orders.withColumn("amount_usd", F.round(F.col("amount") * F.lit(1.1), 2))
+
+
+def dedupe_to_silver(orders: DataFrame) -> DataFrame:
+    """A silver clean-up that needs a shuffle: one row per order and day (the highest amount wins), then
+    ``amount_usd``. Keyed by the partition column too, so it is partition-local: a chunk of days gives the
+    same rows as one day at a time, and as one job over all of them."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    latest = Window.partitionBy("order_date", "order_id").orderBy(F.col("amount").desc())
+    kept = orders.withColumn("_bf_rank", F.row_number().over(latest)).where(F.col("_bf_rank") == 1)
+    return wide_to_silver(kept.drop("_bf_rank"))
 
 
 def events_to_silver(events: DataFrame) -> DataFrame:
@@ -82,4 +95,24 @@ bench_events_hourly = _register(
     "1",
     grain=Grain.HOUR,
     description="hourly events (5-20 rows per hour) -> silver",
+)
+# Real sizes (bench/real_sizes.py): days of 1,000,000 wide rows, gigabytes of source, cached in .cache/bench-real.
+_REAL_SOURCE = ("BENCH_REAL_SOURCE_PATH", _OUT / "bronze_real" / "orders")
+bench_real = _register(
+    REAL_NAME,
+    source_path(*_REAL_SOURCE),
+    "real",
+    "order_date",
+    wide_to_silver,
+    "1",
+    description="real-size wide orders -> silver, every column kept (narrow: no shuffle)",
+)
+bench_real_dedupe = _register(
+    REAL_DEDUPE_NAME,
+    source_path(*_REAL_SOURCE),
+    "real_dedupe",
+    "order_date",
+    dedupe_to_silver,
+    "1",
+    description="real-size wide orders -> silver, one row per order and day (a shuffle)",
 )
