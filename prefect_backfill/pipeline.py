@@ -102,6 +102,14 @@ class Pipeline:
     transformed together in one chunk and give the same rows as one by one. Set it to False for a
     transform that looks across partitions (a window or a dedup over all input, a global limit): each
     partition then runs in its own job.
+
+    ``cache_output`` keeps each chunk's output in Spark's cache between the pass that counts and checks
+    it and the write (True), or lets the write compute it again (False). Unset, the package decides per
+    chunk (:mod:`prefect_backfill.engine.output_reuse`): computed again (the count pass then reads only
+    the columns it counts; caching wide rows cost more time and memory than computing them twice,
+    docs/real-size-benchmarks.md), cached where the transform runs Python UDFs, is not deterministic, or
+    custom checks or a key's diff read it again. Set it when you know better (an expensive join, say);
+    what is written is the same either way, and the ledger records the rows the commit wrote.
     """
 
     name: str
@@ -120,6 +128,7 @@ class Pipeline:
     key: tuple[str, ...] = field(default=())
     diff: bool = True
     diff_columns: tuple[str, ...] | None = None
+    cache_output: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _PIPELINE_NAME.match(self.name):

@@ -8,27 +8,55 @@ import logging
 from collections.abc import Sequence
 
 from prefect_backfill.pipeline import Pipeline
+from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.storage import delta_options, read_text
 from prefect_backfill.tables import read_snapshot
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["commit_version", "committed_digests", "find_commit", "landed_version"]
+__all__ = [
+    "commit_version",
+    "committed_digests",
+    "committed_rows",
+    "committed_snapshot",
+    "find_commit",
+    "landed_version",
+]
 
 
-def committed_digests(pipeline: Pipeline, keys: Sequence[str], version: int | None) -> dict[str, str]:
-    """The digest of each of ``keys``' target files as of our commit ``version`` (what ``backfill audit``
-    later compares with the table to see another writer's changes): one delta-rs log read per chunk, at
-    that version, so a commit of another chunk meanwhile changes nothing. Path targets with a known
-    version only; best effort: the chunk is committed already, and an unknown digest means "cannot tell"."""
+def committed_snapshot(pipeline: Pipeline, keys: Sequence[str], version: int | None) -> TableSnapshot | None:
+    """The target as of our commit ``version``: one delta-rs log read per chunk, at that version, so a
+    commit of another chunk meanwhile changes nothing. Path targets with a known version only; best
+    effort: the chunk is committed already, and None means "cannot tell"."""
     if version is None or not pipeline.target.is_path:
-        return {}
+        return None
     try:
-        snapshot = read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain, version)
+        return read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain, version)
     except Exception as exc:
         logger.warning("target digests of %s at version %s not read (%s): drift cannot be told", keys, version, exc)
+        return None
+
+
+def committed_digests(snapshot: TableSnapshot | None, keys: Sequence[str]) -> dict[str, str]:
+    """The digest of each of ``keys``' target files in ``snapshot`` (what ``backfill audit`` later compares
+    with the table to see another writer's changes); a key without one is left out ("cannot tell")."""
+    if snapshot is None:
         return {}
     return {key: digest for key in keys if (digest := snapshot.digest(key)) is not None}
+
+
+def committed_rows(snapshot: TableSnapshot | None, keys: Sequence[str]) -> dict[str, int] | None:
+    """The rows our commit wrote to each of ``keys``, from its files' statistics; None where any is not
+    known (files written without statistics, an unreadable log)."""
+    if snapshot is None:
+        return None
+    rows: dict[str, int] = {}
+    for key in keys:
+        files = snapshot.partitions.get(key)
+        if files is not None and files.num_records is None:
+            return None
+        rows[key] = (files.num_records or 0) if files is not None else 0
+    return rows
 
 
 def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:

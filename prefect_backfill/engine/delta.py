@@ -20,10 +20,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefect_backfill.engine import ChunkOutcome, TableInfo
-from prefect_backfill.engine.commits import commit_version, committed_digests, landed_version
+from prefect_backfill.engine.commits import (
+    commit_version,
+    committed_digests,
+    committed_rows,
+    committed_snapshot,
+    landed_version,
+)
 from prefect_backfill.engine.failures import engine_error, engine_errors
 from prefect_backfill.engine.job_tags import tagged, tidying
 from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
+from prefect_backfill.engine.output_reuse import keep_output
 from prefect_backfill.engine.predicates import (
     chunk_condition,
     chunk_predicate,
@@ -216,7 +223,9 @@ class SparkDeltaEngine:
                     f"the transform of {pipeline.name} drops the partition column {column}: keep it",
                     partitions=tuple(keys),
                 )
-            output = output.persist(StorageLevel.MEMORY_AND_DISK)
+            cached = keep_output(pipeline, output)
+            if cached:
+                output = output.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 summed = summed_columns(pipeline, output)
                 counted = (
@@ -262,16 +271,33 @@ class SparkDeltaEngine:
                 )
                 self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
             finally:
-                with tidying("unpersist the chunk's output"):
-                    output.unpersist()
-        counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
+                if cached:
+                    with tidying("unpersist the chunk's output"):
+                        output.unpersist()
         version = commit_version(pipeline, commit_tag)
+        snapshot = committed_snapshot(pipeline, keys, version)
+        written = committed_rows(snapshot, keys)
+        if written is not None and written != {k: rows_out[k] for k in keys}:
+            # Only a transform whose rows change from one computation to the next gets here (the write
+            # computes it again unless the output is cached, and a lost cache block is computed again too).
+            logger.warning(
+                "%s %s: the commit wrote other rows than the checks counted (%s): the transform is not "
+                "deterministic; the ledger records what was written. Set cache_output=True on the pipeline "
+                "to check and write the very same rows",
+                pipeline.name,
+                span,
+                ", ".join(
+                    f"{k}: {rows_out[k]} counted, {written[k]} written" for k in keys if written[k] != rows_out[k]
+                ),
+            )
+            rows_out = written
+        counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
         return ChunkOutcome(
             table_version=version,
             rows=counts,
             diffs={k: d.to_json() for k, d in diffs.items()},
             rows_before={k: d.rows_before for k, d in diffs.items()},
-            target_digests=committed_digests(pipeline, keys, version),
+            target_digests=committed_digests(snapshot, keys),
         )
 
     # -- checks and diff (before the commit) ----------------------------------------------------
