@@ -64,7 +64,7 @@ def backfill(
     retry_delay_seconds: float = 5.0,
     exclude: list[str] | None = None,
     newest_first: bool = False,
-    chunk_mb: float = 256.0,
+    chunk_mb: float = 1024.0,
     chunk_partitions: int = 400,
     yes: bool = False,
     window_end: str | None = None,

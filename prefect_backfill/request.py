@@ -62,7 +62,7 @@ class BackfillRequest(BaseModel):
     # Execution granularity: chunks of consecutive partitions, one Spark job and one Delta commit each,
     # up to chunk_mb of source data and chunk_partitions partitions (1: one partition per job).
     chunk_mb: float = _param(
-        256.0,
+        1024.0,
         "--chunk-mb",
         "Source megabytes per chunk: consecutive partitions share one Spark job and one Delta commit up to "
         "this size; each is still recorded, cached and failed on its own.",
