@@ -9,6 +9,7 @@ and the package prints that path when Spark does not start or a run ends with fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -23,7 +24,13 @@ def new_log(cache_dir: Path) -> Path:
     global _current
     folder = (cache_dir / "logs").resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    old = sorted(folder.glob("spark-*.log"), key=lambda path: path.stat().st_mtime)
+    # Other processes prune the same folder as they start (two workers, two runs): a log listed here may
+    # be gone before it is looked at, and that is no reason to fail a start.
+    dated: list[tuple[float, Path]] = []
+    for path in folder.glob("spark-*.log"):
+        with contextlib.suppress(FileNotFoundError):
+            dated.append((path.stat().st_mtime, path))
+    old = [path for _, path in sorted(dated)]
     for path in old[: max(0, len(old) - _KEEP + 1)]:
         path.unlink(missing_ok=True)
     _current = folder / f"spark-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from prefect_backfill.engine import jvm_output
 
 
@@ -43,3 +45,18 @@ def test_the_first_error_line_of_the_jvm_output(tmp_path: Path) -> None:
     )
     (tmp_path / "quiet.log").write_text('Setting default log level to "WARN".\n')
     assert jvm_output.first_error(tmp_path / "quiet.log") is None
+
+
+def test_a_log_another_process_removed_meanwhile_fails_no_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes starting side by side prune the same folder: one lists a log the other then removes."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(3):
+        (logs / f"spark-2026010{i}-000000-1.log").write_text("old")
+    listed = list(logs.glob("spark-*.log"))
+    (logs / "spark-20260100-000000-1.log").unlink()  # gone between the listing and its stat
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter(listed))
+    log = jvm_output.new_log(tmp_path)
+    assert log.parent == logs.resolve()
