@@ -28,8 +28,9 @@ DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
 
 
 def always_raises(df: DataFrame) -> DataFrame:
-    """A bug that fails every row, inside Spark (the same input fails the same way every time)."""
-    return to_silver_orders(df).withColumn("amount_usd", F.raise_error(F.lit("bad transform")))
+    """A bug that fails every row, inside Spark (the same input fails the same way every time). Typed: a
+    bare ``raise_error`` is a void column, which Delta drops on write, so it would never be computed."""
+    return to_silver_orders(df).withColumn("amount_usd", F.raise_error(F.lit("bad transform")).cast("double"))
 
 
 def attempts(lake: Lake, name: str) -> Counter[str]:
