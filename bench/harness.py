@@ -33,7 +33,19 @@ from typing import Any
 
 import psutil
 
-__all__ = ["JAVA_HOME", "MIB", "ROOT", "Quiet", "Result", "TreeMonitor", "machine_info", "measure", "scenario_env"]
+__all__ = [
+    "JAVA_HOME",
+    "MIB",
+    "ROOT",
+    "Quiet",
+    "Result",
+    "TreeMonitor",
+    "Watched",
+    "machine_info",
+    "measure",
+    "scenario_env",
+    "watch",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"  # Spark 4.2 runs on 17 or 21: pick 17, not the first `java`
@@ -158,21 +170,25 @@ def _machine_cpu() -> tuple[float, float, float]:
     return t.user + t.nice + t.system + t.irq + t.softirq, getattr(t, "steal", 0.0), own.ru_utime + own.ru_stime
 
 
-def measure(name: str, argv: Sequence[str], env: Mapping[str, str], out: Path, quiet: Quiet, timeout: float) -> Result:
-    """Run ``python -m bench.child ARGV`` under the monitor, once the machine is quiet: the JSON the process
-    wrote about itself, plus wall time, return code, peak RSS, CPU of its tree and of others, the load."""
-    result_file, log = out / "results" / f"{name}.json", out / "logs" / f"{name}.log"
-    for folder in (result_file.parent, log.parent):
-        folder.mkdir(parents=True, exist_ok=True)
-    result_file.unlink(missing_ok=True)
-    waited, cpu_before = quiet.wait()
-    load_before = _load()
-    print(f"[bench] {name}: {shlex.join(argv)} (load {load_before}, waited {waited:.0f} s)", flush=True)
+@dataclass(frozen=True)
+class Watched:
+    """One command run under the monitor: how it ended, its wall time, the peak RSS of its tree (split by
+    kind), the CPU its tree used, and the share of the machine others used meanwhile."""
+
+    returncode: int | None  # None: killed at the timeout
+    wall_s: float
+    peak: Result
+    tree_cpu_s: float
+    others_cpu_pct: float
+    steal_pct: float
+
+
+def watch(command: Sequence[str], env: Mapping[str, str], log: Path, timeout: float) -> Watched:
+    """Run ``command`` (output to ``log``) under a :class:`TreeMonitor`, killing its tree at ``timeout``."""
     busy0, steal0, own0 = _machine_cpu()
     started = time.perf_counter()
-    command = [sys.executable, "-m", "bench.child", *argv, "--out", str(result_file)]
     with log.open("wb") as sink:
-        proc = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(command), cwd=ROOT, env=dict(env), stdout=sink, stderr=subprocess.STDOUT)
         monitor = TreeMonitor(proc.pid)
         monitor.start()
         try:
@@ -185,6 +201,22 @@ def measure(name: str, argv: Sequence[str], env: Mapping[str, str], out: Path, q
     busy1, steal1, own1 = _machine_cpu()
     capacity = wall * (os.cpu_count() or 1)
     others = max(0.0, (busy1 - busy0) - monitor.tree_cpu_s - (own1 - own0)) / capacity * 100
+    return Watched(returncode, wall, peak, monitor.tree_cpu_s, others, (steal1 - steal0) / capacity * 100)
+
+
+def measure(name: str, argv: Sequence[str], env: Mapping[str, str], out: Path, quiet: Quiet, timeout: float) -> Result:
+    """Run ``python -m bench.child ARGV`` under the monitor, once the machine is quiet: the JSON the process
+    wrote about itself, plus wall time, return code, peak RSS, CPU of its tree and of others, the load."""
+    result_file, log = out / "results" / f"{name}.json", out / "logs" / f"{name}.log"
+    for folder in (result_file.parent, log.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    result_file.unlink(missing_ok=True)
+    waited, cpu_before = quiet.wait()
+    load_before = _load()
+    print(f"[bench] {name}: {shlex.join(argv)} (load {load_before}, waited {waited:.0f} s)", flush=True)
+    command = [sys.executable, "-m", "bench.child", *argv, "--out", str(result_file)]
+    run = watch(command, env, log, timeout)
+    returncode, wall, peak, others = run.returncode, run.wall_s, run.peak, run.others_cpu_pct
     if result_file.exists():
         data: Result = json.loads(result_file.read_text())
     else:
@@ -193,10 +225,8 @@ def measure(name: str, argv: Sequence[str], env: Mapping[str, str], out: Path, q
     data.update(
         load_before=load_before, load_after=_load(), waited_s=round(waited, 1), cpu_before_pct=round(cpu_before, 1)
     )
-    data.update(tree_cpu_s=round(monitor.tree_cpu_s, 1), others_cpu_pct=round(others, 1))
-    data.update(
-        steal_pct=round((steal1 - steal0) / capacity * 100, 1), measured_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
-    )
+    data.update(tree_cpu_s=round(run.tree_cpu_s, 1), others_cpu_pct=round(others, 1))
+    data.update(steal_pct=round(run.steal_pct, 1), measured_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}")
     ok = data.get("ok", True) and returncode == 0
     shown = data.get("run_s", data.get("plan_s"))
     print(

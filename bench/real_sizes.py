@@ -29,7 +29,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -41,13 +40,11 @@ from bench.harness import (
     ROOT,
     Quiet,
     Result,
-    TreeMonitor,
     _load,
-    _machine_cpu,
-    kill_tree,
     machine_info,
     measure,
     scenario_env,
+    watch,
 )
 
 __all__ = ["Scenario", "Source", "main", "page", "plan", "select", "spark_metrics"]
@@ -248,24 +245,11 @@ def measure_command(
     waited, cpu_before = quiet.wait()
     load_before = _load()
     print(f"[bench] {name}: {shlex.join(argv[:2] if argv[1] == '-c' else argv)} (load {load_before})", flush=True)
-    busy0, _, own0 = _machine_cpu()
-    started = time.perf_counter()
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(list(argv), cwd=ROOT, env=dict(env), stdout=sink, stderr=subprocess.STDOUT)
-        monitor = TreeMonitor(proc.pid)
-        monitor.start()
-        try:
-            returncode: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_tree(proc)
-            returncode = None
-        wall = time.perf_counter() - started
-        peak = monitor.stop()
-    busy1, _, own1 = _machine_cpu()
-    others = max(0.0, (busy1 - busy0) - monitor.tree_cpu_s - (own1 - own0)) / (wall * (os.cpu_count() or 1)) * 100
+    run = watch(argv, env, log, timeout)
+    returncode, wall, peak, others = run.returncode, run.wall_s, run.peak, run.others_cpu_pct
     data: Result = {"wall_s": round(wall, 2), "returncode": returncode, "log": str(log.relative_to(ROOT)), **peak}
     data |= {"load_before": load_before, "load_after": _load(), "waited_s": round(waited, 1)}
-    data |= {"cpu_before_pct": round(cpu_before, 1), "tree_cpu_s": round(monitor.tree_cpu_s, 1)}
+    data |= {"cpu_before_pct": round(cpu_before, 1), "tree_cpu_s": round(run.tree_cpu_s, 1)}
     return data | {"others_cpu_pct": round(others, 1), "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}"}
 
 

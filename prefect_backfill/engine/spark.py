@@ -238,9 +238,8 @@ def get_spark(object_store: bool = False, *, archive_to: Path | None = None) -> 
     if session is None:
         with _lock:
             if _session is None:
-                settings = get_settings()
                 with phases.phase("Spark start"):
-                    _session = _start(settings, object_store, archive_to)
+                    _session = _start(settings := get_settings(), object_store, archive_to)
                 _session_has_s3 = object_store or settings.s3_connector
             session = _session
     if object_store and not _session_has_s3 and not is_remote(session):
