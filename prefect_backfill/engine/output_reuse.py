@@ -6,8 +6,9 @@ partition, the sums the diff and the checks use), and on Parquet Spark then read
 write reads and transforms the chunk once, as one Spark job over the same rows would. Caching instead
 builds Spark's in-memory columnar copy of every column of the output and reads it back for the write.
 Measured on 30 days of 1,000,000 wide rows (docs/real-size-benchmarks.md): cached, a run took 3.3x the one
-job's time and 2.6x its CPU, and building the cache ran the driver out of memory where the job did not
-(7-day chunks at 2g; a dedup's one-day chunks at 512m, ``ColumnBuilder`` / ``maybeCacheDiskBytesInMemory``).
+job's time and 2.6x its Spark task CPU (371 s against 113 s; computed again, 268 s), and building the cache
+ran a 2g driver out of memory in 7-day chunks (``ColumnBuilder.ensureFreeSpace``) where the job and the
+uncached chunks fit.
 
 It is cached where computing it twice would be wrong or is known to cost more: a plan that is not
 deterministic (the write would draw other rows than were counted and checked), a plan that runs Python
