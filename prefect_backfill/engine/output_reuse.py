@@ -10,12 +10,12 @@ job's time and 2.6x its Spark task CPU (371 s against 113 s; computed again, 268
 ran a 2g driver out of memory in 7-day chunks (``ColumnBuilder.ensureFreeSpace``) where the job and the
 uncached chunks fit.
 
-It is cached where computing it twice would be wrong or is known to cost more: a plan that is not
+It is cached where computing it twice would be wrong or is likely to cost more: a plan that is not
 deterministic (the write would draw other rows than were counted and checked), a plan that runs Python
-code on the rows (UDFs, pandas and Arrow functions: a Python worker pass per row costs more than the
-cache), and an output read more than twice (custom checks, a declared key's diff). The decision reads the
-*kinds* of the optimized logical plan's nodes (their classes) and its ``deterministic`` flag, never the
-plan's text. ``Pipeline.cache_output`` overrides it either way.
+code on the rows (UDFs, pandas and Arrow functions: a second pass of every row through a Python worker,
+assumed dearer than the cache, not measured here), and an output read more than twice (custom checks, a
+declared key's diff). The decision reads the *kinds* of the optimized logical plan's nodes (their
+classes) and its ``deterministic`` flag, never the plan's text. ``Pipeline.cache_output`` overrides it.
 """
 
 from __future__ import annotations
