@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from prefect_backfill.engine import ChunkOutcome, TableInfo
@@ -291,6 +292,8 @@ class SparkDeltaEngine:
                 ),
             )
             rows_out = written
+            # The diff's row counts follow (its sums stay the count pass's: the commit's are not known).
+            diffs = {k: replace(d, rows_after=written[k]) for k, d in diffs.items()}
         counts = {k: (rows_in.get(k, 0), rows_out[k]) for k in keys}
         return ChunkOutcome(
             table_version=version,

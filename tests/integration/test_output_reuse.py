@@ -6,6 +6,7 @@ the ledger records what the commit wrote."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -121,6 +122,8 @@ def test_a_transform_told_not_to_cache_that_draws_other_rows_each_time_records_w
         str(r["order_date"]): r["count"]
         for r in spark.read.format("delta").load(lake.target).groupBy("order_date").count().collect()
     }
-    recorded = {key: state.rows_out for key, state in Ledger(lake.ledger).current(told.name).items()}
+    current = Ledger(lake.ledger).current(told.name)
+    recorded = {key: state.rows_out for key, state in current.items()}
     assert recorded == written
+    assert {key: json.loads(state.diff or "{}")["rows"][1] for key, state in current.items()} == written
     assert done["rows_written"] == sum(written.values())
