@@ -58,7 +58,9 @@ class ChunkJob(BaseModel):
     ledger_path: str
     run_id: str
     source_digests: tuple[str | None, ...] = ()  # per partition, from the plan's read of the source log
+    source_version: int | None = None  # the version of the source log that read was of
     source_rows: tuple[int | None, ...] = ()  # likewise; None where the log has no statistics
+    source_bytes: tuple[int | None, ...] = ()  # likewise, the source partitions' bytes
     retries: int = 2
     retry_delay_seconds: float = 5.0
     deadline: datetime | None = None  # the night window: nothing more starts after it
@@ -100,6 +102,8 @@ class ChunkExecutor:
     hard_stop: datetime | None = None
     sleep: Callable[[float], None] = stopping.pause  # a retry's backoff ends at a stop signal
     source_rows: dict[str, int] = field(default_factory=dict)  # from the plan's read of the log (may be partial)
+    source_bytes: dict[str, int] = field(default_factory=dict)  # likewise
+    source_version: int | None = None  # the source version ``digests`` were read at
     completed: list[PartitionResult] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_started: list[str] = field(default_factory=list)
@@ -120,6 +124,10 @@ class ChunkExecutor:
                 k: n for k, n in zip(keys, job.source_rows or (None,) * len(keys), strict=True) if n is not None
             },
             cache=PartitionCache(job.result_storage) if job.result_storage else None,
+            source_version=job.source_version,
+            source_bytes={
+                k: n for k, n in zip(keys, job.source_bytes or (None,) * len(keys), strict=True) if n is not None
+            },
             retries=job.retries,
             delay=job.retry_delay_seconds,
             deadline=job.deadline,
@@ -210,8 +218,9 @@ class ChunkExecutor:
         tag = f"prefect-backfill run={self.run_id} pipeline={self.spec.name} partitions={span}"
         work = time.perf_counter()
         known = {k: self.source_rows[k] for k in keys if k in self.source_rows}
+        size = sum(self.source_bytes[k] for k in keys) if all(k in self.source_bytes for k in keys) else None
         outcome = self.engine.process_chunk(
-            self.spec, parts, commit_tag=tag, rows_in=known if len(known) == len(keys) else None
+            self.spec, parts, commit_tag=tag, rows_in=known if len(known) == len(keys) else None, source_bytes=size
         )
         each = (time.perf_counter() - work) / len(keys)
         finished = datetime.now(UTC)

@@ -98,6 +98,14 @@ class PreparedRun:
             return [None] * len(keys)
         return [f.num_records if (f := source.partitions.get(k)) is not None else 0 for k in keys]
 
+    def source_bytes(self, keys: Sequence[str]) -> list[int | None]:
+        """Bytes per source partition from the plan's read of the log (None where it is unknown): a chunk
+        decides by its size whether to cache its output (:mod:`prefect_backfill.engine.output_reuse`)."""
+        source = self.source
+        if source is None or not source.known:
+            return [None] * len(keys)
+        return [f.size_bytes if (f := source.partitions.get(k)) is not None else 0 for k in keys]
+
     def summary_without_work(self, duration_s: float) -> BackfillSummary:
         """The run's summary when its plan has nothing to run (every partition complete, excluded or held
         by another live run): what the flow would report, without a flow run, a server or Spark."""

@@ -129,6 +129,8 @@ def submit(ctx: RunContext, chunks: Sequence[Chunk], limit: int, lost: Callable[
                             prepared.source.digest(k) if prepared.source is not None else None for k in run_now.keys
                         ),
                         source_rows=tuple(prepared.source_rows(run_now.keys)),
+                        source_bytes=tuple(prepared.source_bytes(run_now.keys)),
+                        source_version=prepared.source.version if prepared.source is not None else None,
                         retries=request.retries,
                         retry_delay_seconds=request.retry_delay_seconds,
                         deadline=deadline,

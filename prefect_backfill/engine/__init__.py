@@ -66,11 +66,13 @@ class Engine(Protocol):
         partitions: Sequence[Partition],
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
+        source_bytes: int | None = None,
     ) -> ChunkOutcome:
         """Read only ``partitions`` of the source, transform them, and atomically replace exactly those
         partitions of the target in one commit. All or nothing: on any error the target is untouched.
         A failed check raises PartitionValidationError naming its partitions where it can. ``rows_in``:
-        the source rows per partition as the plan read them from the log (saves reading it again)."""
+        the source rows per partition as the plan read them from the log (saves reading it again);
+        ``source_bytes``: the chunk's source bytes, likewise (None: unknown)."""
         ...
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:

@@ -170,14 +170,20 @@ class SparkDeltaEngine:
         partitions: Sequence[Partition],
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
+        source_bytes: int | None = None,
     ) -> ChunkOutcome:
         """:meth:`_process_chunk` at the engine's boundary: what Spark or Delta raise leaves as the
         package's error types, classified here once (:func:`~prefect_backfill.engine.failures.engine_errors`)."""
         with engine_errors():
-            return self._process_chunk(pipeline, partitions, commit_tag, rows_in)
+            return self._process_chunk(pipeline, partitions, commit_tag, rows_in, source_bytes)
 
     def _process_chunk(
-        self, pipeline: Pipeline, partitions: Sequence[Partition], commit_tag: str, rows_in: Mapping[str, int] | None
+        self,
+        pipeline: Pipeline,
+        partitions: Sequence[Partition],
+        commit_tag: str,
+        rows_in: Mapping[str, int] | None,
+        source_bytes: int | None,
     ) -> ChunkOutcome:
         """Read the chunk's source partitions, transform them together, check each partition's output,
         and replace exactly those target partitions in one Delta commit: one job to count, one to write.
@@ -224,7 +230,7 @@ class SparkDeltaEngine:
                     f"the transform of {pipeline.name} drops the partition column {column}: keep it",
                     partitions=tuple(keys),
                 )
-            cached = keep_output(pipeline, output)
+            cached = keep_output(pipeline, output, source_bytes)
             if cached:
                 output = output.persist(StorageLevel.MEMORY_AND_DISK)
             try:

@@ -45,6 +45,7 @@ class SleepEngine(Engine):
         partitions: Sequence[Partition],
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
+        source_bytes: int | None = None,
     ) -> ChunkOutcome:
         """Each partition of the chunk "takes" ``seconds`` (I/O-bound work does not shrink by packing)."""
         if self.seconds:
@@ -89,8 +90,9 @@ class PerPartitionLimitEngine(SleepEngine):
         partitions: Sequence[Partition],
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
+        source_bytes: int | None = None,
     ) -> ChunkOutcome:
         from prefect.concurrency.sync import concurrency
 
         with concurrency(self.LIMIT_NAME, occupy=1, strict=False):
-            return super().process_chunk(pipeline, partitions, commit_tag, rows_in)
+            return super().process_chunk(pipeline, partitions, commit_tag, rows_in, source_bytes)

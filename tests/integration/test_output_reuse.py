@@ -1,8 +1,8 @@
 """A chunk caches its transform's output only where that pays (prefect_backfill.engine.output_reuse): the
 write computes it again (caching wide rows cost more time and memory than computing them twice), unless
-the transform runs Python UDFs, is not deterministic, or is read more than twice; the pipeline's
-``cache_output`` overrides it. Decided on real Spark plans; what is written is the same either way, and
-the ledger records what the commit wrote."""
+the chunk is small, the transform runs Python UDFs, is not deterministic, or is read more than twice; the
+pipeline's ``cache_output`` overrides it. Decided on real Spark plans; what is written is the same either
+way, and the ledger records what the commit wrote."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pyspark.sql import functions as F
 from flows.backfill import backfill
 from prefect_backfill.checks import Custom
 from prefect_backfill.demo import to_silver_orders
-from prefect_backfill.engine.output_reuse import keep_output, plan_shape
+from prefect_backfill.engine import output_reuse
+from prefect_backfill.engine.output_reuse import SMALL_CHUNK_BYTES, keep_output, plan_shape
 from prefect_backfill.ledger import Ledger
 from tests.integration.conftest import Lake
 
@@ -65,6 +66,9 @@ def test_only_plans_that_read_filter_and_project_are_computed_again(lake: Lake, 
     assert keep_output(keyed, to_silver_orders(source))
     checked = lake.make(to_silver_orders, name="checked", checks=(Custom("none", lambda out: {}),))
     assert keep_output(checked, to_silver_orders(source))
+    # A small chunk is cached (a second scan's fixed cost is more than the cache), a large one is not.
+    assert keep_output(narrow, to_silver_orders(source), source_bytes=SMALL_CHUNK_BYTES - 1)
+    assert not keep_output(narrow, to_silver_orders(source), source_bytes=SMALL_CHUNK_BYTES)
 
 
 def test_a_plain_chunk_is_computed_again_one_with_a_python_udf_is_cached_and_both_write_every_row(
@@ -79,6 +83,8 @@ def test_a_plain_chunk_is_computed_again_one_with_a_python_udf_is_cached_and_bot
         return persist(self, *args, **kwargs)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(concrete, "persist", spy)
+    # The chunks here are a few kilobytes: as large ones, so that they are computed again.
+    monkeypatch.setattr(output_reuse, "SMALL_CHUNK_BYTES", 0)
     narrow = lake.make(to_silver_orders, name="narrow_run")
     done = backfill(pipeline=narrow.name, start="2024-01-01", end="2024-01-04").to_dict()
     assert len(done["completed"]) == 4 and persisted == []
@@ -95,6 +101,12 @@ def test_a_plain_chunk_is_computed_again_one_with_a_python_udf_is_cached_and_bot
         assert sorted(spark.read.format("delta").load(str(lake.root / "silver" / other)).collect()) == sorted(
             written.collect()
         )
+    # As the small chunks they are, the plain ones are cached: the plan's bytes reach the decision.
+    monkeypatch.setattr(output_reuse, "SMALL_CHUNK_BYTES", SMALL_CHUNK_BYTES)
+    persisted.clear()
+    small = lake.make(to_silver_orders, name="small_run", target=str(lake.root / "silver" / "small"))
+    done = backfill(pipeline=small.name, start="2024-01-01", end="2024-01-04").to_dict()
+    assert len(done["completed"]) == 4 and persisted
 
 
 def drawn(df: DataFrame) -> DataFrame:

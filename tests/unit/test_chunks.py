@@ -101,6 +101,7 @@ class FakeEngine:
         partitions: Sequence[Partition],
         commit_tag: str,
         rows_in: Mapping[str, int] | None = None,
+        source_bytes: int | None = None,
     ) -> ChunkOutcome:
         keys = [p.key for p in partitions]
         self.jobs.append(keys)
@@ -239,6 +240,7 @@ def test_a_cancelled_spark_job_goes_back_to_pending_without_retries(tmp_path: Pa
             partitions: Sequence[Partition],
             commit_tag: str,
             rows_in: Mapping[str, int] | None = None,
+            source_bytes: int | None = None,
         ) -> ChunkOutcome:
             self.jobs.append([p.key for p in partitions])
             raise JobCancelled("[SPARK_JOB_CANCELLED] Job 7 cancelled part of cancelled job tags backfill:x")
@@ -259,6 +261,7 @@ def test_a_dead_spark_driver_fails_the_chunk_at_once_without_retries_or_bisectio
             partitions: Sequence[Partition],
             commit_tag: str,
             rows_in: Mapping[str, int] | None = None,
+            source_bytes: int | None = None,
         ) -> ChunkOutcome:
             self.jobs.append([p.key for p in partitions])
             raise ConnectionRefusedError("[Errno 111] Connection refused")
@@ -280,6 +283,7 @@ def test_rows_in_from_the_plan_reach_the_engine_only_when_known_for_the_whole_ch
             partitions: Sequence[Partition],
             commit_tag: str,
             rows_in: Mapping[str, int] | None = None,
+            source_bytes: int | None = None,
         ) -> ChunkOutcome:
             seen.append(rows_in)
             return super().process_chunk(pipeline, partitions, commit_tag, rows_in)
