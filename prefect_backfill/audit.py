@@ -20,7 +20,7 @@ from prefect_backfill.drift import DriftKind, target_drift
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import PartitionState, Status
 from prefect_backfill.snapshots import TableSnapshot
-from prefect_backfill.tables import read_snapshot
+from prefect_backfill.tables import explain_rewrites, read_snapshot
 
 __all__ = ["AuditReport", "Finding", "audit", "read_target"]
 
@@ -138,7 +138,14 @@ def audit(
         if state is None or state.status is not Status.COMPLETE:
             continue
         checked += 1
-        drift = target_drift(key, target, rows=state.rows_out, digest=state.target_digest, target_id=state.target_id)
+        drift = target_drift(
+            key,
+            target,
+            rows=state.rows_out,
+            digest=state.target_digest,
+            target_id=state.target_id,
+            table_version=state.table_version,
+        )
         if drift is not None:
             findings.append(
                 Finding(
@@ -162,11 +169,14 @@ def audit(
     )
 
 
-def read_target(pipeline: Pipeline) -> TableSnapshot:
-    """The target's snapshot: a path table's log read by delta-rs (no JVM); a catalog table's through
-    the engine (Spark finds its location)."""
+def read_target(pipeline: Pipeline, states: Mapping[str, PartitionState]) -> TableSnapshot:
+    """The target's snapshot, to compare with ``states``: a path table's log read by delta-rs (no JVM);
+    a catalog table's through the engine (Spark finds its location). With the log's data changes where a
+    partition's files changed (a compaction is not a rewrite: :mod:`prefect_backfill.drift`)."""
     if pipeline.target.is_path:
-        return read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain)
-    from prefect_backfill.engine import get_engine
+        target = read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain)
+    else:
+        from prefect_backfill.engine import get_engine
 
-    return get_engine().snapshot(pipeline.target, pipeline.partition_column, pipeline.grain)
+        target = get_engine().snapshot(pipeline.target, pipeline.partition_column, pipeline.grain)
+    return explain_rewrites(target, pipeline.partition_column, pipeline.grain, states)

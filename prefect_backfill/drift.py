@@ -14,19 +14,26 @@ target's snapshot from its Delta log (no data read). Drift, in the order it is t
 
 An unknown recorded value (a ledger from an older release has no digest; a file without statistics
 has no row count) means "cannot tell", never drift: an upgrade must not make every partition due.
-A compaction of the target (OPTIMIZE) changes files without changing data: it shows as rewritten, and
-the partition runs again: wasteful, never wrong.
+
+A compaction of the target (OPTIMIZE, auto-compaction, a purge of deletion vectors) changes a partition's
+files without changing its rows; Delta marks its actions ``dataChange: false``. Files that differ from the
+recorded digest are a rewrite only if a commit after ours changed the partition's data: when the digests
+differ, the caller reads the log's commits since the oldest recorded version (:func:`rewrite_suspects`
+says from where; :func:`prefect_backfill.tables.with_data_changes` reads them) and a partition only
+compacted since is not drifted. Where the log cannot tell (commit files cleaned up, no recorded version)
+a changed digest stays a rewrite: the partition runs again, wasteful, never wrong.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prefect_backfill.reasons import DueKind, DueReason
 from prefect_backfill.snapshots import TableSnapshot
 
-__all__ = ["Drift", "DriftKind", "is_target_drift", "target_drift"]
+__all__ = ["Drift", "DriftKind", "is_target_drift", "rewrite_suspects", "target_drift"]
 
 
 class DriftKind(enum.StrEnum):
@@ -84,10 +91,13 @@ def target_drift(
     rows: int | None,
     digest: str | None,
     target_id: str | None,
+    table_version: int | None = None,
 ) -> Drift | None:
     """How partition ``key`` of ``target`` differs from what was recorded for it (``rows`` written, the
-    files' ``digest`` right after the commit, the ``target_id`` written to), or None if it does not or
-    it cannot be told (an unknown snapshot, unknown recorded values)."""
+    files' ``digest`` right after the commit, the ``target_id`` written to, the ``table_version`` that
+    commit made), or None if it does not or it cannot be told (an unknown snapshot, unknown recorded
+    values). Other files with the same rows are no drift where ``target.changes`` shows that no commit
+    after ``table_version`` changed the partition's data (a compaction)."""
     if not target.known:
         return None
     if not target.exists:
@@ -104,6 +114,23 @@ def target_drift(
         kind = DriftKind.EMPTY if found == 0 else DriftKind.ROWS
         return Drift(kind, rows, found, digest, files.digest, f"{found:,} rows, the ledger says {rows:,}")
     if digest is not None and files.digest != digest:
+        if target.changes is not None and target.changes.unchanged_since(key, table_version):
+            return None  # compacted since: other files, the same data
         same = f"the same {found:,} rows" if found is not None else "rows unknown"
         return Drift(DriftKind.REWRITTEN, rows, found, digest, files.digest, f"{same}, not the files it wrote")
     return None
+
+
+def rewrite_suspects(target: TableSnapshot, recorded: Iterable[tuple[str, str | None, int | None]]) -> int | None:
+    """The oldest recorded table version among partitions whose files are no longer the ones recorded,
+    from ``(key, digest, table_version)`` of the completed partitions: the log's commits after it tell a
+    compaction from a rewrite (:func:`target_drift`). None when no partition's files changed (the common
+    case: the log is not read again) or none of those has a recorded version."""
+    if not target.known or not target.exists:
+        return None
+    versions = [
+        version
+        for key, digest, version in recorded
+        if digest is not None and version is not None and key in target.partitions and target.digest(key) != digest
+    ]
+    return min(versions, default=None)

@@ -145,6 +145,7 @@ class ChunkExecutor:
             attempt=attempt,
             started_at=started,
             source_digest=self.digests.get(key),
+            source_version=self.source_version,
             target_id=self.target_id,
             **extra,
         )

@@ -79,6 +79,7 @@ class Recorded:
     table_version: int | None = None
     error: str | None = None
     source_digest: str | None = None  # the source partition's files the result was computed from
+    source_version: int | None = None  # the source table's version that digest was read at
     target_id: str | None = None  # the Delta table id of the target it was written to
     cached: bool = False  # COMPLETE from a cache record: no transform ran in this run
     cached_from: str | None = None  # cached COMPLETE: the run that wrote what the cache record holds

@@ -184,6 +184,7 @@ def _serve_cached(
                 duration_s=0.0,
                 table_version=r.table_version,
                 source_digest=r.source_digest,
+                source_version=prepared.source.version if prepared.source is not None else None,
                 target_id=r.target_id,
                 cached=True,
                 cached_from=r.run_id,
@@ -206,6 +207,7 @@ def _still_written(record: PartitionResult, target: TableSnapshot) -> bool:
         rows=record.rows_out,
         digest=getattr(record, "target_digest", None),
         target_id=None,  # the record's key holds the target's id already
+        table_version=record.table_version,
     )
     return drift is None
 

@@ -112,15 +112,25 @@ def _drift(
     The ledger says what was written; the tables' logs say what is there now. A partition is complete
     only if both agree: the target still holds what was written (:func:`~prefect_backfill.drift.target_drift`:
     same table, the partition present, its rows and files as recorded), and the source partition holds
-    the same files the result was computed from."""
+    the same files the result was computed from, or only a compaction of them (no commit since the
+    recorded source version changed its data: :class:`~prefect_backfill.snapshots.DataChanges`)."""
     if target is not None:
-        drift = target_drift(key, target, rows=state.rows_out, digest=state.target_digest, target_id=state.target_id)
+        drift = target_drift(
+            key,
+            target,
+            rows=state.rows_out,
+            digest=state.target_digest,
+            target_id=state.target_id,
+            table_version=state.table_version,
+        )
         if drift is not None:
             return drift.due
     if source is not None and source.known:
         if state.source_digest is None:
             return DueReason(DueKind.SOURCE_UNRECORDED, "written by an older release")
         if source.digest(key) != state.source_digest:
+            if source.changes is not None and source.changes.unchanged_since(key, state.source_version):
+                return None  # the source partition was compacted since: other files, the same rows
             return DueReason(DueKind.SOURCE_CHANGED)
     return None
 

@@ -35,6 +35,7 @@ from prefect_backfill.results import BackfillSummary
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.snapshots import TableSnapshot
 from prefect_backfill.store_probe import explained
+from prefect_backfill.tables import explain_rewrites
 from prefect_backfill.window import resolve_deadline
 
 __all__ = ["PreparedRun", "handed_over", "handing_over", "ledger_location", "prepare"]
@@ -182,12 +183,14 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
     # The ledger says what was written; the logs say what is there now (one log read per table).
     engine = get_engine()
     source = _snapshot(engine, pipeline.source, pipeline, "source")
+    source = explain_rewrites(source, pipeline.partition_column, pipeline.grain, current, "source")
     if not source.exists:
         raise SourceNotFoundError(
             f"source table {pipeline.source} of pipeline {pipeline.name} does not exist (or is not a "
             "Delta table): check the pipeline's source"
         )
     target = _snapshot(engine, pipeline.target, pipeline, "target")
+    target = explain_rewrites(target, pipeline.partition_column, pipeline.grain, current)
     plan = make_plan(
         pipeline.name,
         pipeline.fingerprint,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from deltalake.exceptions import DeltaError
@@ -36,7 +36,7 @@ from prefect_backfill.preparing import ledger_location
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.settings import BackfillSettings, get_settings
 from prefect_backfill.snapshots import TableSnapshot
-from prefect_backfill.tables import commits_touching, files_missing
+from prefect_backfill.tables import commits_touching, files_missing, with_data_changes
 from prefect_backfill.undo_planning import LogFacts, RunWrite, UndoPlan, plan_undo, resolve_run, run_writes
 
 __all__ = ["PreparedUndo", "UndoOutcome", "carry_out", "commit_tag", "prepare_undo", "raise_if_refused"]
@@ -159,6 +159,12 @@ def prepare_undo(
     changed = {k for k, f in facts.items() if f.digest_at_commit != f.digest_now}
     if changed and now.location and now.version is not None:
         first = min(selected[k].commit_version for k in changed)
+        # A compaction since the run's commit changed files, not rows: the run's writes are still there.
+        changes = with_data_changes(now, column, grain, first).changes
+        for key in changed:
+            if changes is not None and changes.unchanged_since(key, selected[key].commit_version):
+                facts[key] = replace(facts[key], data_unchanged=True)
+        changed = {k for k in changed if not facts[k].data_unchanged}
         for version, operation, keys in commits_touching(now.location, column, grain, first, now.version):
             for key in keys & changed:
                 if version > selected[key].commit_version and facts[key].later_commit is None:

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from prefect_backfill.partitions import Grain, Partition
 
-__all__ = ["PartitionFiles", "TableSnapshot", "file_location", "partition_key"]
+__all__ = ["DataChanges", "PartitionFiles", "TableSnapshot", "file_location", "partition_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,26 @@ class PartitionFiles:
     paths: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DataChanges:
+    """Which commits of a table changed data, by partition, read from its log for the commits
+    ``after`` < version <= ``until``: ``latest[key]`` is the newest of them whose add or remove actions
+    for partition ``key`` changed data (Delta's ``dataChange``). A compaction (OPTIMIZE, auto-compaction,
+    a deletion-vector purge) rewrites files with ``dataChange: false``: it changes a partition's files,
+    not its rows, so it is never in ``latest``."""
+
+    after: int
+    until: int
+    latest: Mapping[str, int] = field(default_factory=dict)
+
+    def unchanged_since(self, key: str, version: int | None) -> bool:
+        """Whether no commit after ``version`` changed partition ``key``'s data; False when the log read
+        does not reach back to ``version`` (an unknown version, or commit files cleaned up since)."""
+        if version is None or version < self.after:
+            return False
+        return self.latest.get(key, self.after) <= version
+
+
 @dataclass(frozen=True)
 class TableSnapshot:
     """A table's identity and its partitions by key; ``known=False`` when the log could not be read
@@ -36,6 +56,8 @@ class TableSnapshot:
     partitions: Mapping[str, PartitionFiles] = field(default_factory=dict)
     known: bool = True
     location: str | None = None  # where delta-rs read the log (a catalog table's storage location)
+    # Read only when a partition's files differ from what was recorded (see prefect_backfill.drift).
+    changes: DataChanges | None = None
 
     @classmethod
     def unknown(cls) -> TableSnapshot:

@@ -140,7 +140,7 @@ def _drift_of(
     if not any(s.status is Status.COMPLETE for s in states.values()):
         return None, ""
     try:
-        target = read_target(spec)
+        target = read_target(spec, states)
     except Exception as exc:
         return None, f"the target's log cannot be read ({one_line(exc, 200)})"
     if not target.known:

@@ -6,8 +6,8 @@ log in milliseconds, for every partition at once (luigi's "completeness in bulk"
 - **Is the source the same?** A partition's content is the set of its data files (Delta never rewrites
   a file in place: new data, a rewrite, an OPTIMIZE or a deletion vector all change the set), so a
   digest of the files' paths, sizes and deletion vectors (their deleted-row counts) identifies the
-  content a result was computed from. A compaction of the source makes its partitions due again:
-  wasteful, never wrong.
+  content a result was computed from. Other files are not always other rows: a compaction rewrites
+  files without changing data, which the log's commits since then tell (:func:`with_data_changes`).
 - **Is the target still there?** The table id changes when a table is dropped and recreated, and a
   partition with no files is gone. The same digest, taken right after our commit and compared with
   today's, says whether another writer changed a partition since (see :mod:`prefect_backfill.drift`).
@@ -16,22 +16,27 @@ log in milliseconds, for every partition at once (luigi's "completeness in bulk"
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 import pyarrow as pa
 
+from prefect_backfill.drift import rewrite_suspects
+from prefect_backfill.ledger_record import PartitionState, Status
 from prefect_backfill.partitions import Grain
-from prefect_backfill.snapshots import PartitionFiles, TableSnapshot, file_location, partition_key
+from prefect_backfill.snapshots import DataChanges, PartitionFiles, TableSnapshot, file_location, partition_key
 from prefect_backfill.storage import delta_options, read_text
 from prefect_backfill.storage import files_missing as _files_missing
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["commits_touching", "files_missing", "read_snapshot"]
+__all__ = ["commits_touching", "explain_rewrites", "files_missing", "read_snapshot", "with_data_changes"]
 
 
 def read_snapshot(location: str, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
@@ -118,29 +123,86 @@ def commits_touching(
     (version, operation, partition keys touched), oldest first: read from the commit files themselves
     (on the local disk or the object store). Only to *name* what changed a partition; whether it changed
     is decided by comparing digests (see :mod:`prefect_backfill.undo_planning`). Stops at ``limit`` commits."""
-    import json
-
     log = f"{location.rstrip('/')}/_delta_log"
     out = []
     for version in range(after + 1, min(until, after + limit) + 1):
         text = read_text(f"{log}/{version:020d}.json")
         if text is None:  # cleaned up after the log retention (a checkpoint stands for it)
             continue
-        lines = text.splitlines()
-        operation, keys = "?", set()
-        for line in lines:
-            action = json.loads(line)
-            if "commitInfo" in action:
-                operation = str(action["commitInfo"].get("operation", "?"))
-            for kind in ("add", "remove"):
-                if kind in action:
-                    value = _log_value((action[kind].get("partitionValues") or {}).get(column))
-                    key = partition_key(value, grain) if value is not None else None
-                    if key is not None:
-                        keys.add(key)
-        if keys:
-            out.append((version, operation, frozenset(keys)))
+        commit = _parse_commit(text, column, grain)
+        if commit.touched:
+            out.append((version, commit.operation, commit.touched))
     return out
+
+
+def with_data_changes(
+    snapshot: TableSnapshot, column: str, grain: Grain, after: int, limit: int = 5_000
+) -> TableSnapshot:
+    """``snapshot`` with the log's word on which of its commits after version ``after`` changed data, by
+    partition (:class:`DataChanges`): read from the commit files (a request each on a store), the newest
+    ``limit`` at most. A commit file cleaned up after the log's retention cuts the history there: what
+    came before it cannot be told (and stays a rewrite, see :mod:`prefect_backfill.drift`)."""
+    if not snapshot.exists or snapshot.version is None or snapshot.location is None:
+        return snapshot
+    until = snapshot.version
+    first = max(after, until - limit)
+    log = f"{snapshot.location.rstrip('/')}/_delta_log"
+    known_after, latest = first, dict[str, int]()
+    for version in range(first + 1, until + 1):
+        text = read_text(f"{log}/{version:020d}.json")
+        if text is None:
+            known_after, latest = version, dict[str, int]()  # nothing before this version can be told
+            continue
+        for key in _parse_commit(text, column, grain).changed:
+            latest[key] = version
+    return replace(snapshot, changes=DataChanges(known_after, until, latest))
+
+
+def explain_rewrites(
+    snapshot: TableSnapshot,
+    column: str,
+    grain: Grain,
+    states: Mapping[str, PartitionState],
+    role: Literal["source", "target"] = "target",
+) -> TableSnapshot:
+    """``snapshot`` of the ``role`` table ("target" or "source") with the log's data changes
+    (:func:`with_data_changes`) when a completed partition's files are no longer the ones ``states``
+    recorded of it, so that a compaction is not taken for a rewrite; as it is otherwise (the log is read
+    again only then)."""
+    complete = [(k, s) for k, s in states.items() if s.status is Status.COMPLETE]
+    if role == "source":
+        recorded = [(k, s.source_digest, s.source_version) for k, s in complete]
+    else:
+        recorded = [(k, s.target_digest, s.table_version) for k, s in complete]
+    after = rewrite_suspects(snapshot, recorded)
+    return snapshot if after is None else with_data_changes(snapshot, column, grain, after)
+
+
+@dataclass(frozen=True, slots=True)
+class _Commit:
+    operation: str
+    touched: frozenset[str]  # partitions with files added or removed
+    changed: frozenset[str]  # those of them whose actions changed data (``dataChange``, true if absent)
+
+
+def _parse_commit(text: str, column: str, grain: Grain) -> _Commit:
+    """One commit file's operation and the partitions its add and remove actions touch and change."""
+    operation, touched, changed = "?", set(), set()
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        if "commitInfo" in action:
+            operation = str(action["commitInfo"].get("operation", "?"))
+        for kind in ("add", "remove"):
+            if kind in action:
+                value = _log_value((action[kind].get("partitionValues") or {}).get(column))
+                key = partition_key(value, grain) if value is not None else None
+                if key is not None:
+                    touched.add(key)
+                    if action[kind].get("dataChange", True) is not False:
+                        changed.add(key)
+    return _Commit(operation, frozenset(touched), frozenset(changed))
 
 
 def files_missing(paths: tuple[str, ...]) -> int:

@@ -73,7 +73,8 @@ class LogFacts:
     run's that touched the partition, as (version, operation), when the log still has it.
     ``restore_readable``: the version to restore can still be loaded from the log; ``files_missing`` /
     ``files_total``: of the partition's files at that version, how many are gone from storage (vacuumed).
-    ``table_id_now``: the target's table id today."""
+    ``table_id_now``: the target's table id today. ``data_unchanged``: the files changed since the run's
+    commit but no later commit changed the partition's data (a compaction: OPTIMIZE), as the log shows."""
 
     digest_at_commit: str | None
     digest_now: str
@@ -83,6 +84,7 @@ class LogFacts:
     later_commit: tuple[int, str] | None = None
     table_id_now: str | None = None
     rows_at_restore: int | None = None
+    data_unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,8 @@ def _touched(key: str, write: RunWrite, facts: LogFacts, state: PartitionState |
     """Why the partition changed after the run's commit, or None if it did not."""
     if facts.digest_at_commit is not None and facts.digest_at_commit == facts.digest_now:
         return None
+    if facts.data_unchanged:
+        return None  # only compacted since: the run's rows are what is there, in other files
     if facts.digest_at_commit is None:
         what = (
             f"version {write.commit_version} (the run's commit) can no longer be read, so later changes "

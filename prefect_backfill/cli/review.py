@@ -98,7 +98,7 @@ def _audit_report(pipeline: str, start: str | None, end: str | None) -> Any:
     lo = start or parse_partition_key(keys[0], spec.grain).start
     hi = end or parse_partition_key(keys[-1], spec.grain).start
     partitions = [p.key for p in partitions_between(lo, hi, spec.grain)]
-    target = read_target(spec)
+    target = read_target(spec, states)
     if not target.known:
         raise TargetLayoutError(
             f"the log of target {spec.target} gives no partitions by {spec.partition_column} (not partitioned by "

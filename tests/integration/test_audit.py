@@ -1,8 +1,9 @@
-"""`backfill audit` on real Spark + Delta: another writer changes partitions our runs wrote (deletes a
-day, empties one, rewrites one with the same rows, deletes some rows through deletion vectors); the
-audit names each with its kind, the plan says why it is due, a plain `backfill run` repairs exactly
-those (never from a cache record), and the audit is clean again. A ledger from an older release (no
-target digests) reports no false drift; a lost ledger does not serve cache records over drifted data."""
+"""`backfill audit` on real Spark + Delta: a compaction (OPTIMIZE) of what our runs wrote is no drift;
+another writer's changes are (it deletes a day, empties one, rewrites one with the same rows, deletes
+some rows through deletion vectors): the audit names each with its kind, the plan says why it is due, a
+plain `backfill run` repairs exactly those (never from a cache record), and the audit is clean again. A
+ledger from an older release (no target digests) reports no false drift; a lost ledger does not serve
+cache records over drifted data."""
 
 from __future__ import annotations
 
@@ -61,16 +62,32 @@ def test_drift_by_another_writer_is_reported_then_repaired_by_a_plain_run(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     p = lake.make(to_silver_orders)
-    backfill(pipeline=p.name, start=FIRST, end=LAST, retries=0)
-    written = {k: s.target_digest for k, s in Ledger(lake.ledger).current(p.name).items()}
+    spark.conf.set("spark.sql.files.maxRecordsPerFile", str(ROWS_PER_DAY // 4))  # several files a day
+    try:
+        backfill(pipeline=p.name, start=FIRST, end=LAST, retries=0)
+    finally:
+        spark.conf.unset("spark.sql.files.maxRecordsPerFile")
+    states = Ledger(lake.ledger).current(p.name)
+    written = {k: s.target_digest for k, s in states.items()}
     now = read_snapshot(lake.target, "order_date", Grain.DAY)
     assert written == {k: now.digest(k) for k in written} and all(written.values())  # recorded at commit
+    source = read_snapshot(lake.bronze, "order_date", Grain.DAY)  # what each result was computed from
+    recorded = {k: (s.source_digest, s.source_version) for k, s in states.items()}
+    assert recorded == {k: (source.digest(k), source.version) for k in states}
     code, report = audit_json(p.name, capsys)
     assert (code, report["clean"], report["checked"]) == (0, True, 5)
 
+    # A compaction (Spark's OPTIMIZE) gives every day other files and the same rows: no drift, nothing due.
+    t = f"delta.`{lake.target}`"
+    spark.sql(f"OPTIMIZE {t}")
+    compacted = read_snapshot(lake.target, "order_date", Grain.DAY)
+    assert all(compacted.digest(k) != digest for k, digest in written.items())
+    code, report = audit_json(p.name, capsys)
+    assert (code, report["clean"], report["findings"]) == (0, True, [])
+    assert due(p.name) == {}
+
     # Another writer: deletes 01, rewrites 02 with the same rows, empties 03, deletes some rows of 04
     # through deletion vectors (same files, same stats: only the deletion vector tells). 05 untouched.
-    t = f"delta.`{lake.target}`"
     spark.sql(f"DELETE FROM {t} WHERE {on_day('2024-01-01')}")
     spark.sql(f"UPDATE {t} SET amount = amount WHERE {on_day('2024-01-02')}")
     schema = spark.read.format("delta").load(lake.target).schema
@@ -109,9 +126,10 @@ def test_drift_by_another_writer_is_reported_then_repaired_by_a_plain_run(
     assert rows(spark, lake.target) == expected(spark, lake.bronze)
     current = Ledger(lake.ledger).current(p.name)
     assert {k: s.status for k, s in current.items()} == dict.fromkeys(current, Status.COMPLETE)
-    assert current["2024-01-05"].run_id != current["2024-01-04"].run_id  # 05 was left alone
+    assert current["2024-01-05"].run_id != current["2024-01-04"].run_id  # 05 was left alone (compacted since)
     now = read_snapshot(lake.target, "order_date", Grain.DAY)
-    assert {k: s.target_digest for k, s in current.items()} == {k: now.digest(k) for k in current}
+    repaired = {k: s.target_digest for k, s in current.items() if k != "2024-01-05"}
+    assert repaired == {k: now.digest(k) for k in repaired}
     code, report = audit_json(p.name, capsys)
     assert (code, report["clean"], report["findings"]) == (0, True, [])
     assert due(p.name) == {}

@@ -1,7 +1,8 @@
-"""`backfill undo` on real Spark + Delta + Prefect: a wrong version overwrites 10 days and is undone to the
-exact rows before it; a partition another writer changed later is refused (and restored with --force); a
-vacuumed version is refused; the first run's undo removes what it created; an unknown run writes nothing;
-after an undo the next run reprocesses the undone partitions instead of serving them from the cache."""
+"""`backfill undo` on real Spark + Delta + Prefect: a wrong version overwrites 10 days, the table is
+compacted since, and the undo gives back the exact rows before it; a partition another writer changed
+later is refused (and restored with --force); a vacuumed version is refused; the first run's undo removes
+what it created; an unknown run writes nothing; after an undo the next run reprocesses the undone
+partitions instead of serving them from the cache."""
 
 from __future__ import annotations
 
@@ -67,12 +68,19 @@ def test_undo_of_a_wrong_version_restores_the_rows_exactly_refuses_what_changed_
     assert len(before) == 60
 
     wrong = lake.make(wrong_factor, version="2", source=bronze10)
-    summary = backfill(pipeline=wrong.name, start=TEN[0], end=TEN[1], retries=0, chunk_partitions=4).to_dict()
+    spark.conf.set("spark.sql.files.maxRecordsPerFile", "2")  # three files a day, for the compaction below
+    try:
+        summary = backfill(pipeline=wrong.name, start=TEN[0], end=TEN[1], retries=0, chunk_partitions=4).to_dict()
+    finally:
+        spark.conf.unset("spark.sql.files.maxRecordsPerFile")
     run_id = summary["run_id"]
     assert sorted(summary["completed"]) == DAYS and rows(spark, lake.target) != before
-    # Another writer changes one day after the wrong run.
+    # Another writer changes one day after the wrong run; then the table is compacted (other files for
+    # every day, the same rows): only the changed day is refused.
     spark.sql(f"UPDATE delta.`{lake.target}` SET customer_id = -1 WHERE order_date = DATE '2024-03-05'")
     touched_by = version(lake.target)
+    spark.sql(f"OPTIMIZE delta.`{lake.target}`")
+    assert version(lake.target) == touched_by + 1
     capsys.readouterr()
 
     assert run_cli(["undo", wrong.name, "--run", run_id[:8], "--yes"]) == 1  # something was refused
@@ -82,7 +90,7 @@ def test_undo_of_a_wrong_version_restores_the_rows_exactly_refuses_what_changed_
     assert "restored 9 partition(s)" in out
     assert err.count("\n") == 1 and "refused 1 (2024-03-05: changed after the run's commit" in err
     undo_version = version(lake.target)
-    assert undo_version == touched_by + 1  # one commit for the 9 partitions of 3 chunks
+    assert undo_version == touched_by + 2  # one commit for the 9 partitions of 3 chunks
     expected_now = [r for r in before if str(r[3]) != "2024-03-05"]
     assert [r for r in rows(spark, lake.target) if str(r[3]) != "2024-03-05"] == expected_now
     assert {r[2] for r in rows(spark, lake.target) if str(r[3]) == "2024-03-05"} == {-1}  # left as it was

@@ -97,7 +97,7 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
     facts = {
         "2024-01-01": LogFacts("d1", "d1", files_total=1, rows_at_restore=40, table_id_now="tid"),
         "2024-01-02": LogFacts("d1", "d1", rows_at_restore=0, table_id_now="tid"),  # did not exist before
-        "2024-01-03": LogFacts("d1", "d2", later_commit=(7, "OPTIMIZE"), table_id_now="tid"),
+        "2024-01-03": LogFacts("d1", "d2", later_commit=(7, "UPDATE"), table_id_now="tid"),
         "2024-01-04": LogFacts("d1", "d1", files_missing=2, files_total=3, table_id_now="tid"),
         "2024-01-05": LogFacts("d1", "d1", restore_readable=False, table_id_now="tid"),
         "2024-01-06": LogFacts("d1", "d1", table_id_now="other-table"),
@@ -112,7 +112,7 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
         ("2024-01-02", 4, 5, 0),
     ]
     reasons = {r.partition: r.reason for r in undo_plan.refused}
-    assert reasons["2024-01-03"].startswith("changed after the run's commit (version 5) by version 7 (OPTIMIZE)")
+    assert reasons["2024-01-03"].startswith("changed after the run's commit (version 5) by version 7 (UPDATE)")
     assert "--force restores it anyway" in reasons["2024-01-03"]
     assert "files of version 4 (before the run) were vacuumed (2 of 3 gone from storage)" in reasons["2024-01-04"]
     assert "version 4 (before the run) is no longer in the table's log" in reasons["2024-01-05"]
@@ -142,7 +142,7 @@ def test_restore_untouched_partitions_refuse_the_rest_with_a_reason_each() -> No
 
     forced = plan_undo("p", RUN, writes, {}, facts, current, force=True)
     assert [r.partition for r in forced.restores] == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-07"]
-    assert forced.restores[2].overridden is not None and "version 7 (OPTIMIZE)" in forced.restores[2].overridden
+    assert forced.restores[2].overridden is not None and "version 7 (UPDATE)" in forced.restores[2].overridden
     # --force never restores what cannot be read, nor across a recreated table
     assert {r.partition for r in forced.refused} == {"2024-01-04", "2024-01-05", "2024-01-06"}
 
@@ -169,6 +169,17 @@ def test_already_undone_held_by_a_live_run_and_never_claimed_are_refused() -> No
         "2024-01-02": "claimed by a live backfill (run abc on host h): undo it when that run ends",
         "2024-01-03": "the run did not write it: it never claimed it",
     }
+
+
+def test_a_partition_only_compacted_since_the_run_is_restored_as_if_untouched() -> None:
+    writes = {k: write(k) for k in ("2024-01-01", "2024-01-02")}
+    facts = {  # both have other files now; the log says only the first kept its data (an OPTIMIZE)
+        "2024-01-01": LogFacts("d1", "d2", files_total=1, rows_at_restore=40, table_id_now="tid", data_unchanged=True),
+        "2024-01-02": LogFacts("d1", "d2", later_commit=(7, "MERGE"), table_id_now="tid"),
+    }
+    undo_plan = plan_undo("p", RUN, writes, {}, facts, {})
+    assert [r.partition for r in undo_plan.restores] == ["2024-01-01"]
+    assert [r.partition for r in undo_plan.refused] == ["2024-01-02"]
 
 
 def test_a_commit_that_cannot_be_read_any_more_counts_as_possibly_touched() -> None:
