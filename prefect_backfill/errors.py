@@ -50,6 +50,7 @@ __all__ = [
     "RangeTooLargeError",
     "RowsOutsidePartitionError",
     "RunStoppedError",
+    "SchemaChangeError",
     "ServerStartError",
     "SourceNotFoundError",
     "TableUnreadableError",
@@ -107,6 +108,12 @@ class PipelineDefinitionError(BackfillError):
     """A pipeline definition is invalid: names, columns, grain, checks. Fixed in the definition, like a usage error."""
 
     exit_code = 2
+
+
+class SchemaChangeError(PipelineDefinitionError):
+    """A new transform version changes the target's schema in a way the partitions not reprocessed cannot
+    live with (a column dropped, a type changed other than widened): refused before anything is written
+    (:mod:`prefect_backfill.schema_change`)."""
 
 
 class ServerStartError(BackfillError):

@@ -244,6 +244,7 @@ class ChunkExecutor:
                     rows_before=outcome.rows_before.get(key),
                     diff=outcome.diffs.get(key),
                     target_digest=outcome.target_digests.get(key),
+                    shape=outcome.shape,
                 )
             )
         self.ledger.record(events, wait=False)

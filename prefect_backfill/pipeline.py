@@ -110,6 +110,12 @@ class Pipeline:
     docs/real-size-benchmarks.md), cached where the transform runs Python UDFs, is not deterministic, or
     custom checks or a key's diff read it again. Set it when you know better (an expensive join, say);
     what is written is the same either way, and the ledger records the rows the commit wrote.
+
+    ``widen_types`` lets a new version widen a column's type in place (``int`` to ``bigint``, …) through
+    Delta's type widening, which the target then gets as a table feature: a protocol upgrade that readers
+    without it cannot read (delta-rs 1.x reads the log but not the data; Spark before Delta 4.0). Off,
+    a widening is refused before anything is written unless the target has type widening on already
+    (:mod:`prefect_backfill.schema_change`).
     """
 
     name: str
@@ -129,6 +135,7 @@ class Pipeline:
     diff: bool = True
     diff_columns: tuple[str, ...] | None = None
     cache_output: bool | None = None
+    widen_types: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _PIPELINE_NAME.match(self.name):

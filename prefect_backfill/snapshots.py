@@ -58,6 +58,7 @@ class TableSnapshot:
     location: str | None = None  # where delta-rs read the log (a catalog table's storage location)
     # Read only when a partition's files differ from what was recorded (see prefect_backfill.drift).
     changes: DataChanges | None = None
+    shape: str | None = None  # the table's columns' names and types (schema_change.shape_digest)
 
     @classmethod
     def unknown(cls) -> TableSnapshot:

@@ -46,6 +46,7 @@ class StatusReport:
     eta: Eta | None = None
     drift: AuditReport | None = None
     drift_unknown: str = ""  # why drift could not be checked
+    old_shape: tuple[str, ...] = ()  # COMPLETE with other columns than the target has now (a schema change)
 
     @property
     def never_run(self) -> int:
@@ -80,6 +81,7 @@ class StatusReport:
                 for lease in self.live.values()
             ],
             "interrupted": list(self.interrupted),
+            "old_shape": list(self.old_shape),
         }
         if self.partitions:
             out |= {"drifted": [f.to_dict() for f in self.drifted.values()], "drift_checked": self.drift is not None}
@@ -108,7 +110,7 @@ def status_report(spec: Pipeline, start: str | None, end: str | None) -> StatusR
     open_claims = {k: s for k, s in states.items() if s.status in (Status.PENDING, Status.RUNNING)}
     in_flight = {k: s for k, s in open_claims.items() if s.run_id in live}
     running = sum(1 for s in in_flight.values() if s.status is Status.RUNNING)
-    drift, drift_unknown = _drift_of(spec, [p.key for p in partitions], states)
+    drift, drift_unknown, shape = _drift_of(spec, [p.key for p in partitions], states)
     return StatusReport(
         pipeline=spec.name,
         fingerprint=spec.fingerprint,
@@ -129,20 +131,28 @@ def status_report(spec: Pipeline, start: str | None, end: str | None) -> StatusR
         eta=estimate(len(in_flight), [], max(1, running), history) if in_flight else None,
         drift=drift,
         drift_unknown=drift_unknown,
+        old_shape=tuple(
+            sorted(
+                k
+                for k, s in states.items()
+                if s.status is Status.COMPLETE and shape is not None and s.shape is not None and s.shape != shape
+            )
+        ),
     )
 
 
 def _drift_of(
     spec: Pipeline, keys: Sequence[str], states: Mapping[str, PartitionState]
-) -> tuple[AuditReport | None, str]:
+) -> tuple[AuditReport | None, str, str | None]:
     """The audit of ``keys`` (None when nothing is complete), or why it could not be made: status is a
-    view, so an unreadable target log is said, not raised."""
+    view, so an unreadable target log is said, not raised. With the target's shape (its columns' names
+    and types), when its log was read."""
     if not any(s.status is Status.COMPLETE for s in states.values()):
-        return None, ""
+        return None, "", None
     try:
         target = read_target(spec, states)
     except Exception as exc:
-        return None, f"the target's log cannot be read ({one_line(exc, 200)})"
+        return None, f"the target's log cannot be read ({one_line(exc, 200)})", None
     if not target.known:
-        return None, f"the log of {spec.target} gives no partitions by {spec.partition_column}"
-    return audit(spec.name, str(spec.target), keys, states, target), ""
+        return None, f"the log of {spec.target} gives no partitions by {spec.partition_column}", target.shape
+    return audit(spec.name, str(spec.target), keys, states, target), "", target.shape

@@ -29,6 +29,7 @@ import pyarrow as pa
 from prefect_backfill.drift import rewrite_suspects
 from prefect_backfill.ledger_record import PartitionState, Status
 from prefect_backfill.partitions import Grain
+from prefect_backfill.schema_change import columns_of, shape_digest
 from prefect_backfill.snapshots import DataChanges, PartitionFiles, TableSnapshot, file_location, partition_key
 from prefect_backfill.storage import delta_options, read_text
 from prefect_backfill.storage import files_missing as _files_missing
@@ -87,7 +88,8 @@ def read_snapshot(location: str, column: str, grain: Grain, version: int | None 
         )
         for key, names in files.items()
     }
-    return TableSnapshot(True, str(metadata.id), table.version(), partitions, location=location)
+    shape = shape_digest(columns_of(table.schema().to_json()))
+    return TableSnapshot(True, str(metadata.id), table.version(), partitions, location=location, shape=shape)
 
 
 def _deleted_rows(table: DeltaTable) -> dict[str, int]:

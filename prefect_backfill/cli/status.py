@@ -71,6 +71,15 @@ def status(
         shown = ", ".join(stale[:10]) + (" …" if len(stale) > 10 else "")
         console.print(f"[yellow]STALE[/] (written by an older version): {shown}", highlight=False, soft_wrap=True)
         console.print(f"  reprocess them with: backfill run {pipeline} --start {stale[0]} --end {stale[-1]}")
+    if report.old_shape:
+        old = report.old_shape
+        shown = ", ".join(old[:10]) + (" …" if len(old) > 10 else "")
+        console.print(
+            f"[yellow]OLD SCHEMA[/] {len(old)} partition(s) written before the target's columns changed (they read "
+            f"new columns as NULL): {shown}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if undone:
         keys = [k for k, _ in undone]
         runs = sorted({r[:8] for _, r in undone if r})

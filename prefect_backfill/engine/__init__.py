@@ -28,6 +28,7 @@ class TableInfo:
     exists: bool
     table_id: str | None = None
     partition_columns: tuple[str, ...] = ()
+    schema: str | None = None  # the table's schema, as the JSON of its log's schemaString
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class ChunkOutcome:
     diffs: Mapping[str, str] = field(default_factory=dict)
     rows_before: Mapping[str, int] = field(default_factory=dict)
     target_digests: Mapping[str, str] = field(default_factory=dict)
+    shape: str | None = None  # the written columns' names and types (schema_change.shape_digest)
 
 
 class Engine(Protocol):

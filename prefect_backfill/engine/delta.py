@@ -41,7 +41,7 @@ from prefect_backfill.engine.predicates import (
     quote_name,
 )
 from prefect_backfill.engine.spark import get_spark, is_remote, started_spark
-from prefect_backfill.engine.targets import create_target, validate_declarations
+from prefect_backfill.engine.targets import create_target, empty_output, evolve_target, validate_declarations
 from prefect_backfill.errors import (
     EmptyOutputError,
     EmptySourcePartitionError,
@@ -54,6 +54,7 @@ from prefect_backfill.errors import (
 from prefect_backfill.ledger import register_ledger_views  # the views live with the ledger; README spells it here
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.schema_change import columns_of, shape_digest
 from prefect_backfill.settings import get_settings
 from prefect_backfill.snapshots import TableSnapshot, partition_key
 from prefect_backfill.storage import delta_options, on_object_store
@@ -79,7 +80,7 @@ def _describe_path(location: str) -> TableInfo:
     except TableNotFoundError:
         return TableInfo(exists=False)
     metadata = table.metadata()
-    return TableInfo(True, str(metadata.id), tuple(metadata.partition_columns))
+    return TableInfo(True, str(metadata.id), tuple(metadata.partition_columns), table.schema().to_json())
 
 
 class SparkDeltaEngine:
@@ -113,7 +114,8 @@ class SparkDeltaEngine:
             from delta.tables import DeltaTable
 
             detail = DeltaTable.forName(spark, table.location).detail().collect()[0]
-        return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]))
+        schema = spark.read.table(table.location).schema.json()
+        return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]), schema)
 
     def snapshot(self, table: TableRef, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
         """Path tables: delta-rs reads the log (no JVM). Catalog tables: their storage location from
@@ -145,18 +147,26 @@ class SparkDeltaEngine:
             )
         with self._create_lock:
             target = self.describe(pipeline.target)
+            if not target.exists:
+                if pipeline.checks or pipeline.key:
+                    validate_declarations(empty_output(self._read(pipeline.source), pipeline), pipeline)
+                return self._create_target(pipeline)
+            if pipeline.partition_column not in target.partition_columns:
+                layout = ", ".join(target.partition_columns) or "nothing"
+                raise TargetLayoutError(
+                    f"target {pipeline.target} is partitioned by {layout}, not by "
+                    f"{pipeline.partition_column}: a partition overwrite would rewrite the whole table; "
+                    f"recreate it partitioned by {pipeline.partition_column} or point the pipeline elsewhere"
+                )
+            empty = empty_output(self._read(pipeline.source), pipeline)
             if pipeline.checks or pipeline.key:
-                validate_declarations(self._read(pipeline.source), pipeline)
-            if target.exists:
-                if pipeline.partition_column not in target.partition_columns:
-                    layout = ", ".join(target.partition_columns) or "nothing"
-                    raise TargetLayoutError(
-                        f"target {pipeline.target} is partitioned by {layout}, not by "
-                        f"{pipeline.partition_column}: a partition overwrite would rewrite the whole table; "
-                        f"recreate it partitioned by {pipeline.partition_column} or point the pipeline elsewhere"
-                    )
-                return target
-            return self._create_target(pipeline)
+                validate_declarations(empty, pipeline)
+            if target.schema is not None:
+                t = pipeline.target
+                name = f"delta.`{t.location}`" if t.is_path else quote_name(t.location)
+                if evolve_target(self._spark(t), columns_of(target.schema), empty, pipeline, name):
+                    return self.describe(t)
+            return target
 
     def _create_target(self, pipeline: Pipeline) -> TableInfo:
         create_target(self._read(pipeline.source), pipeline)
@@ -307,6 +317,7 @@ class SparkDeltaEngine:
             diffs={k: d.to_json() for k, d in diffs.items()},
             rows_before={k: d.rows_before for k, d in diffs.items()},
             target_digests=committed_digests(snapshot, keys),
+            shape=shape_digest(columns_of(output.schema.json())),
         )
 
     # -- checks and diff (before the commit) ----------------------------------------------------

@@ -368,6 +368,7 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
         "recorded": False,
         "live_runs": [],
         "interrupted": [],
+        "old_shape": [],
     }
     # With a range but nothing recorded: the usual document, every partition never run.
     assert run_cli(["status", pipeline.name, "--start", "2024-01-01", "--end", "2024-01-03", "--json"]) == 0
