@@ -41,14 +41,13 @@ from prefect_backfill.engine.predicates import (
     quote_name,
 )
 from prefect_backfill.engine.spark import get_spark, is_remote, started_spark
-from prefect_backfill.engine.targets import create_target, empty_output, evolve_target, validate_declarations
+from prefect_backfill.engine.targets import check_existing_target, create_target, empty_output, validate_declarations
 from prefect_backfill.errors import (
     EmptyOutputError,
     EmptySourcePartitionError,
     PartitionValidationError,
     RowsOutsidePartitionError,
     SourceNotFoundError,
-    TargetLayoutError,
     TransformError,
 )
 from prefect_backfill.ledger import register_ledger_views  # the views live with the ledger; README spells it here
@@ -151,21 +150,8 @@ class SparkDeltaEngine:
                 if pipeline.checks or pipeline.key:
                     validate_declarations(empty_output(self._read(pipeline.source), pipeline), pipeline)
                 return self._create_target(pipeline)
-            if pipeline.partition_column not in target.partition_columns:
-                layout = ", ".join(target.partition_columns) or "nothing"
-                raise TargetLayoutError(
-                    f"target {pipeline.target} is partitioned by {layout}, not by "
-                    f"{pipeline.partition_column}: a partition overwrite would rewrite the whole table; "
-                    f"recreate it partitioned by {pipeline.partition_column} or point the pipeline elsewhere"
-                )
-            empty = empty_output(self._read(pipeline.source), pipeline)
-            if pipeline.checks or pipeline.key:
-                validate_declarations(empty, pipeline)
-            if target.schema is not None:
-                t = pipeline.target
-                name = f"delta.`{t.location}`" if t.is_path else quote_name(t.location)
-                if evolve_target(self._spark(t), columns_of(target.schema), empty, pipeline, name):
-                    return self.describe(t)
+            if check_existing_target(self._spark(pipeline.target), self._read(pipeline.source), pipeline, target):
+                return self.describe(pipeline.target)  # its schema changed
             return target
 
     def _create_target(self, pipeline: Pipeline) -> TableInfo:

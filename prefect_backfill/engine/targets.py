@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prefect_backfill import checks as checking
+from prefect_backfill.engine import TableInfo
+from prefect_backfill.engine.predicates import quote_name
 from prefect_backfill.errors import (
     PartitionValidationError,
     PipelineDefinitionError,
     SchemaChangeError,
     SourceNotFoundError,
+    TargetLayoutError,
     TransformError,
     one_line,
 )
@@ -24,7 +27,7 @@ from prefect_backfill.schema_change import Column, SchemaChange, columns_of, com
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["create_target", "empty_output", "evolve_target", "validate_declarations"]
+__all__ = ["check_existing_target", "create_target", "empty_output", "evolve_target", "validate_declarations"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,27 @@ def create_target(source: DataFrame, pipeline: Pipeline) -> None:
         writer.mode("error").save(pipeline.target.location)
     else:
         writer.saveAsTable(pipeline.target.location)
+
+
+def check_existing_target(spark: SparkSession, source: DataFrame, pipeline: Pipeline, target: TableInfo) -> bool:
+    """An existing ``target`` before the first chunk: partitioned by the partition column, the declarations
+    valid for the output, and its schema brought to the output's (:func:`evolve_target`). True if its
+    schema changed."""
+    if pipeline.partition_column not in target.partition_columns:
+        layout = ", ".join(target.partition_columns) or "nothing"
+        raise TargetLayoutError(
+            f"target {pipeline.target} is partitioned by {layout}, not by "
+            f"{pipeline.partition_column}: a partition overwrite would rewrite the whole table; "
+            f"recreate it partitioned by {pipeline.partition_column} or point the pipeline elsewhere"
+        )
+    empty = empty_output(source, pipeline)
+    if pipeline.checks or pipeline.key:
+        validate_declarations(empty, pipeline)
+    if target.schema is None:
+        return False
+    t = pipeline.target
+    name = f"delta.`{t.location}`" if t.is_path else quote_name(t.location)
+    return bool(evolve_target(spark, columns_of(target.schema), empty, pipeline, name))
 
 
 def evolve_target(
