@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prefect_backfill.drift import DriftKind, target_drift
+from prefect_backfill.drift import DriftKind, recorded_drift
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import PartitionState, Status
 from prefect_backfill.snapshots import TableSnapshot
@@ -138,14 +138,7 @@ def audit(
         if state is None or state.status is not Status.COMPLETE:
             continue
         checked += 1
-        drift = target_drift(
-            key,
-            target,
-            rows=state.rows_out,
-            digest=state.target_digest,
-            target_id=state.target_id,
-            table_version=state.table_version,
-        )
+        drift = recorded_drift(key, target, state)
         if drift is not None:
             findings.append(
                 Finding(

@@ -30,10 +30,11 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from prefect_backfill.ledger_record import PartitionState
 from prefect_backfill.reasons import DueKind, DueReason
 from prefect_backfill.snapshots import TableSnapshot
 
-__all__ = ["Drift", "DriftKind", "is_target_drift", "rewrite_suspects", "target_drift"]
+__all__ = ["Drift", "DriftKind", "is_target_drift", "recorded_drift", "rewrite_suspects", "target_drift"]
 
 
 class DriftKind(enum.StrEnum):
@@ -119,6 +120,18 @@ def target_drift(
         same = f"the same {found:,} rows" if found is not None else "rows unknown"
         return Drift(DriftKind.REWRITTEN, rows, found, digest, files.digest, f"{same}, not the files it wrote")
     return None
+
+
+def recorded_drift(key: str, target: TableSnapshot, state: PartitionState) -> Drift | None:
+    """:func:`target_drift` of what the ledger's latest word ``state`` recorded for partition ``key``."""
+    return target_drift(
+        key,
+        target,
+        rows=state.rows_out,
+        digest=state.target_digest,
+        target_id=state.target_id,
+        table_version=state.table_version,
+    )
 
 
 def rewrite_suspects(target: TableSnapshot, recorded: Iterable[tuple[str, str | None, int | None]]) -> int | None:

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from prefect_backfill.drift import target_drift
+from prefect_backfill.drift import recorded_drift
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.ledger_record import PartitionState, Status
 from prefect_backfill.partitions import Partition
@@ -115,14 +115,7 @@ def _drift(
     the same files the result was computed from, or only a compaction of them (no commit since the
     recorded source version changed its data: :class:`~prefect_backfill.snapshots.DataChanges`)."""
     if target is not None:
-        drift = target_drift(
-            key,
-            target,
-            rows=state.rows_out,
-            digest=state.target_digest,
-            target_id=state.target_id,
-            table_version=state.table_version,
-        )
+        drift = recorded_drift(key, target, state)
         if drift is not None:
             return drift.due
     if source is not None and source.known:

@@ -73,6 +73,29 @@ def _rows(day: str, n: int, first: int = 0) -> pa.Table:
     return pa.table({"id": list(range(first, first + n)), "d": [date.fromisoformat(day)] * n})
 
 
+def record_complete(tmp_path: Path, p: Pipeline, written: TableSnapshot, read: TableSnapshot | None = None) -> None:
+    """Every day COMPLETE in the ledger, with the digests and versions a run records at its commit."""
+    Ledger(tmp_path / "silver" / "_backfill_progress").record(
+        [
+            LedgerEvent(
+                "run-1",
+                p.name,
+                key,
+                Status.COMPLETE,
+                "1",
+                p.fingerprint,
+                rows_out=40,
+                target_id=written.table_id,
+                target_digest=written.digest(key),
+                table_version=written.version,
+                source_digest=read.digest(key) if read is not None else None,
+                source_version=read.version if read is not None else None,
+            )
+            for key in DAYS
+        ]
+    )
+
+
 @pytest.fixture
 def lake(tmp_path: Path) -> tuple[Pipeline, str]:
     """Days 1-3 written in two files each (20 + 20 rows) and recorded COMPLETE at that version, as a
@@ -84,24 +107,7 @@ def lake(tmp_path: Path) -> tuple[Pipeline, str]:
     for day in DAYS:
         write_deltalake(target, _rows(day, 20), mode="append", partition_by=["d"])
         write_deltalake(target, _rows(day, 20, 20), mode="append", partition_by=["d"])
-    snapshot = read_snapshot(target, "d", Grain.DAY)
-    Ledger(tmp_path / "silver" / "_backfill_progress").record(
-        [
-            LedgerEvent(
-                "run-1",
-                p.name,
-                key,
-                Status.COMPLETE,
-                "1",
-                p.fingerprint,
-                rows_out=40,
-                target_id=snapshot.table_id,
-                target_digest=snapshot.digest(key),
-                table_version=snapshot.version,
-            )
-            for key in DAYS
-        ]
-    )
+    record_complete(tmp_path, p, read_snapshot(target, "d", Grain.DAY))
     return p, target
 
 
@@ -164,26 +170,7 @@ def test_a_compacted_source_leaves_its_partitions_complete_and_new_rows_make_the
         write_deltalake(source, _rows(day, 20, 20), mode="append", partition_by=["d"])
         write_deltalake(target, _rows(day, 40), mode="append", partition_by=["d"])
     read = read_snapshot(source, "d", Grain.DAY)
-    written = read_snapshot(target, "d", Grain.DAY)
-    Ledger(tmp_path / "silver" / "_backfill_progress").record(
-        [
-            LedgerEvent(
-                "run-1",
-                p.name,
-                key,
-                Status.COMPLETE,
-                "1",
-                p.fingerprint,
-                rows_out=40,
-                target_id=written.table_id,
-                target_digest=written.digest(key),
-                table_version=written.version,
-                source_digest=read.digest(key),
-                source_version=read.version,
-            )
-            for key in DAYS
-        ]
-    )
+    record_complete(tmp_path, p, read_snapshot(target, "d", Grain.DAY), read)
 
     def due() -> dict[str, str]:
         return {
