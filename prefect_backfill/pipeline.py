@@ -116,6 +116,12 @@ class Pipeline:
     without it cannot read (delta-rs 1.x reads the log but not the data; Spark before Delta 4.0). Off,
     a widening is refused before anything is written unless the target has type widening on already
     (:mod:`prefect_backfill.schema_change`).
+
+    ``cluster_by`` creates a missing target liquid-clustered by those columns instead of partitioned by
+    the partition column (Delta's recommended layout for new tables). An existing target may be
+    partitioned by the partition column, clustered, or not partitioned at all: on the latter two each
+    chunk replaces its rows by the partition column, and its commits go one at a time
+    (:mod:`prefect_backfill.engine.committer`).
     """
 
     name: str
@@ -136,6 +142,7 @@ class Pipeline:
     diff_columns: tuple[str, ...] | None = None
     cache_output: bool | None = None
     widen_types: bool = False
+    cluster_by: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _PIPELINE_NAME.match(self.name):
@@ -163,6 +170,12 @@ class Pipeline:
         object.__setattr__(self, "checks", tuple(self.checks))
         object.__setattr__(
             self, "key", tuple(check_identifier(c, f"pipeline {self.name}: key column") for c in self.key)
+        )
+        clustered = (self.cluster_by,) if isinstance(self.cluster_by, str) else tuple(self.cluster_by)
+        object.__setattr__(
+            self,
+            "cluster_by",
+            tuple(check_identifier(c, f"pipeline {self.name}: cluster_by column") for c in clustered),
         )
         if self.diff_columns is not None:
             object.__setattr__(

@@ -47,8 +47,8 @@ def committed_digests(snapshot: TableSnapshot | None, keys: Sequence[str]) -> di
 
 def committed_rows(snapshot: TableSnapshot | None, keys: Sequence[str]) -> dict[str, int] | None:
     """The rows our commit wrote to each of ``keys``, from its files' statistics; None where any is not
-    known (files written without statistics, an unreadable log)."""
-    if snapshot is None:
+    known (files written without statistics, an unreadable log, a target not partitioned by the column)."""
+    if snapshot is None or not snapshot.known:
         return None
     rows: dict[str, int] = {}
     for key in keys:

@@ -26,9 +26,9 @@ from prefect_backfill.engine.commits import (
     committed_digests,
     committed_rows,
     committed_snapshot,
-    landed_version,
 )
-from prefect_backfill.engine.failures import engine_error, engine_errors
+from prefect_backfill.engine.committer import Committer, write_chunk
+from prefect_backfill.engine.failures import engine_errors
 from prefect_backfill.engine.job_tags import tagged, tidying
 from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
 from prefect_backfill.engine.output_reuse import keep_output
@@ -41,7 +41,14 @@ from prefect_backfill.engine.predicates import (
     quote_name,
 )
 from prefect_backfill.engine.spark import get_spark, is_remote, started_spark
-from prefect_backfill.engine.targets import check_existing_target, create_target, empty_output, validate_declarations
+from prefect_backfill.engine.targets import (
+    TargetLayout,
+    check_existing_target,
+    create_target,
+    empty_output,
+    target_layout,
+    validate_declarations,
+)
 from prefect_backfill.errors import (
     EmptyOutputError,
     EmptySourcePartitionError,
@@ -88,6 +95,8 @@ class SparkDeltaEngine:
 
     def __init__(self) -> None:
         self._create_lock = threading.Lock()
+        self._layouts: dict[str, TargetLayout] = {}  # by target location: read once per process
+        self._committer = Committer()
         # Read once, like the session itself (settings cost ~2 ms to read: not once per partition).
         self._pool = get_settings().spark_pool
 
@@ -149,10 +158,19 @@ class SparkDeltaEngine:
             if not target.exists:
                 if pipeline.checks or pipeline.key:
                     validate_declarations(empty_output(self._read(pipeline.source), pipeline), pipeline)
-                return self._create_target(pipeline)
-            if check_existing_target(self._spark(pipeline.target), self._read(pipeline.source), pipeline, target):
-                return self.describe(pipeline.target)  # its schema changed
+                target = self._create_target(pipeline)
+            elif check_existing_target(self._spark(pipeline.target), self._read(pipeline.source), pipeline, target):
+                target = self.describe(pipeline.target)  # its schema changed
+            self._layouts[pipeline.target.location] = target_layout(target, pipeline)
             return target
+
+    def _layout(self, pipeline: Pipeline) -> TargetLayout:
+        """The target's layout, as :meth:`ensure_target` found it (or read now: a Dask worker's engine
+        processes chunks without having prepared the target)."""
+        location = pipeline.target.location
+        if location not in self._layouts:
+            self._layouts[location] = target_layout(self.describe(pipeline.target), pipeline)
+        return self._layouts[location]
 
     def _create_target(self, pipeline: Pipeline) -> TableInfo:
         create_target(self._read(pipeline.source), pipeline)
@@ -226,7 +244,10 @@ class SparkDeltaEngine:
                     f"the transform of {pipeline.name} drops the partition column {column}: keep it",
                     partitions=tuple(keys),
                 )
-            cached = keep_output(pipeline, output, source_bytes)
+            # A target whose commits go one at a time: the output is computed once, in parallel, by the
+            # count pass; only the write of that cache waits for the table (engine/committer.py).
+            serial = self._layout(pipeline) is TargetLayout.DATA_COLUMN
+            cached = serial or keep_output(pipeline, output, source_bytes)
             if cached:
                 output = output.persist(StorageLevel.MEMORY_AND_DISK)
             try:
@@ -272,7 +293,13 @@ class SparkDeltaEngine:
                     if pipeline.diff
                     else {}
                 )
-                self._write(pipeline, output, chunk_predicate(column, parts), commit_tag, span)
+                predicate = chunk_predicate(column, parts)
+                if serial:
+                    self._committer.commit(
+                        pipeline.target.location, lambda: write_chunk(pipeline, output, predicate, commit_tag, span)
+                    )
+                else:
+                    write_chunk(pipeline, output, predicate, commit_tag, span)
             finally:
                 if cached:
                     with tidying("unpersist the chunk's output"):
@@ -333,37 +360,6 @@ class SparkDeltaEngine:
         counted = source.groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
         found = {partition_key(r[column], pipeline.grain): int(r["n"]) for r in counted}
         return {p.key: found.get(p.key, 0) for p in parts}
-
-    def _write(self, pipeline: Pipeline, output: DataFrame, predicate: str, commit_tag: str, span: str) -> None:
-        writer = (
-            output.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", predicate)
-            .option("userMetadata", commit_tag)
-        )
-        try:
-            if pipeline.target.is_path:
-                writer.save(pipeline.target.location)
-            else:
-                writer.saveAsTable(pipeline.target.location)
-        except Exception as exc:
-            error = engine_error(exc)
-            if isinstance(error, RowsOutsidePartitionError):  # Delta's replaceWhere check refused the write
-                raise RowsOutsidePartitionError(
-                    f"the transform wrote rows outside partition {pipeline.partition_column}={span}; nothing "
-                    "was committed: make the transform keep each row's partition value"
-                ) from exc
-            # The driver can die (or the call fail) after the commit landed: then the partitions ARE written,
-            # and the ledger must say so. The commit's own evidence decides: our tag in the Delta log.
-            landed = landed_version(pipeline, commit_tag)
-            if landed is None:
-                raise error from exc
-            logger.warning(
-                "the write of %s raised after its commit landed (version %d): recorded as written (%s)",
-                span,
-                landed,
-                type(exc).__name__,
-            )
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         """Cancel the Spark work of one chunk in flight, from any thread (a task timeout or a closed

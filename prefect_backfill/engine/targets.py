@@ -5,7 +5,9 @@ Analysis and metadata only, no Spark job: a definition error is one line before 
 
 from __future__ import annotations
 
+import enum
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,9 +29,50 @@ from prefect_backfill.schema_change import Column, SchemaChange, columns_of, com
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["check_existing_target", "create_target", "empty_output", "evolve_target", "validate_declarations"]
+__all__ = [
+    "TargetLayout",
+    "check_existing_target",
+    "create_target",
+    "empty_output",
+    "evolve_target",
+    "target_layout",
+    "validate_declarations",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class TargetLayout(enum.Enum):
+    """How a chunk's ``replaceWhere`` replaces its partitions in the target."""
+
+    #: Partitioned by the partition column: the commit swaps those partitions' files; chunks of disjoint
+    #: partitions commit in parallel (Delta's conflict check tells them apart).
+    PARTITIONED = "partitioned"
+    #: Not partitioned (liquid-clustered or plain), the partition column a data column: the commit deletes
+    #: the chunk's rows by that column, rewriting the files that also hold other dates, and chunks commit
+    #: one at a time (:mod:`prefect_backfill.engine.committer`).
+    DATA_COLUMN = "data column"
+
+
+def target_layout(target: TableInfo, pipeline: Pipeline) -> TargetLayout:
+    """The layout of an existing ``target`` for ``pipeline``; a table partitioned by other columns, or an
+    unpartitioned one without the partition column, is refused (:class:`TargetLayoutError`)."""
+    column = pipeline.partition_column
+    if column in target.partition_columns:
+        return TargetLayout.PARTITIONED
+    if target.partition_columns:
+        raise TargetLayoutError(
+            f"target {pipeline.target} is partitioned by {', '.join(target.partition_columns)}, not by {column}: "
+            f"a partition overwrite would rewrite the whole table; recreate it partitioned by {column}, "
+            f"clustered by it (cluster_by=) or unpartitioned, or point the pipeline elsewhere"
+        )
+    names = [c.name for c in columns_of(target.schema)] if target.schema is not None else None
+    if names is not None and column not in names:
+        raise TargetLayoutError(
+            f"target {pipeline.target} is partitioned by nothing and has no column {column} "
+            f"(it has {', '.join(names)}): point the pipeline at a table with that column"
+        )
+    return TargetLayout.DATA_COLUMN
 
 
 def empty_output(source: DataFrame, pipeline: Pipeline) -> DataFrame:
@@ -68,7 +111,8 @@ def validate_declarations(empty: DataFrame, pipeline: Pipeline) -> None:
 
 
 def create_target(source: DataFrame, pipeline: Pipeline) -> None:
-    """Create the empty target, partitioned by the partition column, with the transform's schema.
+    """Create the empty target with the transform's schema: partitioned by the partition column, or
+    liquid-clustered by ``pipeline.cluster_by`` (then not partitioned).
 
     Done once before the fan-out: parallel first writes to a missing table would race to create it.
     """
@@ -91,6 +135,9 @@ def create_target(source: DataFrame, pipeline: Pipeline) -> None:
         raise PartitionValidationError(
             f"the transform of {pipeline.name} drops the partition column {pipeline.partition_column}: keep it"
         )
+    if pipeline.cluster_by:
+        _create_clustered(empty, pipeline)
+        return
     writer = empty.write.format("delta").partitionBy(pipeline.partition_column)
     if pipeline.target.is_path:
         # "error" = ErrorIfExists; the Spark Connect client knows only this spelling of it.
@@ -99,25 +146,44 @@ def create_target(source: DataFrame, pipeline: Pipeline) -> None:
         writer.saveAsTable(pipeline.target.location)
 
 
-def check_existing_target(spark: SparkSession, source: DataFrame, pipeline: Pipeline, target: TableInfo) -> bool:
-    """An existing ``target`` before the first chunk: partitioned by the partition column, the declarations
-    valid for the output, and its schema brought to the output's (:func:`evolve_target`). True if its
-    schema changed."""
-    if pipeline.partition_column not in target.partition_columns:
-        layout = ", ".join(target.partition_columns) or "nothing"
-        raise TargetLayoutError(
-            f"target {pipeline.target} is partitioned by {layout}, not by "
-            f"{pipeline.partition_column}: a partition overwrite would rewrite the whole table; "
-            f"recreate it partitioned by {pipeline.partition_column} or point the pipeline elsewhere"
+def _create_clustered(empty: DataFrame, pipeline: Pipeline) -> None:
+    """``CREATE TABLE … CLUSTER BY … AS SELECT`` the empty output: Delta's DataFrame writers take no
+    clustering columns (``writeTo().clusterBy()`` is refused as "partitioning by expressions"), its SQL
+    does, on a classic session and on Connect alike."""
+    missing = [c for c in pipeline.cluster_by if c not in empty.columns]
+    if missing:
+        raise PipelineDefinitionError(
+            f"pipeline {pipeline.name}: cluster_by column {missing[0]!r} is not in the transform's output "
+            f"(it has {', '.join(empty.columns)})"
         )
+    view = f"_backfill_create_{uuid.uuid4().hex}"
+    empty.createOrReplaceTempView(view)
+    try:
+        columns = ", ".join(_quoted(c) for c in pipeline.cluster_by)
+        empty.sparkSession.sql(
+            f"CREATE TABLE {_sql_name(pipeline)} USING delta CLUSTER BY ({columns}) AS SELECT * FROM {view}"
+        )
+    finally:
+        empty.sparkSession.catalog.dropTempView(view)
+
+
+def check_existing_target(spark: SparkSession, source: DataFrame, pipeline: Pipeline, target: TableInfo) -> bool:
+    """An existing ``target`` before the first chunk: a layout a partition overwrite can use
+    (:func:`target_layout`), the declarations valid for the output, and its schema brought to the
+    output's (:func:`evolve_target`). True if its schema changed."""
+    target_layout(target, pipeline)
     empty = empty_output(source, pipeline)
     if pipeline.checks or pipeline.key:
         validate_declarations(empty, pipeline)
     if target.schema is None:
         return False
+    return bool(evolve_target(spark, columns_of(target.schema), empty, pipeline, _sql_name(pipeline)))
+
+
+def _sql_name(pipeline: Pipeline) -> str:
+    """How Spark SQL names the target: ``delta.`path` `` or its catalog name."""
     t = pipeline.target
-    name = f"delta.`{t.location}`" if t.is_path else quote_name(t.location)
-    return bool(evolve_target(spark, columns_of(target.schema), empty, pipeline, name))
+    return "delta.`" + t.location.replace("`", "``") + "`" if t.is_path else quote_name(t.location)
 
 
 def evolve_target(

@@ -71,11 +71,22 @@ def test_missing_source_table(lake: Lake) -> None:
     assert nothing_written(lake)
 
 
-def test_target_not_partitioned_by_the_partition_column(lake: Lake, spark: Any) -> None:
-    spark.read.format("delta").load(lake.bronze).limit(5).write.format("delta").save(lake.target)
+def test_target_partitioned_by_another_column(lake: Lake, spark: Any) -> None:
+    rows = spark.read.format("delta").load(lake.bronze).limit(5)
+    rows.write.format("delta").partitionBy("customer_id").save(lake.target)
     version = DeltaTable(lake.target).version()
     p = lake.make(to_silver_orders)
-    with pytest.raises(TargetLayoutError, match="is partitioned by nothing, not by order_date"):
+    with pytest.raises(TargetLayoutError, match="is partitioned by customer_id, not by order_date: "):
+        backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02")
+    assert DeltaTable(lake.target).version() == version
+    assert not Path(lake.ledger).exists()
+
+
+def test_unpartitioned_target_without_the_partition_column(lake: Lake, spark: Any) -> None:
+    spark.read.format("delta").load(lake.bronze).limit(5).drop("order_date").write.format("delta").save(lake.target)
+    version = DeltaTable(lake.target).version()
+    p = lake.make(to_silver_orders)
+    with pytest.raises(TargetLayoutError, match="is partitioned by nothing and has no column order_date"):
         backfill(pipeline=p.name, start="2024-01-01", end="2024-01-02")
     assert DeltaTable(lake.target).version() == version
     assert not Path(lake.ledger).exists()
