@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from prefect_backfill.drift import DriftKind, recorded_drift
+from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import PartitionState, Status
-from prefect_backfill.snapshots import TableSnapshot
+from prefect_backfill.snapshots import CONTENT_DIGEST, TableSnapshot
 from prefect_backfill.tables import explain_rewrites, read_snapshot
 
 __all__ = ["AuditReport", "Finding", "audit", "read_target"]
@@ -59,7 +60,10 @@ class Finding:
         if self.kind is DriftKind.MISSING:
             return "no files"
         rows = f"{self.found_rows:,} rows" if self.found_rows is not None else "rows unknown"
-        return f"{rows} in other files" if self.kind is DriftKind.REWRITTEN else rows
+        if self.kind is not DriftKind.REWRITTEN:
+            return rows
+        by_rows = self.found_digest is not None and self.found_digest.startswith(CONTENT_DIGEST)
+        return f"{rows} with other values" if by_rows else f"{rows} in other files"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,14 +166,27 @@ def audit(
     )
 
 
-def read_target(pipeline: Pipeline, states: Mapping[str, PartitionState]) -> TableSnapshot:
+def read_target(
+    pipeline: Pipeline, states: Mapping[str, PartitionState], *, rows_of: Sequence[Partition] | None = None
+) -> TableSnapshot:
     """The target's snapshot, to compare with ``states``: a path table's log read by delta-rs (no JVM);
     a catalog table's through the engine (Spark finds its location). With the log's data changes where a
-    partition's files changed (a compaction is not a rewrite: :mod:`prefect_backfill.drift`)."""
-    if pipeline.target.is_path:
-        target = read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain)
-    else:
-        from prefect_backfill.engine import get_engine
+    partition's files changed (a compaction is not a rewrite: :mod:`prefect_backfill.drift`). A clustered or
+    unpartitioned target's log cannot tell its partitions apart: given ``rows_of``, those partitions (all
+    when empty) are read instead, by a digest of their rows (one Spark job); without it, the snapshot is
+    unknown (``backfill status`` starts no Spark)."""
+    from prefect_backfill.engine import get_engine
 
-        target = get_engine().snapshot(pipeline.target, pipeline.partition_column, pipeline.grain)
-    return explain_rewrites(target, pipeline.partition_column, pipeline.grain, states)
+    column, grain = pipeline.partition_column, pipeline.grain
+    if pipeline.target.is_path:
+        target = read_snapshot(pipeline.target.location, column, grain)
+    else:
+        target = get_engine().snapshot(pipeline.target, column, grain)
+    if (
+        rows_of is not None
+        and not target.known
+        and target.exists
+        and get_engine().describe(pipeline.target).mixes_partitions()
+    ):
+        return get_engine().content_snapshot(pipeline.target, column, grain, keys=rows_of)
+    return explain_rewrites(target, column, grain, states)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from prefect_backfill.ledger_record import PartitionState
 from prefect_backfill.reasons import DueKind, DueReason
-from prefect_backfill.snapshots import TableSnapshot
+from prefect_backfill.snapshots import CONTENT_DIGEST, TableSnapshot
 
 __all__ = ["Drift", "DriftKind", "is_target_drift", "recorded_drift", "rewrite_suspects", "target_drift"]
 
@@ -103,6 +103,8 @@ def target_drift(
         return None
     if not target.exists:
         return Drift(DriftKind.TARGET_MISSING, rows, None, digest, None, "")
+    if digest is not None and digest.startswith(CONTENT_DIGEST) != target.content:
+        digest = None  # a digest of rows against one of files (the target's layout changed): cannot tell
     if target_id and target.table_id != target_id:
         return Drift(DriftKind.TARGET_RECREATED, rows, None, digest, None, "")
     files = target.partitions.get(key)
@@ -118,7 +120,8 @@ def target_drift(
         if target.changes is not None and target.changes.unchanged_since(key, table_version):
             return None  # compacted since: other files, the same data
         same = f"the same {found:,} rows" if found is not None else "rows unknown"
-        return Drift(DriftKind.REWRITTEN, rows, found, digest, files.digest, f"{same}, not the files it wrote")
+        what = "other values than it wrote" if target.content else "not the files it wrote"
+        return Drift(DriftKind.REWRITTEN, rows, found, digest, files.digest, f"{same}, {what}")
     return None
 
 
@@ -139,8 +142,8 @@ def rewrite_suspects(target: TableSnapshot, recorded: Iterable[tuple[str, str | 
     from ``(key, digest, table_version)`` of the completed partitions: the log's commits after it tell a
     compaction from a rewrite (:func:`target_drift`). None when no partition's files changed (the common
     case: the log is not read again) or none of those has a recorded version."""
-    if not target.known or not target.exists:
-        return None
+    if not target.known or not target.exists or target.content:
+        return None  # (digests of rows do not change with a compaction: nothing to explain)
     versions = [
         version
         for key, digest, version in recorded

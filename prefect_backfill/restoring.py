@@ -126,18 +126,27 @@ def prepare_undo(
     now = engine.snapshot(spec.target, column, grain)
     if not now.exists:
         raise InvalidRequestError(f"target {spec.target} of {spec.name} does not exist: there is nothing to undo")
+    selected = {k: w for k, w in writes.items() if asked is None or k in asked}
+    # A clustered or unpartitioned target: its log cannot tell its partitions apart, their rows can (Spark).
+    by_rows = not now.known and engine.describe(spec.target).mixes_partitions()
+    selected_partitions = [parse_partition_key(k, grain) for k in sorted(selected)]
+    if by_rows:
+        now = engine.content_snapshot(spec.target, column, grain, keys=selected_partitions)
     if not now.known:
         raise InvalidRequestError(
             f"the Delta log of target {spec.target} cannot be read without Spark (delta-rs cannot open its "
-            "storage, or it is not partitioned by the partition column): undo needs its log"
+            "storage, or it is partitioned by other columns): undo needs its log"
         )
-    selected = {k: w for k, w in writes.items() if asked is None or k in asked}
     at: dict[int, TableSnapshot | None] = {}
 
     def snapshot_at(version: int) -> TableSnapshot | None:
         if version not in at:
             try:
-                snap = engine.snapshot(spec.target, column, grain, version)
+                snap = (
+                    engine.content_snapshot(spec.target, column, grain, version, selected_partitions)
+                    if by_rows
+                    else engine.snapshot(spec.target, column, grain, version)
+                )
                 at[version] = snap if snap.known and snap.exists else None
             except DeltaError:  # the log no longer reaches that version
                 at[version] = None
@@ -157,7 +166,7 @@ def prepare_undo(
             rows_at_restore=(old.num_records if old is not None else 0),
         )
     changed = {k for k, f in facts.items() if f.digest_at_commit != f.digest_now}
-    if changed and now.location and now.version is not None:
+    if changed and now.location and now.version is not None and not now.content:  # (rows: no compaction to tell)
         first = min(selected[k].commit_version for k in changed)
         # A compaction since the run's commit changed files, not rows: the run's writes are still there.
         changes = with_data_changes(now, column, grain, first).changes

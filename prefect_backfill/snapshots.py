@@ -11,7 +11,11 @@ from urllib.parse import unquote
 
 from prefect_backfill.partitions import Grain, Partition
 
-__all__ = ["DataChanges", "PartitionFiles", "TableSnapshot", "file_location", "partition_key"]
+__all__ = ["CONTENT_DIGEST", "DataChanges", "PartitionFiles", "TableSnapshot", "file_location", "partition_key"]
+
+#: How a digest of a partition's rows (:mod:`prefect_backfill.engine.content`) begins; a digest of its files
+#: never does, so the two kinds are never compared with each other.
+CONTENT_DIGEST = "rows:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,9 @@ class TableSnapshot:
     # Read only when a partition's files differ from what was recorded (see prefect_backfill.drift).
     changes: DataChanges | None = None
     shape: str | None = None  # the table's columns' names and types (schema_change.shape_digest)
+    # Digests of the partitions' rows (read with Spark), not of their files: a clustered or unpartitioned
+    # target, whose files mix partitions (prefect_backfill.engine.content).
+    content: bool = False
 
     @classmethod
     def unknown(cls) -> TableSnapshot:

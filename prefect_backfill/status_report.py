@@ -154,5 +154,9 @@ def _drift_of(
     except Exception as exc:
         return None, f"the target's log cannot be read ({one_line(exc, 200)})", None
     if not target.known:
-        return None, f"the log of {spec.target} gives no partitions by {spec.partition_column}", target.shape
+        why = (
+            f"the log of {spec.target} gives no partitions by {spec.partition_column} (clustered or unpartitioned: "
+            f"`backfill audit {spec.name}` reads its rows)"
+        )
+        return None, why, target.shape
     return audit(spec.name, str(spec.target), keys, states, target), "", target.shape

@@ -37,7 +37,14 @@ from prefect_backfill.storage import files_missing as _files_missing
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["commits_touching", "explain_rewrites", "files_missing", "read_snapshot", "with_data_changes"]
+__all__ = [
+    "commits_touching",
+    "covering_files",
+    "explain_rewrites",
+    "files_missing",
+    "read_snapshot",
+    "with_data_changes",
+]
 
 
 def read_snapshot(location: str, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
@@ -57,10 +64,11 @@ def read_snapshot(location: str, column: str, grain: Grain, version: int | None 
     except TableNotFoundError:
         return TableSnapshot(exists=False, location=location)
     metadata = table.metadata()
+    shape = shape_digest(columns_of(table.schema().to_json()))
     actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
     values = actions.get(f"partition.{column}")
-    if values is None:  # not partitioned by that column: no per-partition answer
-        return TableSnapshot(True, str(metadata.id), table.version(), {}, known=False, location=location)
+    if values is None:  # not partitioned by that column: no per-partition answer from the log
+        return TableSnapshot(True, str(metadata.id), table.version(), {}, known=False, location=location, shape=shape)
     deleted = _deleted_rows(table)
     files: dict[str, list[str]] = defaultdict(list)
     paths: dict[str, list[str]] = defaultdict(list)
@@ -88,8 +96,26 @@ def read_snapshot(location: str, column: str, grain: Grain, version: int | None 
         )
         for key, names in files.items()
     }
-    shape = shape_digest(columns_of(table.schema().to_json()))
     return TableSnapshot(True, str(metadata.id), table.version(), partitions, location=location, shape=shape)
+
+
+def covering_files(table: DeltaTable, location: str, column: str, grain: Grain) -> dict[str, tuple[str, ...]]:
+    """The data files of each partition key of a table *not* partitioned by ``column`` (clustered or
+    unpartitioned: a file holds many keys): every file whose statistics' range of ``column`` covers the key.
+    A file without statistics for it belongs to no key (Spark, delta-rs and Delta's writers all write them)."""
+    from prefect_backfill.partitions import partitions_between
+
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
+    lows, highs = actions.get(f"min.{column}"), actions.get(f"max.{column}")
+    if lows is None or highs is None:
+        return {}
+    files: dict[str, list[str]] = defaultdict(list)
+    for path, low, high in zip(actions["path"], lows, highs, strict=True):
+        if low is None or high is None:
+            continue
+        for partition in partitions_between(low, high, grain):
+            files[partition.key].append(file_location(location, str(path)))
+    return {key: tuple(sorted(paths)) for key, paths in files.items()}
 
 
 def _deleted_rows(table: DeltaTable) -> dict[str, int]:

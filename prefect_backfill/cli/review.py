@@ -97,12 +97,13 @@ def _audit_report(pipeline: str, start: str | None, end: str | None) -> Any:
     keys = sorted(states)
     lo = start or parse_partition_key(keys[0], spec.grain).start
     hi = end or parse_partition_key(keys[-1], spec.grain).start
-    partitions = [p.key for p in partitions_between(lo, hi, spec.grain)]
-    target = read_target(spec, states)
+    asked = partitions_between(lo, hi, spec.grain)
+    partitions = [p.key for p in asked]
+    target = read_target(spec, states, rows_of=asked)  # a clustered or unpartitioned target: its rows, read
     if not target.known:
         raise TargetLayoutError(
-            f"the log of target {spec.target} gives no partitions by {spec.partition_column} (not partitioned by "
-            "it, or a storage delta-rs cannot open): the audit cannot compare it with the ledger"
+            f"the log of target {spec.target} gives no partitions by {spec.partition_column} (partitioned by "
+            "other columns, or a storage delta-rs cannot open): the audit cannot compare it with the ledger"
         )
     return audit_partitions(spec.name, str(spec.target), partitions, states, target)
 

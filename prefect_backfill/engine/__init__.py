@@ -30,6 +30,11 @@ class TableInfo:
     partition_columns: tuple[str, ...] = ()
     schema: str | None = None  # the table's schema, as the JSON of its log's schemaString
 
+    def mixes_partitions(self) -> bool:
+        """Not partitioned at all (liquid-clustered or plain): a file can hold rows of many partitions, so
+        a partition's digest is of its rows (:mod:`prefect_backfill.engine.content`), not of its files."""
+        return self.exists and not self.partition_columns
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkOutcome:
@@ -55,6 +60,14 @@ class Engine(Protocol):
         """The table's partitions (by key of ``grain``) with their files' digest, bytes and rows, read
         from its log (cheap: no data read), as of ``version`` (default: the latest);
         ``TableSnapshot.unknown()`` where the log cannot be read."""
+        ...
+
+    def content_snapshot(
+        self, table: TableRef, column: str, grain: Grain, version: int | None = None, keys: Sequence[Partition] = ()
+    ) -> TableSnapshot:
+        """The table's partitions ``keys`` (all when empty) by a digest of their rows
+        (:mod:`prefect_backfill.engine.content`), as of ``version``: reads the data (one job), for targets
+        whose files mix partitions, where the log cannot tell one partition's changes from another's."""
         ...
 
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:

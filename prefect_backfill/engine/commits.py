@@ -5,7 +5,7 @@ is known to have landed, whatever failed after it), and the digests of the files
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.snapshots import TableSnapshot
@@ -21,6 +21,7 @@ __all__ = [
     "committed_snapshot",
     "find_commit",
     "landed_version",
+    "written_rows",
 ]
 
 
@@ -57,6 +58,26 @@ def committed_rows(snapshot: TableSnapshot | None, keys: Sequence[str]) -> dict[
             return None
         rows[key] = (files.num_records or 0) if files is not None else 0
     return rows
+
+
+def written_rows(
+    pipeline: Pipeline, span: str, counted: Mapping[str, int], written: Mapping[str, int] | None
+) -> dict[str, int]:
+    """The rows per partition the ledger records: what the commit ``written`` (from its files' statistics)
+    where known, else what the count pass ``counted``. They differ only for a transform whose rows change
+    from one computation to the next (the write computes it again unless the output is cached, and a lost
+    cache block is computed again too): said once, as a warning."""
+    if written is None or all(written.get(k) == n for k, n in counted.items()):
+        return dict(counted)
+    logger.warning(
+        "%s %s: the commit wrote other rows than the checks counted (%s): the transform is not "
+        "deterministic; the ledger records what was written. Set cache_output=True on the pipeline "
+        "to check and write the very same rows",
+        pipeline.name,
+        span,
+        ", ".join(f"{k}: {n} counted, {written.get(k)} written" for k, n in counted.items() if written.get(k) != n),
+    )
+    return {k: written.get(k, 0) for k in counted}
 
 
 def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 256) -> int | None:

@@ -26,8 +26,10 @@ from prefect_backfill.engine.commits import (
     committed_digests,
     committed_rows,
     committed_snapshot,
+    written_rows,
 )
 from prefect_backfill.engine.committer import Committer, write_chunk
+from prefect_backfill.engine.content import HASH_SUM, content_aggregate, content_digest, read_content
 from prefect_backfill.engine.failures import engine_errors
 from prefect_backfill.engine.job_tags import tagged, tidying
 from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
@@ -95,7 +97,7 @@ class SparkDeltaEngine:
 
     def __init__(self) -> None:
         self._create_lock = threading.Lock()
-        self._layouts: dict[str, TargetLayout] = {}  # by target location: read once per process
+        self._targets: dict[str, TableInfo] = {}  # by target location: read once per process
         self._committer = Committer()
         # Read once, like the session itself (settings cost ~2 ms to read: not once per partition).
         self._pool = get_settings().spark_pool
@@ -141,6 +143,18 @@ class SparkDeltaEngine:
         except Exception:
             return TableSnapshot.unknown()
 
+    def content_snapshot(
+        self, table: TableRef, column: str, grain: Grain, version: int | None = None, keys: Sequence[Partition] = ()
+    ) -> TableSnapshot:
+        """See :mod:`prefect_backfill.engine.content` (one grouped job over ``keys``' rows)."""
+        with engine_errors():
+            spark = self._spark(table)
+            if table.is_path:
+                location = table.location
+            else:
+                location = str(spark.sql(f"DESCRIBE DETAIL {quote_name(table.location)}").collect()[0]["location"])
+            return read_content(spark, location, column, grain, version, keys)
+
     def _read(self, table: TableRef) -> DataFrame:
         spark = self._spark(table)
         reader = spark.read.format("delta")
@@ -161,16 +175,19 @@ class SparkDeltaEngine:
                 target = self._create_target(pipeline)
             elif check_existing_target(self._spark(pipeline.target), self._read(pipeline.source), pipeline, target):
                 target = self.describe(pipeline.target)  # its schema changed
-            self._layouts[pipeline.target.location] = target_layout(target, pipeline)
+            target_layout(target, pipeline)
+            self._targets[pipeline.target.location] = target
             return target
 
-    def _layout(self, pipeline: Pipeline) -> TargetLayout:
-        """The target's layout, as :meth:`ensure_target` found it (or read now: a Dask worker's engine
-        processes chunks without having prepared the target)."""
+    def _target(self, pipeline: Pipeline) -> tuple[TargetLayout, dict[str, str]]:
+        """The target's layout and its columns' types, as :meth:`ensure_target` left it (or read now: a Dask
+        worker's engine processes chunks without having prepared the target)."""
         location = pipeline.target.location
-        if location not in self._layouts:
-            self._layouts[location] = target_layout(self.describe(pipeline.target), pipeline)
-        return self._layouts[location]
+        if location not in self._targets:
+            self._targets[location] = self.describe(pipeline.target)
+        info = self._targets[location]
+        types = {c.name: c.type for c in columns_of(info.schema)} if info.schema else {}
+        return target_layout(info, pipeline), types
 
     def _create_target(self, pipeline: Pipeline) -> TableInfo:
         create_target(self._read(pipeline.source), pipeline)
@@ -246,7 +263,8 @@ class SparkDeltaEngine:
                 )
             # A target whose commits go one at a time: the output is computed once, in parallel, by the
             # count pass; only the write of that cache waits for the table (engine/committer.py).
-            serial = self._layout(pipeline) is TargetLayout.DATA_COLUMN
+            layout, types = self._target(pipeline)
+            serial = layout is TargetLayout.DATA_COLUMN
             cached = serial or keep_output(pipeline, output, source_bytes)
             if cached:
                 output = output.persist(StorageLevel.MEMORY_AND_DISK)
@@ -258,6 +276,7 @@ class SparkDeltaEngine:
                         F.count(F.lit(1)).alias("_bf_n"),
                         *[F.sum(F.col(c)).alias(f"_bf_s{i}") for i, c in enumerate(summed)],
                         *aggregates(pipeline.checks),
+                        *([content_aggregate(output, types)] if serial else []),
                     )
                     .collect()
                 )
@@ -306,20 +325,8 @@ class SparkDeltaEngine:
                         output.unpersist()
         version = commit_version(pipeline, commit_tag)
         snapshot = committed_snapshot(pipeline, keys, version)
-        written = committed_rows(snapshot, keys)
-        if written is not None and written != {k: rows_out[k] for k in keys}:
-            # Only a transform whose rows change from one computation to the next gets here (the write
-            # computes it again unless the output is cached, and a lost cache block is computed again too).
-            logger.warning(
-                "%s %s: the commit wrote other rows than the checks counted (%s): the transform is not "
-                "deterministic; the ledger records what was written. Set cache_output=True on the pipeline "
-                "to check and write the very same rows",
-                pipeline.name,
-                span,
-                ", ".join(
-                    f"{k}: {rows_out[k]} counted, {written[k]} written" for k in keys if written[k] != rows_out[k]
-                ),
-            )
+        written = written_rows(pipeline, span, rows_out, committed_rows(snapshot, keys))
+        if written != rows_out:
             rows_out = written
             # The diff's row counts follow (its sums stay the count pass's: the commit's are not known).
             diffs = {k: replace(d, rows_after=written[k]) for k, d in diffs.items()}
@@ -329,7 +336,12 @@ class SparkDeltaEngine:
             rows=counts,
             diffs={k: d.to_json() for k, d in diffs.items()},
             rows_before={k: d.rows_before for k, d in diffs.items()},
-            target_digests=committed_digests(snapshot, keys),
+            # Files mix partitions on a clustered or unpartitioned target: the digest is of the rows written.
+            target_digests=(
+                {k: content_digest(rows_out[k], values[k][HASH_SUM]) for k in keys if rows_out[k]}
+                if serial
+                else committed_digests(snapshot, keys)
+            ),
             shape=shape_digest(columns_of(output.schema.json())),
         )
 

@@ -36,6 +36,11 @@ class SleepEngine(Engine):
     def snapshot(self, table: TableRef, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
         return TableSnapshot.unknown()  # no data: the ledger alone decides
 
+    def content_snapshot(
+        self, table: TableRef, column: str, grain: Grain, version: int | None = None, keys: Sequence[Partition] = ()
+    ) -> TableSnapshot:
+        return TableSnapshot.unknown()
+
     def ensure_target(self, pipeline: Pipeline) -> TableInfo:
         return self.describe(pipeline.target)
 

@@ -107,6 +107,7 @@ class CrashLake:
     #: the fix must achieve without help; it shows the harness passes when recovery works.
     control: bool = False
     extra_args: tuple[str, ...] = ()  # appended to the command of every run (the bench's --cli-arg)
+    cluster_by: str = ""  # the target created liquid-clustered by these columns (CRASH_CLUSTER_BY)
     startup_s: list[float] = field(default_factory=list)  # measured: start → first ledger event
     bronze_salt: int = 0  # the current bronze content
 
@@ -161,6 +162,7 @@ class CrashLake:
                 "CRASH_BRONZE": self.bronze,
                 "CRASH_SILVER": self.silver,
                 "CRASH_SLEEP_S": str(self.sleep_s),
+                "CRASH_CLUSTER_BY": self.cluster_by,
                 "COLUMNS": "240",  # Rich wraps log lines at 80 columns when not on a terminal
                 # Kilobyte test days: without this the whole range is one chunk (the 32 MiB minimum share),
                 # and the kill points inside a second chunk and its ledger commits would never come.

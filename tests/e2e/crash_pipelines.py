@@ -1,7 +1,8 @@
 """The pipeline of the crash tests (``BACKFILL_PIPELINE_MODULES=tests.e2e.crash_pipelines``).
 
 A daily pipeline whose source and target come from the environment (``CRASH_BRONZE``, ``CRASH_SILVER``;
-default: under ``BACKFILL_DATA_DIR``), so every test and benchmark points the real CLI at its own lake.
+default: under ``BACKFILL_DATA_DIR``), so every test and benchmark points the real CLI at its own lake;
+``CRASH_CLUSTER_BY`` (comma-separated columns) creates the target liquid-clustered instead of partitioned.
 The transform is integer arithmetic only, so the test computes the exact expected rows without Spark
 (:func:`expected_rows`), and it sleeps ``CRASH_SLEEP_S`` seconds on the driver per partition, so a kill
 lands mid-run rather than after it.
@@ -62,6 +63,7 @@ crash_orders = register(
         transform=to_silver,
         version=os.environ.get("CRASH_VERSION", "1"),  # only bench/crash_matrix.py --control changes it
         grain=Grain.DAY,
+        cluster_by=tuple(c for c in os.environ.get("CRASH_CLUSTER_BY", "").split(",") if c),
         description="crash tests: bronze orders -> silver with amount_usd_cents, slow on purpose",
     )
 )

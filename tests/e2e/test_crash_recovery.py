@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
-from tests.e2e.crash_harness import PHASES, CrashLake, Trial, plan_trials, run_slot_leak, run_trial, stop_all
+from tests.e2e.crash_harness import (
+    PHASES,
+    CrashLake,
+    Trial,
+    draw_kill_point,
+    plan_trials,
+    run_slot_leak,
+    run_trial,
+    stop_all,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +68,22 @@ def test_two_kills_in_a_row_leak_no_slot_and_the_next_run_completes(crash_lake: 
     report = f"{result.report()}\n  logs in {_logs(crash_lake)}"
     print(report)
     assert result.ok, report
+
+
+def test_a_clustered_target_after_kill_9_mid_chunk(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same on a liquid-clustered target, whose chunks commit one at a time: a kill while a chunk
+    computes or holds the table's commit turn leaves nothing half-written, and the rerun completes."""
+    lake = CrashLake(tmp_path_factory.mktemp("crash-clustered"), days=DAYS, sleep_s=SLEEP_S, cluster_by="order_date")
+    point = draw_kill_point(random.Random(SEED), "mid-partition", DAYS, lake.max_concurrency)
+    try:
+        result = run_trial(lake, Trial(0, point, salt=SEED % 1000 * 1000 + 77, rows_per_day=17))
+    finally:
+        stop_all()
+    report = f"{result.report()}\n  logs in {_logs(lake)}"
+    print(report)
+    assert result.ok, report
+    assert "clustering" in (DeltaTable(lake.silver).protocol().writer_features or [])
+    assert DeltaTable(lake.silver).metadata().partition_columns == []
 
 
 def _logs(lake: CrashLake) -> Path:
