@@ -32,8 +32,12 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return peak
 
 
-def test_overlapping_runs_share_the_cap_and_never_write_one_partition_twice(lake: Lake, spark: Any) -> None:
-    p = lake.make(to_silver_orders)
+@pytest.mark.parametrize("cluster_by", [(), ("order_date",)], ids=["partitioned", "clustered"])
+def test_overlapping_runs_share_the_cap_and_never_write_one_partition_twice(
+    lake: Lake, spark: Any, cluster_by: tuple[str, ...]
+) -> None:
+    """On a clustered target too, whose chunks commit one at a time: two runs, one writer per partition."""
+    p = lake.make(to_silver_orders, cluster_by=cluster_by)
     assert ensure_limit(cap_name(p.name), 2) == 2
     results: dict[str, Any] = {}
 
