@@ -20,6 +20,8 @@ from prefect_backfill.cli import run_cli
 from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.ledger import Ledger
 from prefect_backfill.ledger_record import Status
+from prefect_backfill.pipeline import Pipeline, TableRef
+from prefect_backfill.registry import register
 from tests.integration.conftest import BRONZE_END, BRONZE_START, Lake
 
 pytestmark = pytest.mark.spark
@@ -40,20 +42,24 @@ def detail(spark: Any, path: str) -> Any:
     return spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()[0]
 
 
-def reference(lake: Lake, spark: Any) -> list[tuple[Any, ...]]:
-    """The same backfill on a target partitioned by the day."""
-    path = str(lake.root / "partitioned")
-    p = lake.make(to_silver_orders, name="partitioned_reference", target=path)
-    backfill(pipeline=p.name, start=BRONZE_START, end=BRONZE_END, retries=0, chunk_partitions=2)
+@pytest.fixture(scope="module")
+def expected(bronze: str, spark: Any, prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """The rows of the same backfill on a target partitioned by the day (run once for the module)."""
+    root = tmp_path_factory.mktemp("partitioned")
+    path = str(root / "silver")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BACKFILL_RESULT_STORAGE_PATH", str(root / "results"))
+        p = Pipeline("partitioned_reference", TableRef(bronze), TableRef(path), "order_date", to_silver_orders, "1")
+        register(p, replace=True)
+        backfill(pipeline=p.name, start=BRONZE_START, end=BRONZE_END, retries=0, chunk_partitions=2)
     assert detail(spark, path)["partitionColumns"] == ["order_date"]
     return rows(spark, path)
 
 
 @pytest.mark.parametrize("layout", ["clustered", "unpartitioned"])
 def test_a_clustered_or_unpartitioned_target_gets_the_rows_of_a_partitioned_one(
-    lake: Lake, spark: Any, layout: str
+    lake: Lake, spark: Any, layout: str, expected: list[Any]
 ) -> None:
-    expected = reference(lake, spark)
     transform = to_silver_orders
     if layout == "unpartitioned":  # an existing plain table, no partitioning, no clustering
         empty = to_silver_orders(spark.read.format("delta").load(lake.bronze).limit(0))

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.engine import get_engine
+from prefect_backfill.engine.committer import write_chunk
 from prefect_backfill.engine.delta import SparkDeltaEngine
 from prefect_backfill.engine.predicates import chunk_predicate
 from prefect_backfill.errors import EngineCancelledError, RowsOutsidePartitionError
@@ -42,7 +43,7 @@ def test_deltas_replace_where_check_leaves_the_engine_as_rows_outside_the_partit
     day = parse_partition_key("2024-01-01", Grain.DAY)
     other_day = to_silver_orders(spark.read.format("delta").load(bronze)).where(F.col("order_date") == "2024-01-02")
     with pytest.raises(RowsOutsidePartitionError, match="outside partition order_date=2024-01-01"):
-        engine._write(p, other_day, chunk_predicate("order_date", [day]), "boundary test", "2024-01-01")
+        write_chunk(p, other_day, chunk_predicate("order_date", [day]), "boundary test", "2024-01-01")
 
 
 def _slow(df: DataFrame) -> DataFrame:
