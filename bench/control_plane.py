@@ -377,11 +377,12 @@ def render(results: Result) -> str:
     return page.render()
 
 
-def write_docs(section: str, docs: Path = DOCS) -> None:
-    """Put section J into the benchmarks page: in place of its previous version, else before ``## Method``."""
+def write_docs(section: str, docs: Path = DOCS, heading: str = HEADING) -> None:
+    """Put a section (J by default) into the benchmarks page: in place of its previous version (found by its
+    ``heading``), else before ``## Method``."""
     text = docs.read_text()
-    if HEADING in text:
-        start = text.index(HEADING)
+    if heading in text:
+        start = text.index(heading)
         end = text.find("\n## ", start + 1)
         text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
     else:

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(results)
     (OUT / "section.md").write_text(section)
     if not args.no_docs:
-        write_docs(section)
+        write_docs(section, heading=HEADING)
     print(section)
     return 0
 
