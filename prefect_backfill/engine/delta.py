@@ -1,9 +1,12 @@
 """Spark + Delta Lake implementation of :class:`~prefect_backfill.engine.Engine`.
 
 Every partition write is ``mode("overwrite")`` with ``replaceWhere`` on the partition column only:
-Delta swaps that partition's files in one commit, so readers see the old partition or the new one,
+Delta swaps that partition's rows in one commit, so readers see the old partition or the new one,
 never a mix, and a rerun gives the same table. Delta's replaceWhere constraint check stays on: an
-output row outside the partition fails the write before anything is committed.
+output row outside the partition fails the write before anything is committed. On a clustered or
+unpartitioned target (:class:`~prefect_backfill.engine.targets.TargetLayout`) the chunks' commits go one
+at a time (:mod:`prefect_backfill.engine.committer`) and the ledger's digests are of rows
+(:mod:`prefect_backfill.engine.content`).
 
 The same code runs on a classic session and on a Spark Connect one (``BACKFILL_SPARK_REMOTE``): a
 partition's Spark work carries the tag :func:`job_tag` on both (a job tag on classic, an operation tag
@@ -32,7 +35,7 @@ from prefect_backfill.engine.committer import Committer, write_chunk
 from prefect_backfill.engine.content import HASH_SUM, content_aggregate, content_digest, read_content
 from prefect_backfill.engine.failures import engine_errors
 from prefect_backfill.engine.job_tags import tagged, tidying
-from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, summed_columns
+from prefect_backfill.engine.measures import aggregates, check_chunk, chunk_diff, rows_in_source, summed_columns
 from prefect_backfill.engine.output_reuse import keep_output
 from prefect_backfill.engine.predicates import (
     chunk_condition,
@@ -234,7 +237,8 @@ class SparkDeltaEngine:
         parts = sorted(partitions)
         keys = [p.key for p in parts]
         if rows_in is None or any(k not in rows_in for k in keys):
-            rows_in = self._rows_in(pipeline, parts)
+            source_log = self.snapshot(pipeline.source, pipeline.partition_column, pipeline.grain)
+            rows_in = rows_in_source(pipeline, parts, source_log, lambda: self._read(pipeline.source))
         if not pipeline.allow_empty and (empty := tuple(k for k in keys if rows_in.get(k, 0) == 0)):
             raise EmptySourcePartitionError(
                 f"source partition {column}={', '.join(empty[:5])}{' …' if len(empty) > 5 else ''} is empty; the "
@@ -356,22 +360,6 @@ class SparkDeltaEngine:
             version = DeltaTable(table.location, storage_options=delta_options(table.location)).version()
             return self._spark(table).read.format("delta").option("versionAsOf", version).load(table.location)
         return self._spark(table).read.table(table.location)
-
-    def _rows_in(self, pipeline: Pipeline, parts: Sequence[Partition]) -> dict[str, int]:
-        """Rows per source partition: from the log's statistics (no job), or one grouped count where
-        the log has none (a catalog table delta-rs cannot open, files written without stats)."""
-        from pyspark.sql import functions as F
-
-        snapshot = self.snapshot(pipeline.source, pipeline.partition_column, pipeline.grain)
-        if snapshot.known:
-            files = [snapshot.partitions.get(p.key) for p in parts]
-            if all(f is None or f.num_records is not None for f in files):
-                return {p.key: (f.num_records or 0) if f is not None else 0 for p, f in zip(parts, files, strict=True)}
-        column = pipeline.partition_column
-        source = self._read(pipeline.source).where(chunk_condition(column, parts))
-        counted = source.groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
-        found = {partition_key(r[column], pipeline.grain): int(r["n"]) for r in counted}
-        return {p.key: found.get(p.key, 0) for p in parts}
 
     def cancel(self, pipeline: Pipeline, partitions: Sequence[Partition] | None = None) -> None:
         """Cancel the Spark work of one chunk in flight, from any thread (a task timeout or a closed

@@ -5,7 +5,7 @@ target as it was."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefect_backfill import checks as checking
@@ -14,12 +14,12 @@ from prefect_backfill.engine.predicates import chunk_condition
 from prefect_backfill.errors import CheckFailedError
 from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline
-from prefect_backfill.snapshots import partition_key
+from prefect_backfill.snapshots import TableSnapshot, partition_key
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-__all__ = ["aggregates", "check_chunk", "chunk_diff", "key_changes", "summed_columns"]
+__all__ = ["aggregates", "check_chunk", "chunk_diff", "key_changes", "rows_in_source", "summed_columns"]
 
 
 def summed_columns(pipeline: Pipeline, output: DataFrame) -> tuple[str, ...]:
@@ -170,3 +170,21 @@ def aggregates(checks: Sequence[checking.Check]) -> list[Column]:
         elif isinstance(check, checking.Expect):
             out.append(F.sum(F.when(~F.expr(check.expression), 1).otherwise(0)).alias(f"_bf_c{i}_bad"))
     return out
+
+
+def rows_in_source(
+    pipeline: Pipeline, parts: Sequence[Partition], log: TableSnapshot, source: Callable[[], DataFrame]
+) -> dict[str, int]:
+    """Rows per source partition: from the source ``log``'s statistics (no job), or one grouped count of
+    the ``source()`` where the log has none (a catalog table delta-rs cannot open, files written without
+    stats)."""
+    from pyspark.sql import functions as F
+
+    if log.known:
+        files = [log.partitions.get(p.key) for p in parts]
+        if all(f is None or f.num_records is not None for f in files):
+            return {p.key: (f.num_records or 0) if f is not None else 0 for p, f in zip(parts, files, strict=True)}
+    column = pipeline.partition_column
+    counted = source().where(chunk_condition(column, parts)).groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
+    found = {partition_key(r[column], pipeline.grain): int(r["n"]) for r in counted}
+    return {p.key: found.get(p.key, 0) for p in parts}
