@@ -84,7 +84,11 @@ class StatusReport:
             "old_shape": list(self.old_shape),
         }
         if self.partitions:
-            out |= {"drifted": [f.to_dict() for f in self.drifted.values()], "drift_checked": self.drift is not None}
+            out |= {
+                "drifted": [f.to_dict() for f in self.drifted.values()],
+                "drift_checked": self.drift is not None,
+                "drift_unknown": self.drift_unknown,  # why it was not checked ("" when it was, or nothing was complete)
+            }
         return out
 
 

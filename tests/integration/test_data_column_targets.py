@@ -7,6 +7,7 @@ package committing meanwhile costs commits again, never the compute."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
@@ -22,7 +23,7 @@ from prefect_backfill.ledger import Ledger
 from prefect_backfill.ledger_record import Status
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.registry import register
-from tests.integration.conftest import BRONZE_END, BRONZE_START, Lake
+from tests.integration.conftest import BRONZE_END, BRONZE_START, LAKES, Lake
 
 pytestmark = pytest.mark.spark
 
@@ -151,6 +152,7 @@ def test_another_writer_committing_meanwhile_costs_commits_not_compute(
     print(f"outside appends: {len(appended)}; commits again after a conflict: {len(conflicts)}")
 
 
+@pytest.mark.parametrize("lake", LAKES, indirect=True)
 def test_audit_and_undo_of_a_clustered_target_read_its_rows(
     lake: Lake, spark: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,6 +167,10 @@ def test_audit_and_undo_of_a_clustered_target_read_its_rows(
     assert run_cli(["audit", good.name]) == 0, capsys.readouterr()
     spark.sql(f"OPTIMIZE delta.`{lake.target}`").collect()  # the days now share files
     assert run_cli(["audit", good.name]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert run_cli(["status", good.name, "--json"]) == 0  # no Spark: says where drift is checked
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"]["COMPLETE"] == 8 and "`backfill audit" in status["drift_unknown"], status
 
     def wrong_factor(orders: DataFrame) -> DataFrame:
         return to_silver_orders(orders).withColumn("amount_usd", F.round(F.col("amount") * 11, 2))
