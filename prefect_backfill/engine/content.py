@@ -41,7 +41,7 @@ def _hashed(output: DataFrame, types: Mapping[str, str] | None) -> list[Column]:
     kinds = {f.name: f.dataType for f in output.schema.fields}
     columns = []
     for name in sorted(kinds):
-        column = F.col(f"`{name}`")
+        column = F.col("`" + name.replace("`", "``") + "`")
         if types and name in types and types[name] != kinds[name].simpleString():
             column = column.cast(types[name])
         if isinstance(kinds[name], MapType):
