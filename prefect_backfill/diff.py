@@ -4,7 +4,9 @@ Per partition, recorded in the ledger's ``diff`` column (JSON) with its COMPLETE
 
 - rows before and after;
 - sums of the numeric columns (or the pipeline's ``diff_columns``) before and after: "amount_usd up 10 %";
-- with a declared ``key``, how many keys were added, removed and changed (same key, other values).
+- with a declared ``key``, how many keys were added, removed and changed (same key, other values);
+- the columns the partition gained or whose type widened, against the columns its previous write recorded
+  in the ledger (a new version that changes the schema: :mod:`prefect_backfill.schema_change`).
 
 "After" comes from the grouped aggregation the chunk runs anyway (no extra pass); "before" is one
 aggregation over the old rows of the chunk's partitions, read as of the version the commit replaces
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
     "KeyChanges",
     "PartitionDiff",
     "changed_columns",
+    "column_changes",
     "diff_markdown",
     "numeric_columns",
     "rows_change",
@@ -57,6 +60,9 @@ class PartitionDiff:
     rows_after: int
     sums: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     keys: KeyChanges | None = None
+    # What the write changed in the partition's columns ("adds fx_rate (double)"): from the ledger's
+    # recorded shapes by :func:`run_diffs`, not stored in the diff's JSON.
+    columns: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -88,6 +94,8 @@ class PartitionDiff:
         }
         if self.keys is not None:
             out["keys"] = {"added": self.keys.added, "removed": self.keys.removed, "changed": self.keys.changed}
+        if self.columns:
+            out["columns"] = list(self.columns)
         return out
 
 
@@ -111,7 +119,11 @@ def totals(diffs: Sequence[PartitionDiff]) -> PartitionDiff:
         if keyed
         else None
     )
-    return PartitionDiff("total", sum(d.rows_before for d in diffs), sum(d.rows_after for d in diffs), sums, keys)
+    reshaped = sum(1 for d in diffs if d.columns)
+    columns = (f"{reshaped:,} partition(s)",) if reshaped else ()
+    return PartitionDiff(
+        "total", sum(d.rows_before for d in diffs), sum(d.rows_after for d in diffs), sums, keys, columns
+    )
 
 
 def _add(a: float | None, b: float | None) -> float | None:
@@ -152,6 +164,8 @@ def changed_columns(d: PartitionDiff) -> list[str]:
             out.append(f"{column}: {_num(before)} → {_num(after)}{_pct(before, after)}")
     if d.keys is not None and (d.keys.added or d.keys.removed or d.keys.changed):
         out.append(f"keys: +{d.keys.added:,} −{d.keys.removed:,} changed {d.keys.changed:,}")
+    if d.columns:
+        out.append("columns: " + "; ".join(d.columns))
     return out
 
 
@@ -159,9 +173,12 @@ def table_rows(diffs: Sequence[PartitionDiff], limit: int = 60) -> tuple[list[st
     """Header and rows (the first ``limit`` partitions, then the totals) for the UI and the CLI."""
     columns = sorted({c for d in diffs for c in d.sums})
     keyed = any(d.keys is not None for d in diffs)
+    reshaped = any(d.columns for d in diffs)
     head = ["partition", "rows", *columns]  # each cell: before → after (change)
     if keyed:
         head += ["keys +", "keys −", "keys changed"]
+    if reshaped:
+        head.append("columns")
 
     def row(d: PartitionDiff) -> list[str]:
         cells = [d.partition, rows_change(d)]
@@ -171,6 +188,8 @@ def table_rows(diffs: Sequence[PartitionDiff], limit: int = 60) -> tuple[list[st
         if keyed:
             k = d.keys
             cells += [f"{k.added:,}", f"{k.removed:,}", f"{k.changed:,}"] if k is not None else ["", "", ""]
+        if reshaped:
+            cells.append("; ".join(d.columns))
         return cells
 
     rows = [row(d) for d in diffs[:limit]]
@@ -191,13 +210,36 @@ def diff_markdown(title: str, diffs: Sequence[PartitionDiff], limit: int = 60) -
 
 
 def run_diffs(events: Iterable[Mapping[str, Any]], run_id: str) -> list[PartitionDiff]:
-    """The diffs a run recorded: its latest COMPLETE event with a diff per partition, by partition."""
+    """The diffs a run recorded: its latest COMPLETE event with a diff per partition, by partition; with
+    the columns each partition gained (or whose type widened) since the write before the run's
+    (:func:`column_changes`)."""
     found: dict[str, PartitionDiff] = {}
+    before: dict[str, str | None] = {}  # each partition's shape before the run's first write of it
+    shape: dict[str, str | None] = {}  # the latest shape recorded, as the events go by
     for event in events:  # oldest first: a later attempt's event wins
-        if event.get("run_id") == run_id and event.get("status") == "COMPLETE" and event.get("diff"):
-            key = str(event["partition"])
-            found[key] = PartitionDiff.from_json(key, str(event["diff"]))
+        key = str(event.get("partition"))
+        if event.get("status") != "COMPLETE":
+            continue
+        if event.get("run_id") == run_id:
+            before.setdefault(key, shape.get(key))
+            if event.get("diff"):
+                found[key] = replace(
+                    PartitionDiff.from_json(key, str(event["diff"])),
+                    columns=column_changes(before[key], event.get("shape")),
+                )
+        shape[key] = event.get("shape")
     return [found[k] for k in sorted(found)]
+
+
+def column_changes(old: str | None, new: str | None) -> tuple[str, ...]:
+    """What writing shape ``new`` over shape ``old`` (as the ledger records them) changed in the columns
+    ("adds fx_rate (double)", "widens quantity from int to bigint"); nothing when either is unknown."""
+    from prefect_backfill.schema_change import compare, recorded_columns
+
+    was, now = recorded_columns(old), recorded_columns(new)
+    if was is None or now is None:
+        return ()
+    return tuple(str(c) for c in compare(was, now).changes)
 
 
 def diffed_run(events: Sequence[Mapping[str, Any]], run_id: str | None, pipeline: str) -> str:

@@ -88,7 +88,7 @@ class Recorded:
     diff: str | None = None  # JSON: the before/after diff of the partition (prefect_backfill.diff)
     check_name: str | None = None  # the pre-commit check a FAILED partition did not pass
     target_digest: str | None = None  # COMPLETE: digest of the partition's target files after the commit
-    shape: str | None = None  # COMPLETE: the written columns' names and types (schema_change.shape_digest)
+    shape: str | None = None  # COMPLETE: the written columns' names and types (schema_change.shape_text)
     undone_run: str | None = (
         None  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo_planning)
     )

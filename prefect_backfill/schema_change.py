@@ -176,6 +176,27 @@ def compare(target: Sequence[Column], output: Sequence[Column]) -> SchemaChange:
     return SchemaChange(tuple(changes))
 
 
+def shape_text(columns: Iterable[Column]) -> str:
+    """What the ledger records of the shape a partition was written with: its columns' names and types as
+    JSON, in name order (a Parquet column of repeated values, dictionary-encoded: a few bytes an event), so
+    a run's diff can say which columns a partition gained (:func:`recorded_columns`)."""
+    return json.dumps([[c.name, c.type] for c in sorted(columns, key=lambda c: (c.name.lower(), c.type))])
+
+
+def recorded_columns(shape: str | None) -> list[Column] | None:
+    """The columns of a recorded shape (:func:`shape_text`); None for none, or for a digest (what releases
+    before it recorded: the columns cannot be told from it)."""
+    if not shape or not shape.startswith("["):
+        return None
+    return [Column(str(name), str(kind)) for name, kind in json.loads(shape)]
+
+
+def shape_key(shape: str) -> str:
+    """A recorded shape as :func:`shape_digest` gives it, whether recorded as columns or (before) a digest."""
+    columns = recorded_columns(shape)
+    return shape if columns is None else shape_digest(columns)
+
+
 def shape_digest(columns: Iterable[Column]) -> str:
     """A short digest of a table's or an output's shape (names and types, not order or nullability): the
     ledger records the shape each partition was written with, so ``status`` can count the partitions

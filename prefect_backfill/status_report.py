@@ -20,6 +20,7 @@ from prefect_backfill.partitions import Partition, parse_partition_key, partitio
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import PartitionState, Status
 from prefect_backfill.preparing import ledger_location
+from prefect_backfill.schema_change import shape_key
 from prefect_backfill.settings import get_settings
 
 __all__ = ["StatusReport", "status_report"]
@@ -139,7 +140,7 @@ def status_report(spec: Pipeline, start: str | None, end: str | None) -> StatusR
             sorted(
                 k
                 for k, s in states.items()
-                if s.status is Status.COMPLETE and shape is not None and s.shape is not None and s.shape != shape
+                if s.status is Status.COMPLETE and shape is not None and s.shape and shape_key(s.shape) != shape
             )
         ),
     )

@@ -48,7 +48,7 @@ class ChunkOutcome:
     diffs: Mapping[str, str] = field(default_factory=dict)
     rows_before: Mapping[str, int] = field(default_factory=dict)
     target_digests: Mapping[str, str] = field(default_factory=dict)
-    shape: str | None = None  # the written columns' names and types (schema_change.shape_digest)
+    shape: str | None = None  # the written columns' names and types (schema_change.shape_text)
 
 
 class Engine(Protocol):

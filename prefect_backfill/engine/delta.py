@@ -65,7 +65,7 @@ from prefect_backfill.errors import (
 from prefect_backfill.ledger import register_ledger_views  # the views live with the ledger; README spells it here
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
-from prefect_backfill.schema_change import columns_of, shape_digest
+from prefect_backfill.schema_change import columns_of, shape_text
 from prefect_backfill.settings import get_settings
 from prefect_backfill.snapshots import TableSnapshot, partition_key
 from prefect_backfill.storage import delta_options, on_object_store
@@ -346,7 +346,7 @@ class SparkDeltaEngine:
                 if serial
                 else committed_digests(snapshot, keys)
             ),
-            shape=shape_digest(columns_of(output.schema.json())),
+            shape=shape_text(columns_of(output.schema.json())),
         )
 
     # -- checks and diff (before the commit) ----------------------------------------------------

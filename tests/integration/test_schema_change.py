@@ -87,6 +87,13 @@ def test_added_and_widened_columns_reach_the_table_once_and_a_dropped_column_is_
     operations = [h["operation"] for h in DeltaTable(lake.target).history()]
     assert operations.count("ADD COLUMNS") == 1 and operations.count("CHANGE COLUMN") == 1, operations
 
+    # The run's diff says what each partition gained, from the shapes the ledger recorded.
+    code, out, _ = cli(monkeypatch, capsys, "diff", second.name, "--json")
+    assert code == 0
+    reshaped = {d["partition"]: d.get("columns") for d in json.loads(out)["partitions"]}
+    gained = ["widens quantity from int to bigint", "adds fx_rate (double)"]
+    assert reshaped == {day: gained for day in FIRST_THREE}, reshaped
+
     code, out, _ = cli(monkeypatch, capsys, "status", second.name, "--json")
     assert code == 0
     old = json.loads(out)["old_shape"]
