@@ -227,7 +227,8 @@ def run_diffs(events: Iterable[Mapping[str, Any]], run_id: str) -> list[Partitio
                     PartitionDiff.from_json(key, str(event["diff"])),
                     columns=column_changes(before[key], event.get("shape")),
                 )
-        shape[key] = event.get("shape")
+        if event.get("shape"):  # (a COMPLETE served from the cache wrote nothing and records no shape)
+            shape[key] = event.get("shape")
     return [found[k] for k in sorted(found)]
 
 

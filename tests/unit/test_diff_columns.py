@@ -29,6 +29,7 @@ def test_a_runs_diff_names_the_columns_each_partition_gained_since_its_write_bef
     events = [
         event("2024-01-01", "r1", shape_text(V1)),
         event("2024-01-02", "r1", shape_digest(V1)),  # an older release: columns unknown
+        event("2024-01-01", "r9", None, diff=None),  # served from the cache: wrote nothing, no shape
         event("2024-01-01", "r2", shape_text(V2)),
         event("2024-01-02", "r2", shape_text(V2)),
         event("2024-01-03", "r2", shape_text(V2)),  # first written by this run: nothing to compare
