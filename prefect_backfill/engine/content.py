@@ -31,30 +31,31 @@ __all__ = ["HASH_SUM", "content_aggregate", "content_digest", "content_snapshot"
 HASH_SUM = "_bf_content"
 
 
-def _hashed(output: DataFrame, types: Mapping[str, str] | None) -> list[Column]:
-    """The columns hashed, in name order: cast to the table's types where given (the write casts them so;
-    an ``int`` and a ``bigint`` of one value hash differently), maps as their sorted entries (Spark does
-    not hash maps)."""
+def _hashed(output: DataFrame) -> list[Column]:
+    """The columns hashed, in name order: a map as its sorted entries (Spark hashes no map), a map nested
+    deeper as its JSON (whose entry order Spark keeps as it reads it). The output's types are the table's:
+    Delta refuses a write of another type (``DELTA_FAILED_TO_MERGE_FIELDS``, an ``int`` into a ``bigint``
+    included), and a widened column is widened before the first chunk (:mod:`prefect_backfill.schema_change`)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import MapType
 
     kinds = {f.name: f.dataType for f in output.schema.fields}
     columns = []
-    for name in sorted(kinds):
+    for name in sorted(kinds, key=str.lower):
         column = F.col("`" + name.replace("`", "``") + "`")
-        if types and name in types and types[name] != kinds[name].simpleString():
-            column = column.cast(types[name])
         if isinstance(kinds[name], MapType):
             column = F.array_sort(F.map_entries(column))
+        elif "map<" in kinds[name].simpleString():
+            column = F.to_json(F.struct(column))
         columns.append(column)
     return columns
 
 
-def content_aggregate(output: DataFrame, types: Mapping[str, str] | None = None) -> Column:
+def content_aggregate(output: DataFrame) -> Column:
     """The sum of the rows' hashes, for a ``groupBy(partition column).agg(...)`` beside the row count."""
     from pyspark.sql import functions as F
 
-    return F.sum(F.xxhash64(*_hashed(output, types)).cast("decimal(38,0)")).alias(HASH_SUM)
+    return F.sum(F.xxhash64(*_hashed(output)).cast("decimal(38,0)")).alias(HASH_SUM)
 
 
 def content_digest(rows: int, hash_sum: Decimal | int | None) -> str:

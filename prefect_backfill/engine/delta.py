@@ -182,15 +182,13 @@ class SparkDeltaEngine:
             self._targets[pipeline.target.location] = target
             return target
 
-    def _target(self, pipeline: Pipeline) -> tuple[TargetLayout, dict[str, str]]:
-        """The target's layout and its columns' types, as :meth:`ensure_target` left it (or read now: a Dask
-        worker's engine processes chunks without having prepared the target)."""
+    def _layout(self, pipeline: Pipeline) -> TargetLayout:
+        """The target's layout, as :meth:`ensure_target` found it (or read now: a Dask worker's engine
+        processes chunks without having prepared the target)."""
         location = pipeline.target.location
         if location not in self._targets:
             self._targets[location] = self.describe(pipeline.target)
-        info = self._targets[location]
-        types = {c.name: c.type for c in columns_of(info.schema)} if info.schema else {}
-        return target_layout(info, pipeline), types
+        return target_layout(self._targets[location], pipeline)
 
     def _create_target(self, pipeline: Pipeline) -> TableInfo:
         create_target(self._read(pipeline.source), pipeline)
@@ -267,8 +265,7 @@ class SparkDeltaEngine:
                 )
             # A target whose commits go one at a time: the output is computed once, in parallel, by the
             # count pass; only the write of that cache waits for the table (engine/committer.py).
-            layout, types = self._target(pipeline)
-            serial = layout is TargetLayout.DATA_COLUMN
+            serial = self._layout(pipeline) is TargetLayout.DATA_COLUMN
             cached = serial or keep_output(pipeline, output, source_bytes)
             if cached:
                 output = output.persist(StorageLevel.MEMORY_AND_DISK)
@@ -280,7 +277,7 @@ class SparkDeltaEngine:
                         F.count(F.lit(1)).alias("_bf_n"),
                         *[F.sum(F.col(c)).alias(f"_bf_s{i}") for i, c in enumerate(summed)],
                         *aggregates(pipeline.checks),
-                        *([content_aggregate(output, types)] if serial else []),
+                        *([content_aggregate(output)] if serial else []),
                     )
                     .collect()
                 )
