@@ -20,7 +20,7 @@ export DO_NOT_TRACK ?= 1
 # A fresh SQLite database of the embedded server takes ~11 s to migrate; the default wait is 20 s.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: class-archive setup jars object-store-jars browser object-store object-store-server demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
+.PHONY: class-archive setup jars object-store-jars browser object-store object-store-server metastore demo test test-unit test-integration test-e2e screenshot lint bench bench-scale clean server \
 	deployments worker-backfill worker-daily
 
 # --compile-bytecode: uv leaves it out by default, and where PYTHONDONTWRITEBYTECODE is set nothing ever
@@ -71,6 +71,12 @@ object-store-server: $(OBJECT_STORE_BIN)
 # Serve .data/object-store on 127.0.0.1:$(OBJECT_STORE_PORT) in the foreground and print what to export.
 object-store: $(OBJECT_STORE_BIN)
 	$(PY) -m prefect_backfill.testing.object_store --port $(OBJECT_STORE_PORT) --root .data/object-store
+
+# A Hive metastore (Hive's own Thrift service on Derby, from pyspark's jars) on 127.0.0.1:$(METASTORE_PORT), kept in
+# .data/metastore, in the foreground; prints what to export (README, "Catalog tables").
+METASTORE_PORT ?= 9083
+metastore: $(VENV)/.installed
+	$(PY) -m prefect_backfill.testing.metastore --port $(METASTORE_PORT) --root .data/metastore
 
 # Headless Chromium for the UI test: Debian's package (Playwright's own browser download cannot work here).
 browser:

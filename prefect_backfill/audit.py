@@ -169,8 +169,9 @@ def audit(
 def read_target(
     pipeline: Pipeline, states: Mapping[str, PartitionState], *, rows_of: Sequence[Partition] | None = None
 ) -> TableSnapshot:
-    """The target's snapshot, to compare with ``states``: a path table's log read by delta-rs (no JVM);
-    a catalog table's through the engine (Spark finds its location). With the log's data changes where a
+    """The target's snapshot, to compare with ``states``: a path table's log read by delta-rs (no JVM), and a
+    catalog table's whose storage its metastore gave (:mod:`prefect_backfill.catalog`); another catalog
+    table's through the engine (Spark finds its location). With the log's data changes where a
     partition's files changed (a compaction is not a rewrite: :mod:`prefect_backfill.drift`). A clustered or
     unpartitioned target's log cannot tell its partitions apart: given ``rows_of``, those partitions (all
     when empty) are read instead, by a digest of their rows (one Spark job); without it, the snapshot is
@@ -178,8 +179,8 @@ def read_target(
     from prefect_backfill.engine import get_engine
 
     column, grain = pipeline.partition_column, pipeline.grain
-    if pipeline.target.is_path:
-        target = read_snapshot(pipeline.target.location, column, grain)
+    if pipeline.target.path:
+        target = read_snapshot(pipeline.target.path, column, grain)
     else:
         target = get_engine().snapshot(pipeline.target, column, grain)
     if (

@@ -30,6 +30,7 @@ __all__ = [
     "BackfillError",
     "BackfillFailedError",
     "CanaryStoppedError",
+    "CatalogUnavailableError",
     "CheckFailedError",
     "ChunkFailedError",
     "CommitConflictError",
@@ -118,6 +119,10 @@ class SchemaChangeError(PipelineDefinitionError):
 
 class ServerStartError(BackfillError):
     """Prefect's embedded server, started by ``backfill run`` (no ``PREFECT_API_URL``), did not answer."""
+
+
+class CatalogUnavailableError(BackfillError):
+    """The metastore of ``BACKFILL_METASTORE_URI`` did not answer where a catalog table's files are."""
 
 
 class SourceNotFoundError(BackfillError):

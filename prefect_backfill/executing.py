@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache
+from prefect_backfill.catalog import with_storage
 from prefect_backfill.chunking import split_stretches
 from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.engine.failures import Failure, FailureKind, classify
@@ -66,6 +67,10 @@ class ChunkJob(BaseModel):
     deadline: datetime | None = None  # the night window: nothing more starts after it
     hard_stop: datetime | None = None  # the window's end plus its grace: work still running is cancelled
     result_storage: str | None = None  # where cache records go
+    # Where catalog-named tables' files are, as the run found them (prefect_backfill.catalog): a worker
+    # reads the target's log there without asking the metastore (or Spark) again.
+    source_storage: str | None = None
+    target_storage: str | None = None
 
 
 def backoff_delay(base: float, attempt: int) -> float:
@@ -113,7 +118,7 @@ class ChunkExecutor:
         """The executor of ``job`` in this process (its pipeline checked against the planned version)."""
         keys = job.partitions
         return cls(
-            spec=_pipeline(job.pipeline, job.fingerprint),
+            spec=with_storage(_pipeline(job.pipeline, job.fingerprint), job.source_storage, job.target_storage),
             fingerprint=job.fingerprint,
             ledger=Ledger(job.ledger_path),
             run_id=job.run_id,

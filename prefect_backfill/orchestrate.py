@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from prefect.runtime import flow_run
 from prefect_backfill import phases, stopping
 from prefect_backfill.caching import PartitionCache, cache_key
 from prefect_backfill.canary_gate import canaries_pass
+from prefect_backfill.catalog import with_storage
 from prefect_backfill.coordination import claim, pipeline_cap, target_key
 from prefect_backfill.drift import is_target_drift, target_drift
 from prefect_backfill.engine import get_engine
@@ -71,6 +73,9 @@ def run_prepared(prepared: PreparedRun, chunk_task: Any, started: float | None =
             else:
                 with phases.phase("ensure target"):
                     target = get_engine().ensure_target(pipeline)
+                if pipeline.target.path is None and target.location:  # a catalog target, found (or made) by Spark
+                    pipeline = with_storage(pipeline, None, target.location)
+                    prepared = replace(prepared, pipeline=pipeline)
                 target_id = target.table_id or pipeline.target.location
                 cache = PartitionCache.from_settings(prepared.settings)
                 plan = _serve_cached(prepared, plan, cache, target_id, run_id, out)

@@ -44,9 +44,14 @@ def check_identifier(value: str, what: str) -> str:
 @dataclass(frozen=True, slots=True)
 class TableRef:
     """A Delta table, either by storage path (``/lake/silver/orders``, ``s3a://…``) or by catalog name
-    (``silver.orders``). Anything with a ``/`` is a path; anything else must be a dotted identifier."""
+    (``silver.orders``). Anything with a ``/`` is a path; anything else must be a dotted identifier.
+
+    ``storage`` is where a catalog table's files are, once a process has asked its catalog
+    (:mod:`prefect_backfill.catalog`): what delta-rs reads for commit versions, digests, audit and undo,
+    while Spark keeps reading and writing the table by its name. It is not part of the table's identity."""
 
     location: str
+    storage: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         loc = self.location.strip() if isinstance(self.location, str) else ""
@@ -60,6 +65,16 @@ class TableRef:
     @property
     def is_path(self) -> bool:
         return "/" in self.location
+
+    @property
+    def path(self) -> str | None:
+        """Where the table's Delta log is: the path itself, a catalog table's resolved storage, or None
+        (a catalog table not resolved: only Spark can read it)."""
+        return self.location if self.is_path else self.storage
+
+    def stored_at(self, storage: str | None) -> TableRef:
+        """This catalog table, its files at ``storage`` (a path table is its own storage)."""
+        return self if self.is_path else TableRef(self.location, storage)
 
     def __str__(self) -> str:
         return self.location

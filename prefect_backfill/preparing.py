@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from prefect_backfill import window
 from prefect_backfill.canary import pick_canaries
+from prefect_backfill.catalog import resolved
 from prefect_backfill.chunking import Chunk, make_chunks
 from prefect_backfill.coordination import held_on_target, target_key
 from prefect_backfill.engine import Engine, get_engine
@@ -160,7 +161,8 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
     """Validate the request against its pipeline and the safety cap, read the ledger, and plan."""
     planned_at = datetime.now(UTC)  # before the ledger is read: what completes after it is seen as new
     settings = settings or get_settings()
-    pipeline = get_pipeline(request.pipeline)
+    # Catalog tables: where their files are, from the metastore (no Spark), so the plan reads their logs.
+    pipeline = resolved(get_pipeline(request.pipeline), settings)
     if request.partitions:
         # An explicit list: each key parsed for the pipeline's grain, duplicates dropped.
         partitions = sorted({parse_partition_key(key, pipeline.grain) for key in request.partitions})
@@ -225,18 +227,19 @@ def prepare(request: BackfillRequest, settings: BackfillSettings | None = None) 
 def _snapshot(engine: Engine, table: TableRef, pipeline: Pipeline, role: str) -> TableSnapshot:
     """The ``role`` table's snapshot for the plan. A path table that exists but cannot be read (no
     permission on its prefix or folder, a store refusing it) is one line naming it, asked of its store
-    (:func:`explained`), not the reading library's text. Catalog tables are read through Spark, whose
-    errors (a JVM that cannot start, say) keep their own types."""
+    (:func:`explained`), not the reading library's text; likewise a catalog table whose storage its metastore
+    gave. Other catalog tables are read through Spark, whose errors (a JVM that cannot start, say) keep their
+    own types."""
     try:
         return engine.snapshot(table, pipeline.partition_column, pipeline.grain)
     except BackfillError:
         raise
     except Exception as exc:
-        if not table.is_path:
+        if not table.path:
             raise
         raise TableUnreadableError(
             explained(
-                table.location,
+                table.path,
                 f"{role} table {table} of pipeline {pipeline.name} cannot be read ({one_line(exc, 200)}): "
                 "check the permissions on it and that it is a Delta table",
             )

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from deltalake.exceptions import DeltaError
 
 from prefect_backfill.caching import PartitionCache, cache_key
+from prefect_backfill.catalog import resolved
 from prefect_backfill.coordination import held_on_target, target_key
 from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.errors import InvalidRequestError, UndoRefusedError
@@ -106,7 +107,7 @@ def prepare_undo(
     """Validate the request (unknown pipeline or run, bad keys: one line, exit 2, nothing written) and
     plan the undo from the ledger and the target's log."""
     settings = settings or get_settings()
-    spec = get_pipeline(pipeline)
+    spec = resolved(get_pipeline(pipeline), settings)  # a catalog target's storage, from its metastore
     ledger = Ledger(ledger_location(spec, settings))
     rows = ledger.events(spec.name).to_pylist()
     if not rows:

@@ -154,6 +154,12 @@ class BackfillSettings(BaseSettings):
         description="Start the Spark driver from the class archive `backfill setup` writes (faster starts).",
     )
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env).")
+    metastore_uri: str | None = Field(
+        None,
+        description="A Hive metastore's Thrift address (thrift://host:9083) where catalog-named tables "
+        "(silver.orders) live: Spark's session catalog uses it, and the package asks it where a table's files "
+        "are, so commit versions, digests, audit, undo and `status` work on catalog tables without Spark.",
+    )
 
     @field_validator("pipeline_modules", mode="before")
     @classmethod
@@ -176,7 +182,7 @@ class BackfillSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, PyprojectTomlConfigSettingsSource(settings_cls))
 
-    @field_validator("s3_endpoint", "s3_region", mode="before")
+    @field_validator("s3_endpoint", "s3_region", "metastore_uri", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -187,6 +193,16 @@ class BackfillSettings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an endpoint URL: give http://host:port or https://host")
         return value.rstrip("/") if value else value
+
+    @field_validator("metastore_uri")
+    @classmethod
+    def _thrift_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.removeprefix("thrift://").partition(":")
+        if not value.startswith("thrift://") or not host or not port.isdigit():
+            raise ValueError(f"{value!r} is not a metastore address: give thrift://host:9083")
+        return value
 
     @property
     def ivy_dir(self) -> Path:

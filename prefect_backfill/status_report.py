@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_backfill.audit import AuditReport, Finding, audit, read_target
+from prefect_backfill.catalog import resolved
 from prefect_backfill.coordination import target_key
 from prefect_backfill.errors import one_line
 from prefect_backfill.eta import Eta, estimate
@@ -89,6 +90,8 @@ class StatusReport:
                 "drifted": [f.to_dict() for f in self.drifted.values()],
                 "drift_checked": self.drift is not None,
                 "drift_unknown": self.drift_unknown,  # why it was not checked ("" when it was, or nothing was complete)
+                # complete partitions with no recorded target digest: present, rows checked, a rewrite not visible
+                "drift_unverified": list(self.drift.unverified) if self.drift is not None else [],
             }
         return out
 
@@ -155,6 +158,7 @@ def _drift_of(
     if not any(s.status is Status.COMPLETE for s in states.values()):
         return None, "", None
     try:
+        spec = resolved(spec, get_settings())  # a catalog target: its storage, from the metastore (no Spark)
         target = read_target(spec, states)
     except Exception as exc:
         return None, f"the target's log cannot be read ({one_line(exc, 200)})", None

@@ -136,6 +136,8 @@ def submit(ctx: RunContext, chunks: Sequence[Chunk], limit: int, lost: Callable[
                         deadline=deadline,
                         hard_stop=hard_stop,
                         result_storage=str(cache.storage),
+                        source_storage=pipeline.source.storage,
+                        target_storage=pipeline.target.storage,
                     )
                 )
             except BaseException:

@@ -79,6 +79,7 @@ def audit(
 def _audit_report(pipeline: str, start: str | None, end: str | None) -> Any:
     from prefect_backfill.audit import audit as audit_partitions
     from prefect_backfill.audit import read_target
+    from prefect_backfill.catalog import resolved
     from prefect_backfill.errors import InvalidRequestError, TargetLayoutError
     from prefect_backfill.ledger import Ledger
     from prefect_backfill.partitions import parse_partition_key, partitions_between
@@ -86,7 +87,7 @@ def _audit_report(pipeline: str, start: str | None, end: str | None) -> Any:
     from prefect_backfill.registry import get_pipeline
     from prefect_backfill.settings import get_settings
 
-    spec = get_pipeline(pipeline)
+    spec = resolved(get_pipeline(pipeline), get_settings())  # a catalog target's storage, from its metastore
     ledger_path = ledger_location(spec, get_settings())
     states = Ledger(ledger_path).current(pipeline)
     if not states:
@@ -121,8 +122,8 @@ def _print_audit(report: Any) -> None:
     if report.unverified:
         _say(
             f"  {len(report.unverified)} partition(s) have no recorded target digest (written by an older release, "
-            "or a catalog target): presence and rows checked; a rewrite with the same row count cannot be told "
-            "until they are written again",
+            "or by a run that could not read the target's log): presence and rows checked; a rewrite with the "
+            "same row count cannot be told until they are written again",
             style="yellow",
         )
     if report.clean:

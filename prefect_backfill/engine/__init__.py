@@ -29,6 +29,7 @@ class TableInfo:
     table_id: str | None = None
     partition_columns: tuple[str, ...] = ()
     schema: str | None = None  # the table's schema, as the JSON of its log's schemaString
+    location: str | None = None  # where its Delta log is (a catalog table's storage, as its catalog says)
 
     def mixes_partitions(self) -> bool:
         """Not partitioned at all (liquid-clustered or plain): a file can hold rows of many partitions, so

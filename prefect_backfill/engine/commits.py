@@ -29,10 +29,10 @@ def committed_snapshot(pipeline: Pipeline, keys: Sequence[str], version: int | N
     """The target as of our commit ``version``: one delta-rs log read per chunk, at that version, so a
     commit of another chunk meanwhile changes nothing. Path targets with a known version only; best
     effort: the chunk is committed already, and None means "cannot tell"."""
-    if version is None or not pipeline.target.is_path:
+    if version is None or pipeline.target.path is None:
         return None
     try:
-        return read_snapshot(pipeline.target.location, pipeline.partition_column, pipeline.grain, version)
+        return read_snapshot(pipeline.target.path, pipeline.partition_column, pipeline.grain, version)
     except Exception as exc:
         logger.warning("target digests of %s at version %s not read (%s): drift cannot be told", keys, version, exc)
         return None
@@ -100,13 +100,14 @@ def find_commit(table_path: str, commit_tag: str, latest: int, look_back: int = 
 
 def commit_version(pipeline: Pipeline, commit_tag: str) -> int | None:
     """The Delta version our commit created, found by its userMetadata (other partitions commit
-    concurrently, so "the latest version" would be a race). Path targets only: delta-rs reads the
-    log in milliseconds; for catalog tables this would cost a Spark job per partition."""
-    if not pipeline.target.is_path:
+    concurrently, so "the latest version" would be a race). Path targets and catalog targets whose storage
+    is known (:mod:`prefect_backfill.catalog`): delta-rs reads the log in milliseconds; through Spark this
+    would cost a job per partition."""
+    location = pipeline.target.path
+    if location is None:
         return None
     from deltalake import DeltaTable
 
-    location = pipeline.target.location
     latest = DeltaTable(location, storage_options=delta_options(location)).version()
     return find_commit(location, commit_tag, latest)
 

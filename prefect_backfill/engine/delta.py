@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from prefect_backfill.catalog import storage_of
 from prefect_backfill.engine import ChunkOutcome, TableInfo
 from prefect_backfill.engine.commits import (
     commit_version,
@@ -91,7 +92,9 @@ def _describe_path(location: str) -> TableInfo:
     except TableNotFoundError:
         return TableInfo(exists=False)
     metadata = table.metadata()
-    return TableInfo(True, str(metadata.id), tuple(metadata.partition_columns), table.schema().to_json())
+    return TableInfo(
+        True, str(metadata.id), tuple(metadata.partition_columns), table.schema().to_json(), location.rstrip("/")
+    )
 
 
 class SparkDeltaEngine:
@@ -116,8 +119,8 @@ class SparkDeltaEngine:
     # -- tables ---------------------------------------------------------------------------------
 
     def describe(self, table: TableRef) -> TableInfo:
-        if table.is_path:  # delta-rs reads the log directly: no JVM needed
-            return _describe_path(table.location)
+        if table.path:  # a path, or a catalog table whose storage its metastore gave: delta-rs, no JVM
+            return _describe_path(table.path)
         spark = self._spark(table)
         if not spark.catalog.tableExists(table.location):
             return TableInfo(exists=False)
@@ -128,21 +131,20 @@ class SparkDeltaEngine:
 
             detail = DeltaTable.forName(spark, table.location).detail().collect()[0]
         schema = spark.read.table(table.location).schema.json()
-        return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]), schema)
+        location = storage_of({"spark.sql.sources.provider": "delta"}, {}, str(detail["location"]))
+        return TableInfo(True, str(detail["id"]), tuple(detail["partitionColumns"]), schema, location)
 
     def snapshot(self, table: TableRef, column: str, grain: Grain, version: int | None = None) -> TableSnapshot:
-        """Path tables: delta-rs reads the log (no JVM). Catalog tables: their storage location from
-        Spark, then the same; a location delta-rs cannot open gives an unknown snapshot (the ledger
-        alone then decides, as before)."""
-        if table.is_path:
-            return read_snapshot(table.location, column, grain, version)
+        """Path tables and catalog tables whose metastore gave their storage: delta-rs reads the log (no
+        JVM). Other catalog tables: their storage location from Spark, then the same; a location delta-rs
+        cannot open gives an unknown snapshot (the ledger alone then decides, as before)."""
+        if table.path:
+            return read_snapshot(table.path, column, grain, version)
         info = self.describe(table)
-        if not info.exists:
+        if not info.exists or info.location is None:
             return TableSnapshot(exists=False)
-        spark = self.spark
-        location = str(spark.sql(f"DESCRIBE DETAIL {quote_name(table.location)}").collect()[0]["location"])
         try:
-            return read_snapshot(location, column, grain, version)
+            return read_snapshot(info.location, column, grain, version)
         except Exception:
             return TableSnapshot.unknown()
 
@@ -152,10 +154,7 @@ class SparkDeltaEngine:
         """See :mod:`prefect_backfill.engine.content` (one grouped job over ``keys``' rows)."""
         with engine_errors():
             spark = self._spark(table)
-            if table.is_path:
-                location = table.location
-            else:
-                location = str(spark.sql(f"DESCRIBE DETAIL {quote_name(table.location)}").collect()[0]["location"])
+            location = table.path or self.describe(table).location or table.location
             return read_content(spark, location, column, grain, version, keys)
 
     def _read(self, table: TableRef) -> DataFrame:

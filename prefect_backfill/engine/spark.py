@@ -145,6 +145,9 @@ def spark_conf(settings: BackfillSettings, object_store: bool = False) -> dict[s
 def _driver_conf(settings: BackfillSettings, object_store: bool = False) -> dict[str, str]:
     """The configuration of a Spark driver with Delta: this process's, or a Connect server's."""
     conf = _delta_conf(settings)
+    if settings.metastore_uri:  # catalog names resolve in that metastore (Spark's Hive session catalog)
+        conf["spark.sql.catalogImplementation"] = "hive"
+        conf["spark.hadoop.hive.metastore.uris"] = settings.metastore_uri
     if object_store or settings.s3_connector:
         conf["spark.jars.packages"] = f"{DELTA_PACKAGE},{S3A_PACKAGE}"
         conf.update(s3a_conf(settings))

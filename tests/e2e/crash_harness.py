@@ -108,6 +108,9 @@ class CrashLake:
     control: bool = False
     extra_args: tuple[str, ...] = ()  # appended to the command of every run (the bench's --cli-arg)
     cluster_by: str = ""  # the target created liquid-clustered by these columns (CRASH_CLUSTER_BY)
+    #: A Hive metastore (thrift://…): source and target are then the catalog tables bronze.crash_orders (over
+    #: :attr:`bronze`) and silver.crash_orders (managed, in database silver at data/silver: see catalog_sql).
+    metastore_uri: str = ""
     startup_s: list[float] = field(default_factory=list)  # measured: start → first ledger event
     bronze_salt: int = 0  # the current bronze content
 
@@ -121,7 +124,16 @@ class CrashLake:
 
     @property
     def silver(self) -> str:
-        return str(self.root / "data" / "silver" / "orders")
+        """Where silver's files are (a catalog target's: its database's folder, its name)."""
+        return str(self.root / "data" / "silver" / ("crash_orders" if self.metastore_uri else "orders"))
+
+    def catalog_sql(self) -> list[str]:
+        """The statements that register this lake's tables in its metastore (bronze must exist)."""
+        return [
+            f"CREATE DATABASE IF NOT EXISTS bronze LOCATION '{self.root / 'data' / 'bronze'}'",
+            f"CREATE DATABASE IF NOT EXISTS silver LOCATION '{self.root / 'data' / 'silver'}'",
+            f"CREATE TABLE IF NOT EXISTS bronze.crash_orders USING delta LOCATION '{self.bronze}'",
+        ]
 
     @property
     def ledger_path(self) -> Path:
@@ -171,6 +183,15 @@ class CrashLake:
         )
         if self.control:
             env.update({"CRASH_VERSION": f"c{self.bronze_salt}", "BACKFILL_COORDINATE": "false"})
+        if self.metastore_uri:  # what a user of catalog tables sets: the metastore, and where the ledger goes
+            env.update(
+                {
+                    "CRASH_BRONZE": "bronze.crash_orders",
+                    "CRASH_SILVER": "silver.crash_orders",
+                    "BACKFILL_METASTORE_URI": self.metastore_uri,
+                    "BACKFILL_LEDGER_PATH": str(self.ledger_path),
+                }
+            )
         return env
 
     def events(self) -> list[dict[str, Any]]:
