@@ -159,6 +159,12 @@ def _drift_of(
         return None, "", None
     try:
         spec = resolved(spec, get_settings())  # a catalog target: its storage, from the metastore (no Spark)
+        if spec.target.path is None:  # status starts no Spark to find it
+            why = (
+                f"catalog target {spec.target}: where its files are is unknown without BACKFILL_METASTORE_URI "
+                f"(`backfill audit {spec.name}` asks Spark)"
+            )
+            return None, why, None
         target = read_target(spec, states)
     except Exception as exc:
         return None, f"the target's log cannot be read ({one_line(exc, 200)})", None

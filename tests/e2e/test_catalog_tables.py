@@ -99,6 +99,12 @@ def test_status_answers_from_the_metastore_without_spark(lake: CrashLake) -> Non
     assert report["drift_checked"] and not report["drifted"] and not report["drift_unknown"], report
     assert report["drift_unverified"] == [], report  # digests recorded and compared, as on a path target
 
+    no_metastore = {k: v for k, v in env.items() if k != "BACKFILL_METASTORE_URI"}
+    done = _cli(lake, "status", NAME, "--json", env=no_metastore)  # still no JVM: it says what it cannot tell
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["counts"]["COMPLETE"] == DAYS and "BACKFILL_METASTORE_URI" in report["drift_unknown"], report
+
 
 def test_a_metastore_that_does_not_answer_is_said_in_one_line(lake: CrashLake) -> None:
     with socket.socket() as sock:

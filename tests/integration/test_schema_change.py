@@ -3,7 +3,7 @@ first: a widening is refused until the pipeline allows it (a table feature); the
 added column once (the 3 have it, the other 5 read NULL) and the column widened in place (old files read
 as the wider type); `status` counts the 5 of the old shape (delta-rs reads the widened table's log, no
 JVM); a default run brings them all to the new shape. A version that drops a column is refused with one
-line, exit 2, and nothing is written."""
+line, exit 2, and nothing is written. The same for an added column at the issue's scale: 5 of 182 days."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from pyspark.sql import functions as F
 
 from flows.backfill import backfill
 from prefect_backfill.cli import main
-from prefect_backfill.demo import to_silver_orders
+from prefect_backfill.demo import generate_orders, to_silver_orders
 from prefect_backfill.ledger import Ledger
+from prefect_backfill.pipeline import TableRef
 from tests.integration.conftest import BRONZE_END, BRONZE_START, Lake
 
 pytestmark = pytest.mark.spark
@@ -118,3 +119,40 @@ def test_added_and_widened_columns_reach_the_table_once_and_a_dropped_column_is_
     assert "nothing was written" in line
     assert DeltaTable(lake.target).version() == version
     assert len(Ledger(lake.ledger).events(third.name)) == events
+
+
+def test_an_added_column_over_5_of_182_days_then_the_default_run_brings_the_other_177(
+    lake: Lake, spark: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's scale: half a year of days, a version that adds a column run over 5 of them first."""
+    bronze = str(tmp_path / "bronze182")
+    generate_orders(bronze, "2024-01-01", "2024-06-30", rows_per_day=3)
+    first = lake.make(v1, version="1", source=TableRef(bronze))
+    backfill(pipeline=first.name, start="2024-01-01", end="2024-06-30", retries=0, max_concurrency=2)
+    days = sorted(Ledger(lake.ledger).current(first.name))
+    assert len(days) == 182
+    five = days[::40][:5]
+
+    adds = lake.make(v1_with_rate, version="2", source=TableRef(bronze))
+    summary = backfill(pipeline=adds.name, partitions=five, retries=0).to_dict()
+    assert sorted(summary["completed"]) == five
+    with_rate = {
+        str(r["order_date"])
+        for r in spark.read.format("delta").load(lake.target).where(F.col("fx_rate").isNotNull()).collect()
+    }
+    assert with_rate == set(five)  # the other 177 read NULL: their files predate the column
+    code, out, _ = cli(monkeypatch, capsys, "status", adds.name, "--json")
+    assert code == 0 and json.loads(out)["old_shape"] == sorted(set(days) - set(five))
+    code, out, _ = cli(monkeypatch, capsys, "status", adds.name)
+    assert "OLD SCHEMA 177 partition(s) written before the target's columns changed" in out
+
+    summary = backfill(pipeline=adds.name, start="2024-01-01", end="2024-06-30", retries=0).to_dict()
+    assert len(summary["completed"]) == 177 and not set(summary["completed"]) & set(five)
+    assert spark.read.format("delta").load(lake.target).where(F.col("fx_rate").isNull()).count() == 0
+    code, out, _ = cli(monkeypatch, capsys, "status", adds.name, "--json")
+    assert json.loads(out)["old_shape"] == []
+
+
+def v1_with_rate(orders: DataFrame) -> DataFrame:
+    """Version 1 plus fx_rate (an added column, no widening)."""
+    return v1(orders).withColumn("fx_rate", F.lit(1.1))
