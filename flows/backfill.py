@@ -73,6 +73,7 @@ def backfill(
     canary_partitions: list[str] | None = None,
     approve: bool = False,
     canary_timeout_s: int = 3600,
+    cascade: str | None = None,
 ) -> BackfillSummary | State[BackfillSummary]:
     """Reprocess ``pipeline`` from ``start`` to ``end`` (inclusive), partition by partition.
 

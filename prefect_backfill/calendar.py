@@ -29,6 +29,7 @@ class Cell(enum.Enum):
     PENDING = ("🕓", "pending")
     UNDONE = ("⏪", "undone")
     STALE = ("🟨", "stale (older version)")
+    UPSTREAM = ("🟧", "stale (upstream changed)")
     MISSING = ("⬜", "never run")
     COMPLETE = ("✅", "complete")
 
@@ -58,6 +59,7 @@ def cell_of(state: PartitionState | None, fingerprint: str, drifted: bool = Fals
         Status.RUNNING: Cell.RUNNING,
         Status.PENDING: Cell.PENDING,
         Status.UNDONE: Cell.UNDONE,
+        Status.STALE: Cell.UPSTREAM,
     }[state.status]
 
 

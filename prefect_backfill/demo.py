@@ -1,8 +1,10 @@
-"""The demo lakehouse: a deterministic bronze ``orders`` table and the ``demo_orders`` pipeline.
+"""The demo lakehouse: a deterministic bronze ``orders`` table, the ``demo_orders`` pipeline (bronze → silver,
+daily) and ``demo_revenue`` (silver → gold, monthly revenue per country).
 
 The story of the seed: silver ``orders`` carries ``amount_usd``; version 1 used the wrong exchange
 factor, version 2 fixes it to 1.1, and six months (2024-01-01 … 2024-06-30, 182 days) must be
-reprocessed.
+reprocessed. Gold was built from the wrong silver: the silver backfill marks its six months STALE
+(:mod:`prefect_backfill.cascade`, a day → month roll-up), and gold's next default run rebuilds exactly them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
+from prefect_backfill.cascade import RollUp, Upstream
 from prefect_backfill.checks import Expect, NotNull, RowRatio, Unique
 from prefect_backfill.partitions import Grain
 from prefect_backfill.pipeline import Pipeline, TableRef
@@ -25,7 +28,9 @@ __all__ = [
     "DEMO_START",
     "bronze_path",
     "generate_orders",
+    "gold_path",
     "silver_path",
+    "to_gold_revenue",
     "to_silver_orders",
     "to_silver_orders_v1",
     "write_version_one",
@@ -49,6 +54,28 @@ def bronze_path() -> str:
 
 def silver_path() -> str:
     return f"{lake_root()}/silver/orders"
+
+
+def gold_path() -> str:
+    return f"{lake_root()}/gold/revenue"
+
+
+#: Bronze orders carry no country: the demo's gold looks it up from the customer id, a stand-in for the join
+#: with a customer dimension a real gold table would make.
+COUNTRIES = ("DE", "FR", "NL", "PL", "US")
+
+
+def to_gold_revenue(silver: DataFrame) -> DataFrame:
+    """Revenue and orders per month and country; ``order_date`` holds the month's first day (the partition)."""
+    from pyspark.sql import functions as F
+
+    index = (F.col("customer_id") % len(COUNTRIES) + 1).cast("int")
+    country = F.element_at(F.array(*[F.lit(c) for c in COUNTRIES]), index)
+    return (
+        silver.groupBy(F.trunc("order_date", "month").alias("order_date"), country.alias("country"))
+        .agg(F.round(F.sum("amount_usd"), 2).alias("revenue_usd"), F.count(F.lit(1)).alias("orders"))
+        .select("order_date", "country", "revenue_usd", "orders")
+    )
 
 
 def to_silver_orders(orders: DataFrame) -> DataFrame:
@@ -129,5 +156,20 @@ demo_orders = register(
         # Checked on every partition before it replaces the old rows (no extra pass but one distinct count).
         checks=(NotNull("order_id"), Unique("order_id"), Expect("amount_usd >= 0"), RowRatio(1.0, 1.0)),
         key=("order_id",),  # the diff counts orders added, removed and changed per day
+    )
+)
+
+demo_revenue = register(
+    Pipeline(
+        name="demo_revenue",
+        source=TableRef(silver_path()),
+        target=TableRef(gold_path()),
+        partition_column="order_date",
+        transform=to_gold_revenue,
+        version="1",
+        grain=Grain.MONTH,
+        description="silver orders -> gold revenue per month and country (a roll-up of demo_orders' days)",
+        upstream=(Upstream("demo_orders", RollUp()),),  # cascade: mark (the default)
+        checks=(NotNull("country"), Expect("revenue_usd >= 0")),
     )
 )

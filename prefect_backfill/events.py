@@ -59,6 +59,7 @@ __all__ = [
     "CHECK_FAILED",
     "COMPLETED",
     "FAILED",
+    "MARKED_STALE",
     "RUN_FINISHED",
     "BackfillEvent",
     "check_name",
@@ -70,6 +71,7 @@ __all__ = [
     "partition_failed",
     "partition_resource_id",
     "partitions_completed",
+    "partitions_marked_stale",
     "pipeline_resource_id",
     "run_finished",
 ]
@@ -78,6 +80,7 @@ COMPLETED = "prefect-backfill.partition.completed"
 FAILED = "prefect-backfill.partition.failed"
 CHECK_FAILED = "prefect-backfill.partition.check-failed"
 RUN_FINISHED = "prefect-backfill.run.finished"
+MARKED_STALE = "prefect-backfill.partition.marked-stale"
 
 #: Partitions named as related resources of one ``completed`` event. Prefect's server accepts 100 related
 #: resources per event, and the run context adds up to ~10 (flow run, task run, flow, deployment, work
@@ -173,6 +176,35 @@ def partitions_completed(
             "rows_out": sum(o for _, o in rows.values()),
             "duration_s": round(duration_s, 3),
             "partitions": [{"partition": k, "rows_in": rows[k][0], "rows_out": rows[k][1]} for k in keys],
+        },
+        related=tuple(related),
+    )
+
+
+def partitions_marked_stale(
+    downstream: str, upstream: str, pulled: Mapping[str, Sequence[str]], *, run_id: str
+) -> BackfillEvent:
+    """The one event of an upstream commit that made downstream partitions STALE: ``pulled`` maps each
+    downstream partition (in order) to the upstream partitions of the commit it reads."""
+    keys = list(pulled)
+    span = keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+    related = [
+        _pipeline_related(downstream),
+        {**_pipeline_related(upstream), "prefect.resource.role": "upstream-pipeline"},
+    ]
+    related += [
+        {"prefect.resource.id": partition_resource_id(downstream, k), "prefect.resource.role": "partition"}
+        for k in keys[:MAX_RELATED_PARTITIONS]
+    ]
+    return BackfillEvent(
+        event=MARKED_STALE,
+        resource=_partition_resource(downstream, span, **{"prefect-backfill.partitions": str(len(keys))}),
+        payload={
+            "pipeline": downstream,
+            "upstream": upstream,
+            "run_id": run_id,
+            "count": len(keys),
+            "partitions": [{"partition": k, "because": list(pulled[k])} for k in keys],
         },
         related=tuple(related),
     )

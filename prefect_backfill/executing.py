@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from prefect_backfill import stopping, window
 from prefect_backfill.caching import PartitionCache
+from prefect_backfill.cascade import Policy
 from prefect_backfill.catalog import with_storage
 from prefect_backfill.chunking import split_stretches
 from prefect_backfill.engine import Engine, get_engine
@@ -34,11 +35,13 @@ from prefect_backfill.engine.failures import Failure, FailureKind, classify
 from prefect_backfill.errors import ChunkFailedError, PartitionValidationError, one_line
 from prefect_backfill.events import emit_partitions_completed, emit_partitions_failed
 from prefect_backfill.ledger import Ledger, LedgerEvent
+from prefect_backfill.marking import mark_downstream
 from prefect_backfill.partitions import parse_partition_key
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
 from prefect_backfill.registry import get_pipeline
 from prefect_backfill.results import ChunkResult, PartitionResult
+from prefect_backfill.settings import get_settings
 from prefect_backfill.traces import record_trace
 
 __all__ = ["ChunkExecutor", "ChunkJob", "backoff_delay", "run_job"]
@@ -71,6 +74,7 @@ class ChunkJob(BaseModel):
     # reads the target's log there without asking the metastore (or Spark) again.
     source_storage: str | None = None
     target_storage: str | None = None
+    cascade: Policy | None = None  # the run's override of every downstream edge's policy
 
 
 def backoff_delay(base: float, attempt: int) -> float:
@@ -109,6 +113,7 @@ class ChunkExecutor:
     source_rows: dict[str, int] = field(default_factory=dict)  # from the plan's read of the log (may be partial)
     source_bytes: dict[str, int] = field(default_factory=dict)  # likewise
     source_version: int | None = None  # the source version ``digests`` were read at
+    cascade: Policy | None = None  # the run's cascade policy for every downstream edge (None: each edge's own)
     completed: list[PartitionResult] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_started: list[str] = field(default_factory=list)
@@ -137,6 +142,7 @@ class ChunkExecutor:
             delay=job.retry_delay_seconds,
             deadline=job.deadline,
             hard_stop=job.hard_stop,
+            cascade=job.cascade,
         )
 
     def event(self, key: str, status: Status, attempt: int, started: datetime, **extra: Any) -> LedgerEvent:
@@ -229,6 +235,8 @@ class ChunkExecutor:
             self.spec, parts, commit_tag=tag, rows_in=known if len(known) == len(keys) else None, source_bytes=size
         )
         each = (time.perf_counter() - work) / len(keys)
+        # Downstream partitions that read these become STALE before these become COMPLETE (prefect_backfill.marking).
+        mark_downstream(self.spec, self.run_id, keys, get_settings(), self.cascade)
         finished = datetime.now(UTC)
         booked = time.perf_counter()
         events = []

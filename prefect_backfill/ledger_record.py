@@ -45,6 +45,7 @@ class Status(enum.StrEnum):
     COMPLETE = "COMPLETE"
     FAILED = "FAILED"
     UNDONE = "UNDONE"  # a COMPLETE partition restored to its content before that run (backfill undo)
+    STALE = "STALE"  # a COMPLETE partition whose upstream partitions an upstream run rewrote (cascade mark)
 
 
 #: At equal event times the latest word is the higher rank: a terminal event beats RUNNING, which beats
@@ -55,6 +56,7 @@ RANK: Mapping[Status, int] = {
     Status.COMPLETE: 3,
     Status.FAILED: 3,
     Status.UNDONE: 3,
+    Status.STALE: 3,
 }
 
 _HOST = socket.gethostname()
@@ -92,6 +94,8 @@ class Recorded:
     undone_run: str | None = (
         None  # UNDONE events: the run whose writes this undo restored (prefect_backfill.undo_planning)
     )
+    # STALE events: JSON {"pipeline", "partitions"} of the upstream run (run_id) whose commit made it stale
+    upstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from prefect_backfill.cascade import Policy, Upstream
 from prefect_backfill.checks import Check, Custom, Expect, NotNull, RowRatio, Unique
 from prefect_backfill.errors import PipelineDefinitionError
 from prefect_backfill.partitions import Grain
@@ -80,6 +81,15 @@ class TableRef:
         return self.location
 
 
+def _cascade_policy(value: object, name: str) -> Policy:
+    try:
+        return Policy(str(value).lower())
+    except ValueError:
+        raise PipelineDefinitionError(
+            f"pipeline {name}: cascade policy {value!r} is not one of {', '.join(p.value for p in Policy)}"
+        ) from None
+
+
 def transform_source_hash(transform: Callable[..., Any]) -> str:
     """Hash of the transform's own code, blind to comments and formatting.
 
@@ -132,6 +142,12 @@ class Pipeline:
     a widening is refused before anything is written unless the target has type widening on already
     (:mod:`prefect_backfill.schema_change`).
 
+    ``upstream`` declares the pipelines whose targets this one reads (:class:`~prefect_backfill.cascade.Upstream`,
+    each with a partition mapping: identity, roll-up, look-back or custom); ``cascade`` is what an upstream run
+    does to the partitions of this one that depend on what it completed, unless the edge says otherwise:
+    ``mark`` (default: they become STALE in this pipeline's ledger, and its next default run takes them) or
+    ``none`` (:mod:`prefect_backfill.cascade`).
+
     ``cluster_by`` creates a missing target liquid-clustered by those columns instead of partitioned by
     the partition column (Delta's recommended layout for new tables). An existing target may be
     partitioned by the partition column, clustered, or not partitioned at all: on the latter two each
@@ -158,6 +174,8 @@ class Pipeline:
     cache_output: bool | None = None
     widen_types: bool = False
     cluster_by: tuple[str, ...] = field(default=())
+    upstream: tuple[Upstream, ...] = field(default=())
+    cascade: Policy = Policy.MARK
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _PIPELINE_NAME.match(self.name):
@@ -206,6 +224,19 @@ class Pipeline:
                 )
         if self.source == self.target:
             raise PipelineDefinitionError(f"pipeline {self.name}: source and target are the same table")
+        upstream = (self.upstream,) if isinstance(self.upstream, Upstream) else tuple(self.upstream)
+        for edge in upstream:
+            if not isinstance(edge, Upstream):
+                raise PipelineDefinitionError(
+                    f"pipeline {self.name}: upstream {edge!r} is not an Upstream(pipeline, mapping, policy)"
+                )
+            if edge.pipeline == self.name:
+                raise PipelineDefinitionError(f"pipeline {self.name} names itself as its upstream: remove it")
+        names = [edge.pipeline for edge in upstream]
+        if len(set(names)) != len(names):
+            raise PipelineDefinitionError(f"pipeline {self.name}: an upstream is declared twice ({', '.join(names)})")
+        object.__setattr__(self, "upstream", upstream)
+        object.__setattr__(self, "cascade", _cascade_policy(self.cascade, self.name))
 
     @cached_property
     def fingerprint(self) -> str:

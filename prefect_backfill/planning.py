@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from prefect_backfill.cascade import upstream_reason
 from prefect_backfill.drift import recorded_drift
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.ledger_record import PartitionState, Status
@@ -158,6 +159,8 @@ def _decide(
         return DueReason(DueKind.STALE, head=f"stale: written by version {state.version}")
     if state.status is Status.UNDONE:
         return DueReason(DueKind.UNDONE)
+    if state.status is Status.STALE:
+        return DueReason(DueKind.UPSTREAM_CHANGED, upstream_reason(state.upstream, state.run_id))
     return DueReason(DueKind.FAILED if state.status is Status.FAILED else DueKind.INTERRUPTED)
 
 

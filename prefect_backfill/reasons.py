@@ -27,6 +27,7 @@ class DueKind(enum.StrEnum):
     SOURCE_UNRECORDED = "source_unrecorded"  # complete, but its source content was not recorded
     SOURCE_CHANGED = "source_changed"
     TARGET_DRIFTED = "target_drifted"  # the target no longer holds what was written (prefect_backfill.drift)
+    UPSTREAM_CHANGED = "upstream_changed"  # marked STALE: an upstream run rewrote what it reads (cascade)
 
 
 class SkipKind(enum.StrEnum):
@@ -53,6 +54,7 @@ _PHRASES: dict[DueKind | SkipKind, str] = {
     DueKind.SOURCE_UNRECORDED: "source content not recorded",
     DueKind.SOURCE_CHANGED: "source changed since it was written",
     DueKind.TARGET_DRIFTED: "target drifted",
+    DueKind.UPSTREAM_CHANGED: "upstream changed since it was written",
     SkipKind.COMPLETE: "complete",
     SkipKind.NOT_FAILED: "not failed",
     SkipKind.EXCLUDED: "excluded by request",

@@ -11,11 +11,12 @@ import difflib
 import importlib
 import threading
 
+from prefect_backfill.cascade import Node, Upstream, check_edges
 from prefect_backfill.errors import ConfigurationError, PipelineDefinitionError, UnknownPipelineError
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.settings import get_settings
 
-__all__ = ["all_pipelines", "get_pipeline", "register"]
+__all__ = ["all_pipelines", "downstream_edges", "get_pipeline", "reads_from", "register"]
 
 _pipelines: dict[str, Pipeline] = {}
 _loaded: set[str] = set()
@@ -50,8 +51,43 @@ def register(pipeline: Pipeline, *, replace: bool = False) -> Pipeline:
             )
     if not replace:
         _refuse_a_second_writer(pipeline)
+    before = _pipelines.get(pipeline.name)
     _pipelines[pipeline.name] = pipeline
+    try:  # grains and cycles among what is registered so far; unknown names once every module is loaded
+        check_edges(_nodes(), complete=False)
+    except PipelineDefinitionError:
+        if before is None:
+            del _pipelines[pipeline.name]
+        else:
+            _pipelines[pipeline.name] = before
+        raise
     return pipeline
+
+
+def _nodes() -> dict[str, Node]:
+    return {name: Node(p.grain, p.upstream) for name, p in _pipelines.items()}
+
+
+def downstream_edges(name: str) -> list[tuple[Pipeline, Upstream]]:
+    """The pipelines that read what ``name`` writes, each with its edge from ``name``."""
+    _load_modules()
+    return [
+        (p, edge)
+        for p in sorted(_pipelines.values(), key=lambda p: p.name)
+        for edge in p.upstream
+        if edge.pipeline == name
+    ]
+
+
+def reads_from(pipeline: Pipeline) -> tuple[Pipeline, Upstream] | None:
+    """The upstream pipeline whose target ``pipeline`` reads as its source, with its edge (None: none
+    declared): its mapping says which source partitions a chunk of ``pipeline`` reads."""
+    _load_modules()
+    for edge in pipeline.upstream:
+        up = _pipelines.get(edge.pipeline)
+        if up is not None and up.target == pipeline.source:
+            return up, edge
+    return None
 
 
 def _refuse_a_second_writer(pipeline: Pipeline) -> None:
@@ -83,6 +119,7 @@ def _load_modules() -> None:
             except Exception as exc:  # any error in the user's module: one line naming it, the trace as cause
                 raise _import_error(module, exc) from exc
             _loaded.add(module)
+        check_edges(_nodes(), complete=True)
 
 
 def _import_error(module: str, exc: Exception) -> ConfigurationError:

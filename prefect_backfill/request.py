@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prefect_backfill.cascade import Policy
 from prefect_backfill.errors import InvalidRequestError
 from prefect_backfill.limits import MAX_CANARY, MAX_CHUNK_PARTITIONS, MAX_RETRIES
 from prefect_backfill.planning import Reprocess
@@ -105,6 +106,12 @@ class BackfillRequest(BaseModel):
     canary_timeout_s: int = _param(
         3600, "--canary-timeout", "Seconds to wait for an answer at the canary gate; none stops the run.", ge=1
     )
+    cascade: Policy | None = _param(
+        None,
+        "--cascade",
+        "none | mark: what this run does to downstream pipelines' partitions that read what it writes (mark: "
+        "STALE in their ledger); default: each upstream declaration's own policy.",
+    )
 
     @classmethod
     def flags(cls) -> dict[str, str]:
@@ -130,6 +137,18 @@ class BackfillRequest(BaseModel):
     @classmethod
     def _reprocess(cls, value: object) -> Reprocess:
         return value if isinstance(value, Reprocess) else Reprocess.parse(str(value))
+
+    @field_validator("cascade", mode="before")
+    @classmethod
+    def _cascade(cls, value: object) -> Policy | None:
+        if isinstance(value, Policy):
+            return value
+        if value is None or value == "":
+            return None
+        try:
+            return Policy(str(value).lower())
+        except ValueError:
+            raise ValueError(f"cascade {value!r} is not one of {', '.join(p.value for p in Policy)}") from None
 
     @field_validator("start", "end", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_backfill.audit import AuditReport, Finding, audit, read_target
+from prefect_backfill.cascade import upstream_reason
 from prefect_backfill.catalog import resolved
 from prefect_backfill.coordination import target_key
 from prefect_backfill.errors import one_line
@@ -42,6 +43,7 @@ class StatusReport:
     checks: Mapping[str, str] = field(default_factory=dict)  # failed partition -> the check that failed it
     stale: tuple[str, ...] = ()  # COMPLETE by an older transform version
     undone: tuple[tuple[str, str], ...] = ()  # (partition, the run undone)
+    upstream_stale: tuple[tuple[str, str], ...] = ()  # (partition, its cause): marked by an upstream run
     live: Mapping[str, Lease] = field(default_factory=dict)  # runs whose lease is live, by run id
     in_flight: int = 0  # partitions claimed by live runs
     interrupted: tuple[str, ...] = ()  # PENDING/RUNNING by runs no longer alive
@@ -69,6 +71,7 @@ class StatusReport:
             "failed": [{"partition": k, "error": e, "check": self.checks.get(k)} for k, e in self.failed],
             "stale": list(self.stale),
             "undone": [{"partition": k, "undone_run": r} for k, r in self.undone],
+            "upstream_stale": [{"partition": k, "because": why} for k, why in self.upstream_stale],
             "eta_seconds": self.eta.seconds if self.eta else None,
             "recorded": self.recorded,
             "live_runs": [
@@ -133,6 +136,9 @@ def status_report(spec: Pipeline, start: str | None, end: str | None) -> StatusR
             sorted(k for k, s in states.items() if s.status is Status.COMPLETE and s.fingerprint != spec.fingerprint)
         ),
         undone=tuple(sorted((k, s.undone_run or "") for k, s in states.items() if s.status is Status.UNDONE)),
+        upstream_stale=tuple(
+            sorted((k, upstream_reason(s.upstream, s.run_id)) for k, s in states.items() if s.status is Status.STALE)
+        ),
         live=live,
         in_flight=len(in_flight),
         interrupted=tuple(sorted(set(open_claims) - set(in_flight))),

@@ -138,6 +138,7 @@ def submit(ctx: RunContext, chunks: Sequence[Chunk], limit: int, lost: Callable[
                         result_storage=str(cache.storage),
                         source_storage=pipeline.source.storage,
                         target_storage=pipeline.target.storage,
+                        cascade=request.cascade,
                     )
                 )
             except BaseException:

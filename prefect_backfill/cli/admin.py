@@ -105,8 +105,9 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Create the demo bronze table and the silver table version 1 wrote (once each), then backfill
-    demo_orders version 2 over 2024-01-01 … 2024-06-30: three canaries first, then the rest, and the diff."""
+    """Create the demo bronze table, the silver table version 1 wrote and the gold built from it (once each),
+    then backfill demo_orders version 2 over 2024-01-01 … 2024-06-30 (three canaries first, then the rest, and
+    the diff), which marks gold's six months STALE, and rebuild them (demo_revenue's default run)."""
     if lake is not None:  # before the demo pipeline is registered: its tables are read from the settings
         os.environ["BACKFILL_DEMO_LAKE"] = lake
     from prefect_backfill import demo as demo_module
@@ -124,8 +125,13 @@ def demo(
             f"{demo_module.silver_path()}",
             highlight=False,
         )
+    months = {"start": demo_module.DEMO_START[:7], "end": demo_module.DEMO_END[:7], "max_concurrency": max_concurrency}
+    if regenerate or not engine.describe(TableRef(demo_module.gold_path())).exists:
+        # Gold as the daily jobs left it: built from the wrong silver (nothing to mark yet).
+        run_request(BackfillRequest.build(pipeline="demo_revenue", reprocess="all", **months))
     # Three canaries (first, middle, last day) go first and their diff is shown; --approve: the demo
-    # runs unattended (`backfill run demo_orders … --canary 3` without it asks on a terminal).
+    # runs unattended (`backfill run demo_orders … --canary 3` without it asks on a terminal). Its commits
+    # mark gold's months STALE (demo_revenue declares demo_orders upstream, day → month).
     try:
         run_request(
             BackfillRequest.build(
@@ -140,3 +146,5 @@ def demo(
     finally:
         with contextlib.suppress(BackfillError):
             diff("demo_orders", limit=6)
+    # The second level: gold's default run takes exactly the months the silver fix marked.
+    run_request(BackfillRequest.build(pipeline="demo_revenue", **months))

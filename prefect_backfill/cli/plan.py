@@ -36,6 +36,7 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
     """Dry run: which partitions a run would process and why, why the others are skipped, the chunks
     they run in (one Spark job and one commit each) and how long it would take. Writes nothing."""
     from prefect_backfill.eta import format_duration, wave_estimate
+    from prefect_backfill.marking import cascade_preview
     from prefect_backfill.preparing import prepare
 
     max_concurrency = request.max_concurrency
@@ -48,6 +49,8 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
         return per_partition * size if per_partition is not None else None
 
     eta = wave_estimate([len(c) for c in chunks], max_concurrency, per_partition)
+    keys = [p.key for p in planned.to_run]
+    cascade = cascade_preview(prepared.pipeline, keys, prepared.settings, request.cascade)
     if as_json:
         print(
             json.dumps(
@@ -69,6 +72,7 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
                         for c in chunks
                     ],
                     "estimated_seconds": eta,
+                    "cascade": [step.to_dict() for step in cascade],
                 },
                 indent=2,
             )
@@ -91,3 +95,5 @@ def plan(request: BackfillRequest, as_json: AsJson = False) -> None:
             console.print(f"    … and {len(chunks) - 10} more", highlight=False)
     shown = format_duration(eta) if eta is not None else "unknown (no history yet)"
     console.print(f"  estimate at concurrency {max_concurrency}: {shown}", highlight=False, soft_wrap=True)
+    for step in cascade:
+        console.print(f"  downstream: {step}", highlight=False, soft_wrap=True)

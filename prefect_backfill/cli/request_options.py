@@ -41,6 +41,7 @@ PLAN_FIELDS: tuple[str, ...] = (
     "max_concurrency",
     "chunk_mb",
     "chunk_partitions",
+    "cascade",
 )
 
 
@@ -68,6 +69,8 @@ def _option(name: str) -> inspect.Parameter:
         cli_type, default = list[str] | None, None
     elif info.annotation is Reprocess:
         cli_type, default = str, Reprocess(info.default).value
+    elif name == "cascade":  # an optional enum: typed as its word
+        cli_type, default = str | None, None
     else:
         cli_type, default = info.annotation, info.default
     option = typer.Option(BackfillRequest.flag(name), help=info.description, **_bounds(name))

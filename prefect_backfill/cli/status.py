@@ -71,6 +71,16 @@ def status(
         shown = ", ".join(stale[:10]) + (" …" if len(stale) > 10 else "")
         console.print(f"[yellow]STALE[/] (written by an older version): {shown}", highlight=False, soft_wrap=True)
         console.print(f"  reprocess them with: backfill run {pipeline} --start {stale[0]} --end {stale[-1]}")
+    if report.upstream_stale:
+        keys = [k for k, _ in report.upstream_stale]
+        shown = "; ".join(f"{k} ← {why}" for k, why in report.upstream_stale[:5])
+        more = f" … and {len(keys) - 5} more" if len(keys) > 5 else ""
+        console.print(
+            f"[yellow]STALE UPSTREAM[/] {len(keys)} partition(s) an upstream run rewrote the input of: {shown}{more}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(f"  the next run reprocesses them: backfill run {pipeline} --start {keys[0]} --end {keys[-1]}")
     if report.old_shape:
         old = report.old_shape
         shown = ", ".join(old[:10]) + (" …" if len(old) > 10 else "")

@@ -64,6 +64,7 @@ from prefect_backfill.errors import (
     TransformError,
 )
 from prefect_backfill.ledger import register_ledger_views  # the views live with the ledger; README spells it here
+from prefect_backfill.lineage import source_partitions
 from prefect_backfill.partitions import Grain, Partition
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.schema_change import columns_of, shape_text
@@ -248,7 +249,7 @@ class SparkDeltaEngine:
         span = chunk_span(keys)
         tags = (job_tag(pipeline.name, span), job_tag(pipeline.name))
         with tagged(spark, tags, job_properties(pipeline.name, span, self._pool)):
-            source = self._read(pipeline.source).where(chunk_condition(column, parts))
+            source = self._read(pipeline.source).where(chunk_condition(column, source_partitions(pipeline, parts)))
             try:
                 output = pipeline.transform(source)
             except Exception as exc:  # raised on the driver while building the plan: the same every time

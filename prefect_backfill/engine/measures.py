@@ -12,6 +12,7 @@ from prefect_backfill import checks as checking
 from prefect_backfill.diff import KeyChanges, PartitionDiff, numeric_columns
 from prefect_backfill.engine.predicates import chunk_condition
 from prefect_backfill.errors import CheckFailedError
+from prefect_backfill.lineage import source_partitions
 from prefect_backfill.partitions import Partition
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.snapshots import TableSnapshot, partition_key
@@ -185,6 +186,7 @@ def rows_in_source(
         if all(f is None or f.num_records is not None for f in files):
             return {p.key: (f.num_records or 0) if f is not None else 0 for p, f in zip(parts, files, strict=True)}
     column = pipeline.partition_column
-    counted = source().where(chunk_condition(column, parts)).groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
+    read = chunk_condition(column, source_partitions(pipeline, parts))  # a roll-up's days of each month, say
+    counted = source().where(read).groupBy(column).agg(F.count(F.lit(1)).alias("n")).collect()
     found = {partition_key(r[column], pipeline.grain): int(r["n"]) for r in counted}
     return {p.key: found.get(p.key, 0) for p in parts}

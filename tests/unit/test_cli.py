@@ -55,6 +55,7 @@ EVERY_FIELD = BackfillRequest(
     canary_partitions=("2024-01-02", "2024-01-20"),
     approve=True,
     canary_timeout_s=60,
+    cascade="none",  # type: ignore[arg-type]
 )
 
 
@@ -69,7 +70,7 @@ def test_the_resume_command_names_every_field_that_differs_from_its_default() ->
         "--retry-delay 2.5 --exclude 2024-01-05 --exclude 2024-01-06 --newest-first --chunk-mb 64.0 "
         "--chunk-partitions 4 --yes "
         "--window-end '2030-07-01 06:00' --timezone Europe/Amsterdam "
-        "--canary 3 --canary-partitions 2024-01-02,2024-01-20 --approve --canary-timeout 60"
+        "--canary 3 --canary-partitions 2024-01-02,2024-01-20 --approve --canary-timeout 60 --cascade none"
     )
     assert _resume_command(BackfillRequest(pipeline="orders", partitions=("2024-01-03", "2024-01-01"))) == (
         "backfill run orders --partitions 2024-01-03,2024-01-01"
@@ -359,11 +360,12 @@ def test_status_json_with_nothing_recorded(pipeline: Pipeline, capsys: pytest.Ca
         "pipeline": "cli_outcomes",
         "fingerprint": pipeline.fingerprint,
         "range": None,
-        "counts": {"PENDING": 0, "RUNNING": 0, "COMPLETE": 0, "FAILED": 0, "UNDONE": 0},
+        "counts": {"PENDING": 0, "RUNNING": 0, "COMPLETE": 0, "FAILED": 0, "UNDONE": 0, "STALE": 0},
         "never_run": 0,
         "failed": [],
         "stale": [],
         "undone": [],
+        "upstream_stale": [],
         "eta_seconds": None,
         "recorded": False,
         "live_runs": [],

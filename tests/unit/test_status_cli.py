@@ -78,7 +78,7 @@ def test_status_json_counts_every_kind(
     mixed: Pipeline, live_run_1: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = json.loads(run_cli(monkeypatch, capsys, "status", mixed.name, "--end", "2024-01-11", "--json"))
-    assert out["counts"] == {"PENDING": 1, "RUNNING": 1, "COMPLETE": 7, "FAILED": 1, "UNDONE": 0}
+    assert out["counts"] == {"PENDING": 1, "RUNNING": 1, "COMPLETE": 7, "FAILED": 1, "UNDONE": 0, "STALE": 0}
     assert out["never_run"] == 1
     assert out["stale"] == ["2024-01-09", "2024-01-10"]
     assert out["failed"] == [{"partition": "2024-01-06", "error": "boom: bad row", "check": None}]
