@@ -30,6 +30,7 @@ from prefect_backfill.engine import Engine, get_engine
 from prefect_backfill.errors import InvalidRequestError, UndoRefusedError
 from prefect_backfill.leases import LeaseTable, lease_location
 from prefect_backfill.ledger import Ledger, LedgerEvent
+from prefect_backfill.marking import mark_downstream
 from prefect_backfill.partitions import parse_partition_key, partitions_between
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.planning import Status
@@ -250,6 +251,8 @@ def carry_out(
         voided += cache.invalidate(key, f"undone by undo {undo_id} of run {undo_plan.run_id}")
     versions = {parse_partition_key(r.partition, spec.grain): r.version for r in undo_plan.restores}
     version = engine.restore(spec, versions, commit_tag(undo_id, spec.name, undo_plan.run_id))
+    # The restored partitions changed as much as a run's: what reads them downstream is stale again.
+    mark_downstream(spec, undo_id, [r.partition for r in undo_plan.restores], get_settings())
     now = datetime.now(UTC)
     prepared.ledger.record(
         [

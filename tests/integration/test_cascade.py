@@ -119,3 +119,12 @@ def test_a_silver_run_marks_the_gold_months_that_read_it_and_gold_rebuilds_exact
 
     backfill(pipeline=fixed.name, partitions=["2024-01-30"], retries=0, reprocess="all", cascade="none")
     assert gold_ledger.current(gold.name)["2024-01"].status is Status.COMPLETE  # --cascade none: left alone
+
+    # An undo of silver changes what gold read as much as a run does: the month is stale again.
+    code, out, err = cli(
+        monkeypatch, capsys, "undo", fixed.name, "--run", silver_run, "--partitions", "2024-02-10", "--yes"
+    )
+    assert code == 0, (out, err)
+    states = gold_ledger.current(gold.name)
+    assert states["2024-02"].status is Status.STALE and states["2024-03"].status is Status.COMPLETE
+    assert states["2024-02"].run_id == Ledger(lake.ledger).current(fixed.name)["2024-02-10"].run_id  # the undo's id

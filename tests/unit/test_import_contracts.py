@@ -60,6 +60,7 @@ PURE_MODULES: dict[str, str] = {
     "run results": "prefect_backfill.results",
     "lease holders": "prefect_backfill.holders",  # who holds a lease: a process on a host, no I/O library
     "the window": "prefect_backfill.window",
+    "cascade declarations and mappings": "prefect_backfill.cascade",
 }
 # Top-level packages a pure module may not load: Prefect (and its Dask runner), Spark (pyspark, and delta-spark,
 # whose package is `delta`), delta-rs.
