@@ -319,3 +319,43 @@ def test_a_chunk_is_shrunk_to_what_fits_before_the_window_closes() -> None:
     assert partitions_that_fit(30, 2.0, history) == 0  # not even one: the chunk is not started
     assert partitions_that_fit(30, 0.0, history) == 0 and partitions_that_fit(30, -5.0, []) == 0  # closed
     assert partitions_that_fit(30, 26.0, []) == 30  # no history: start it (the hard stop bounds it)
+
+
+def test_downstream_marks_are_written_before_the_commits_partitions_are_complete(tmp_path: Path) -> None:
+    """A kill between the two (here: recording COMPLETE raises) leaves the downstream marked and the
+    upstream partitions not complete: the rerun writes them again, nothing is complete with its downstream
+    unmarked."""
+    from prefect_backfill.cascade import Upstream
+    from prefect_backfill.ledger import LedgerEvent
+    from prefect_backfill.registry import register
+
+    keys = [p.key for p in DAYS[:3]]
+    down = register(
+        Pipeline(
+            "mk_down",
+            str(tmp_path / "s" / "t"),
+            str(tmp_path / "g" / "t"),
+            "d",
+            keep,
+            "1",
+            upstream=(Upstream("chunks"),),
+        ),
+        replace=True,
+    )
+    down_ledger = Ledger(tmp_path / "g" / "_backfill_progress")
+    down_ledger.record([LedgerEvent("r0", "mk_down", k, Status.COMPLETE, "1", down.fingerprint) for k in keys])
+    chunk = unit(tmp_path, FakeEngine(set()), retries=0)
+    register(chunk.spec, replace=True)
+    recorded = chunk.ledger.record
+
+    def killed_at_complete(events: Sequence[LedgerEvent], *, wait: bool = True) -> None:
+        if any(e.status is Status.COMPLETE for e in events):
+            raise KeyboardInterrupt("killed")
+        recorded(events, wait=wait)
+
+    chunk.ledger.record = killed_at_complete  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        chunk.run(keys, retries=0)
+    chunk.ledger.flush()
+    assert {k: s.status for k, s in down_ledger.current("mk_down").items()} == dict.fromkeys(keys, Status.STALE)
+    assert all(s.status is not Status.COMPLETE for s in chunk.ledger.current("chunks").values())
