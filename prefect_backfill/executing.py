@@ -260,7 +260,10 @@ class ChunkExecutor:
                     shape=outcome.shape,
                 )
             )
+        marked_meanwhile = self._marks_since(keys, started) if self.spec.upstream else []
         self.ledger.record(events, wait=False)
+        if marked_meanwhile:  # recorded after the COMPLETE: the mark stays the latest word
+            self.ledger.record(marked_meanwhile, wait=False)
         # What recording costs per partition (queueing its events; the commit follows in the writer's thread).
         bookkeeping = (time.perf_counter() - booked) / len(keys)
         results = [
@@ -285,6 +288,25 @@ class ChunkExecutor:
         if self.cache is not None:
             for result in results:
                 self.cache.put(result)
+
+    def _marks_since(self, keys: Sequence[str], started: datetime) -> list[LedgerEvent]:
+        """Marks an upstream run made on ``keys`` while this attempt computed them (it may have read the
+        upstream before the change), as events to record again after this attempt's COMPLETE: the partitions
+        stay due. A mark made in the few milliseconds between this read and the COMPLETE is not seen."""
+        current = self.ledger.current(self.spec.name)
+        return [
+            LedgerEvent(
+                run_id=state.run_id,
+                pipeline=self.spec.name,
+                partition=key,
+                status=Status.STALE,
+                version=self.spec.version,
+                fingerprint=self.fingerprint,
+                upstream=state.upstream,
+            )
+            for key in keys
+            if (state := current.get(key)) is not None and state.status is Status.STALE and state.updated_at >= started
+        ]
 
     def _fail(
         self, keys: Sequence[str], exc: BaseException, attempt: int, started: datetime, failure: Failure | None = None

@@ -359,3 +359,42 @@ def test_downstream_marks_are_written_before_the_commits_partitions_are_complete
     chunk.ledger.flush()
     assert {k: s.status for k, s in down_ledger.current("mk_down").items()} == dict.fromkeys(keys, Status.STALE)
     assert all(s.status is not Status.COMPLETE for s in chunk.ledger.current("chunks").values())
+
+
+def test_a_mark_made_while_the_chunk_computed_stays_the_latest_word(tmp_path: Path) -> None:
+    """An upstream run rewrote what this chunk may have read before the change: after the commit the
+    partition is still STALE (due), not COMPLETE."""
+    from prefect_backfill.cascade import Upstream, mark_record
+    from prefect_backfill.ledger import LedgerEvent
+    from prefect_backfill.registry import register
+
+    register(Pipeline("mk_up2", str(tmp_path / "a"), str(tmp_path / "b"), "d", keep, "1"), replace=True)
+    keys = [p.key for p in DAYS[:2]]
+
+    class UpstreamMeanwhile(FakeEngine):
+        def process_chunk(
+            self, pipeline: Pipeline, partitions: Sequence[Partition], *a: object, **k: object
+        ) -> ChunkOutcome:
+            marks = [
+                LedgerEvent(
+                    "up-run",
+                    pipeline.name,
+                    keys[0],
+                    Status.STALE,
+                    "1",
+                    "1:x",
+                    upstream=mark_record("mk_up2", partitions[:1]),
+                )
+            ]
+            chunk.ledger.record(marks)  # what mk_up2's commit does while this chunk computes
+            return super().process_chunk(pipeline, partitions, "tag")
+
+    chunk = unit(tmp_path, UpstreamMeanwhile(set()))
+    chunk.spec = Pipeline(
+        "chunks", str(tmp_path / "b"), str(tmp_path / "s" / "t"), "d", keep, "1", upstream=(Upstream("mk_up2"),)
+    )
+    chunk.run(keys, retries=0)
+    chunk.ledger.flush()
+    current = chunk.ledger.current("chunks")
+    assert current[keys[0]].status is Status.STALE and current[keys[0]].run_id == "up-run"
+    assert current[keys[1]].status is Status.COMPLETE
