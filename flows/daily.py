@@ -7,6 +7,7 @@ data since an earlier attempt, and the overwrite is idempotent anyway.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from prefect import flow
@@ -48,7 +49,8 @@ def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> Back
     spec = get_pipeline(pipeline)
     key = partition or previous_partition(spec.grain)
     request = BackfillRequest.build(pipeline=pipeline, start=key, end=key, reprocess="all", retries=retries)
-    prepared = prepare(request)
+    # Beside the backfills' cap: a night-long backfill holding every slot must not make the daily run wait.
+    prepared = replace(prepare(request), beside_cap=True)
     summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)

@@ -143,7 +143,7 @@ def claim(
     current: Callable[[str], Mapping[str, PartitionState]],
     record_claims: Callable[[Plan], None],
     wanted: int,
-    cap: int,
+    cap: int | None,
     timeout: float,
     planned_at: datetime | None = None,
     say: Callable[[str], None] = logger.info,
@@ -157,7 +157,9 @@ def claim(
     of every other pipeline with a live run on the target. ``cap`` is this run's pipeline's cap, and it
     is compared with the slots of *every* live run on the target: aliases share one definition and so
     one cap (were two caps set differently, each run keeps within its own, so the smaller one holds for
-    the run that reads it).
+    the run that reads it). ``cap`` None: a run outside the cap (the daily pipeline's: it must never wait
+    for a backfill's slots); it takes ``wanted`` slots at once and holds none of the cap, so no backfill
+    waits for it either. Claims still apply: it never writes a partition another live run holds.
 
     With no free slot, waits (saying once who holds the slots and since when) and tries again, up to
     ``timeout`` seconds in all; then raises :class:`CoordinationTimeoutError`, naming the holders.
@@ -181,6 +183,9 @@ def claim(
                 mine = without_done_since(mine, now, planned_at, lease.run_id)
             if not mine.to_run:
                 return Claim(mine, 0)
+            if cap is None:  # beside the cap, not in it
+                record_claims(mine)
+                return Claim(mine, wanted)
             slots = min(wanted, free_slots(cap, live, lease.run_id))
             if slots >= 1:
                 lease.renew(slots=slots)  # visible to others before the lock is released

@@ -269,7 +269,7 @@ def _claim_and_run(ctx: RunContext, plan: Plan) -> Plan:
                 current=ledger.current,
                 record_claims=record_claims,
                 wanted=request.max_concurrency,
-                cap=pipeline_cap(pipeline.name, settings.pipeline_cap),
+                cap=None if prepared.beside_cap else pipeline_cap(pipeline.name, settings.pipeline_cap),
                 timeout=settings.wait_timeout,
                 planned_at=prepared.planned_at,
                 say=logger.warning,

@@ -68,6 +68,9 @@ class PreparedRun:
     planned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: The settings it was prepared with: every later step of the run reads these, not the environment again.
     settings: BackfillSettings = field(default_factory=get_settings)
+    #: Runs beside the pipeline's cap instead of in it: the daily pipeline's runs, which must never wait
+    #: for the slots a backfill holds (claims still apply; see coordination.claim).
+    beside_cap: bool = False
 
     def chunks(self, to_run: Sequence[Partition], slots: int) -> list[Chunk]:
         """How ``to_run`` is executed with ``slots`` in flight: chunks packed by the source's bytes

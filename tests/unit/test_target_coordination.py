@@ -201,3 +201,19 @@ def test_free_slots_are_counted_across_the_pipelines_on_one_target(tmp_path: Pat
         )
         assert got.slots == 1  # 4 − orders' 3
         assert table.live_runs(T, "orders")["mine"].slots == 1
+
+
+def test_a_run_beside_the_cap_never_waits_for_a_backfills_slots_and_takes_none_of_them(tmp_path: Path) -> None:
+    """The daily pipeline's run: every slot of the cap is held by a night-long backfill; it starts at once
+    (no wait, no CoordinationTimeoutError), keeps out of the backfill's claimed partitions, and holds no
+    slot a backfill could be waiting for."""
+    table = LeaseTable(str(tmp_path / "leases"))
+    ledger = {"orders": {"2024-01-02": _state("2024-01-02", Status.PENDING, "backfill")}}
+    with RunLease(table, "backfill", "orders", T) as night, RunLease(table, "daily", "orders", T) as daily:
+        night.renew(slots=4)
+        capped = dict(current=ledger.__getitem__, record_claims=lambda _: None, wanted=1, timeout=0.5)
+        with pytest.raises(CoordinationTimeoutError, match="all 4 slots of orders's cap are held"):
+            claim(table, daily, make_plan("orders", "1:a", PARTS, {}), cap=4, **capped)  # type: ignore[arg-type]
+        got = claim(table, daily, make_plan("orders", "1:a", PARTS, {}), cap=None, **capped)  # type: ignore[arg-type]
+        assert got.slots == 1 and "2024-01-02" not in [p.key for p in got.plan.to_run]
+        assert table.live_runs(T, "orders")["daily"].slots == 0
