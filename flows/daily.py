@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 from prefect import flow
+from prefect.client.schemas.objects import State
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_backfill import window
@@ -43,7 +45,7 @@ def previous_partition(grain: Grain, now_key: str | None = None) -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
     persist_result=False,
 )
-def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> BackfillSummary:
+def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> BackfillSummary | State[BackfillSummary]:
     """Process ``partition`` of ``pipeline`` (default: the latest closed one, e.g. yesterday)."""
     started = time.perf_counter()
     spec = get_pipeline(pipeline)
@@ -54,4 +56,10 @@ def daily(pipeline: str, partition: str | None = None, retries: int = 3) -> Back
     summary = run_prepared(prepared, backfill_chunk, started)
     if summary.failed:
         raise BackfillFailedError(pipeline, summary.failed, prepared.resume_command)
+    if summary.held:  # a live backfill is writing that partition: not done by this run, never a plain Completed
+        return Completed(
+            name="PartlyHeld",
+            message=f"{key} is held by a live backfill run; run the daily again when it ends",
+            data=summary,
+        )
     return summary

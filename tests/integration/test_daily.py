@@ -16,7 +16,7 @@ from flows.daily import daily
 from prefect_backfill.coordination import target_key
 from prefect_backfill.demo import to_silver_orders
 from prefect_backfill.leases import LeaseTable, RunLease, lease_location
-from prefect_backfill.ledger import Ledger
+from prefect_backfill.ledger import Ledger, LedgerEvent
 from prefect_backfill.planning import Status
 from tests.integration.conftest import Lake
 
@@ -35,6 +35,11 @@ def test_the_daily_run_does_not_wait_for_a_backfill_holding_every_slot(
         summary = daily(pipeline=pipeline.name, partition="2024-01-05", retries=0)
         elapsed = time.monotonic() - started
         assert leases.live_runs(target_key(pipeline.target), pipeline.name)["night-backfill"].slots == 1_000
+        # A day the backfill has claimed stays its own: the daily run says so in its state, not a plain Completed.
+        claimed = LedgerEvent("night-backfill", pipeline.name, "2024-01-06", Status.PENDING, "1", pipeline.fingerprint)
+        Ledger(lake.ledger).record([claimed])
+        state = daily(pipeline=pipeline.name, partition="2024-01-06", retries=0, return_state=True)
+        assert state.name == "PartlyHeld" and "held by a live backfill run" in (state.message or ""), state
     assert list(summary.completed) == ["2024-01-05"], summary
     assert Ledger(lake.ledger).current(pipeline.name)["2024-01-05"].status is Status.COMPLETE
     print(f"daily run beside a backfill holding every slot: {elapsed:.1f} s")
