@@ -80,6 +80,8 @@ LONGEST_FIRST = (
     "tests/integration/test_audit.py",  # 228 s
     "tests/e2e/test_two_drivers.py",  # 200 s
     "tests/e2e/test_dask_cluster.py",  # 182 s
+    "tests/e2e/test_catalog_tables.py",  # 140 s (2026-12-08)
+    "tests/e2e/test_daily_not_blocked.py",  # 100 s
 )
 
 
