@@ -23,11 +23,19 @@ from prefect_backfill.errors import CatalogUnavailableError, one_line
 from prefect_backfill.pipeline import Pipeline, TableRef
 from prefect_backfill.settings import BackfillSettings
 
-__all__ = ["catalog_storage", "resolved", "split_name", "storage_of", "table_storage", "with_storage"]
+__all__ = ["catalog_conf", "catalog_storage", "resolved", "split_name", "storage_of", "table_storage", "with_storage"]
 
 #: Spark's name for its session catalog: ``spark_catalog.silver.orders`` is ``silver.orders`` in the metastore.
 SESSION_CATALOG = "spark_catalog"
 _TIMEOUT_MS = 10_000
+
+
+def catalog_conf(settings: BackfillSettings) -> dict[str, str]:
+    """The Spark conf that makes catalog names resolve in the metastore of ``settings`` (Spark's Hive session
+    catalog), or nothing when none is set."""
+    if not settings.metastore_uri:
+        return {}
+    return {"spark.sql.catalogImplementation": "hive", "spark.hadoop.hive.metastore.uris": settings.metastore_uri}
 
 
 def split_name(name: str) -> tuple[str, str] | None:

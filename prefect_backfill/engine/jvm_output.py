@@ -10,9 +10,11 @@ and the package prints that path when Spark does not start or a run ends with fa
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 _KEEP = 30  # the newest logs kept per cache: enough to look back over a night's runs
 _current: Path | None = None
@@ -57,3 +59,17 @@ def first_error(path: Path, limit: int = 240) -> str | None:
                 return f"{lines[i - 1]} ({text})"[:limit]
             return text[:limit]
     return None
+
+
+def quiet_when_the_jvm_goes(spark: Any) -> None:
+    """When the JVM goes (SIGTERM to the process group: a worker cancelling the run), pyspark's
+    accumulator server prints a 20-line ``EOFError`` traceback from its own thread, above the one line
+    that says what happened; the chunks already report a lost driver. To the debug log instead."""
+    server = getattr(spark.sparkContext, "_accumulatorServer", None)
+    if server is None:
+        return
+
+    def handle_error(request: object, client_address: object) -> None:
+        logging.getLogger(__name__).debug("pyspark's accumulator server lost the JVM", exc_info=True)
+
+    server.handle_error = handle_error

@@ -11,7 +11,6 @@ this process and no jars sent; the server must already have Delta on its classpa
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from prefect_backfill import phases
+from prefect_backfill.catalog import catalog_conf
 from prefect_backfill.engine import class_archive, jvm_output
 from prefect_backfill.engine.jar_fetch import one_fetch_at_a_time, resolved_jars
 from prefect_backfill.engine.log_store import LOG_STORE_CLASS, log_store_jar
@@ -145,9 +145,7 @@ def spark_conf(settings: BackfillSettings, object_store: bool = False) -> dict[s
 def _driver_conf(settings: BackfillSettings, object_store: bool = False) -> dict[str, str]:
     """The configuration of a Spark driver with Delta: this process's, or a Connect server's."""
     conf = _delta_conf(settings)
-    if settings.metastore_uri:  # catalog names resolve in that metastore (Spark's Hive session catalog)
-        conf["spark.sql.catalogImplementation"] = "hive"
-        conf["spark.hadoop.hive.metastore.uris"] = settings.metastore_uri
+    conf.update(catalog_conf(settings))  # catalog names resolve in the metastore, if one is set
     if object_store or settings.s3_connector:
         conf["spark.jars.packages"] = f"{DELTA_PACKAGE},{S3A_PACKAGE}"
         conf.update(s3a_conf(settings))
@@ -301,7 +299,7 @@ def _start(settings: BackfillSettings, object_store: bool = False, archive_to: P
     if main and interrupt is not None:
         signal.signal(signal.SIGINT, interrupt)
     spark.sparkContext.setLogLevel("ERROR")
-    _quiet_when_the_jvm_goes(spark)
+    jvm_output.quiet_when_the_jvm_goes(spark)
     return spark
 
 
@@ -318,20 +316,6 @@ def _launch_jvm(conf: dict[str, str], log: Path) -> None:
         spark_conf_ = SparkConf().setAll(list(conf.items()))
         gateway = launch_gateway(spark_conf_, popen_kwargs={"stdout": out, "stderr": out})  # type: ignore[no-untyped-call]
     SparkContext._ensure_initialized(gateway=gateway)
-
-
-def _quiet_when_the_jvm_goes(spark: SparkSession) -> None:
-    """When the JVM goes (SIGTERM to the process group: a worker cancelling the run), pyspark's
-    accumulator server prints a 20-line ``EOFError`` traceback from its own thread, above the one line
-    that says what happened; the chunks already report a lost driver. To the debug log instead."""
-    server = getattr(spark.sparkContext, "_accumulatorServer", None)
-    if server is None:
-        return
-
-    def handle_error(request: object, client_address: object) -> None:
-        logging.getLogger(__name__).debug("pyspark's accumulator server lost the JVM", exc_info=True)
-
-    server.handle_error = handle_error
 
 
 def _connect(settings: BackfillSettings, probe_timeout: float = 5.0) -> SparkSession:
