@@ -164,13 +164,15 @@ def _drift_of(
     if not any(s.status is Status.COMPLETE for s in states.values()):
         return None, "", None
     try:
-        spec = resolved(spec, get_settings())  # a catalog target: its storage, from the metastore (no Spark)
+        settings = get_settings()
+        spec = resolved(spec, settings)  # a catalog target: its storage, from the metastore (no Spark)
         if spec.target.path is None:  # status starts no Spark to find it
-            why = (
-                f"catalog target {spec.target}: where its files are is unknown without BACKFILL_METASTORE_URI "
-                f"(`backfill audit {spec.name}` asks Spark)"
+            where = (
+                f"the metastore at {settings.metastore_uri} has no Delta table of that name"
+                if settings.metastore_uri
+                else "where its files are is unknown without BACKFILL_METASTORE_URI"
             )
-            return None, why, None
+            return None, f"catalog target {spec.target}: {where} (`backfill audit {spec.name}` asks Spark)", None
         target = read_target(spec, states)
     except Exception as exc:
         return None, f"the target's log cannot be read ({one_line(exc, 200)})", None

@@ -105,6 +105,11 @@ def test_status_answers_from_the_metastore_without_spark(lake: CrashLake) -> Non
     report = json.loads(done.stdout)
     assert report["counts"]["COMPLETE"] == DAYS and "BACKFILL_METASTORE_URI" in report["drift_unknown"], report
 
+    dropped = {**env, "CRASH_SILVER": "silver.not_there"}  # the metastore answers: no such table
+    done = _cli(lake, "status", NAME, "--json", env=dropped)
+    assert done.returncode == 0, done.stderr
+    assert "has no Delta table of that name" in json.loads(done.stdout)["drift_unknown"], done.stdout
+
 
 def test_a_metastore_that_does_not_answer_is_said_in_one_line(lake: CrashLake) -> None:
     with socket.socket() as sock:
