@@ -61,6 +61,18 @@ class Policy(enum.StrEnum):
     NONE = "none"
     MARK = "mark"
 
+    @classmethod
+    def parse(cls, value: object, what: str) -> Policy:
+        """``value`` as a policy (any case); else one line naming ``what`` and the policies there are."""
+        if isinstance(value, Policy):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise PipelineDefinitionError(
+                f"{what}: cascade policy {value!r} is not one of {', '.join(p.value for p in cls)}"
+            ) from None
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -136,16 +148,7 @@ class Upstream:
                 "RollUp(timezone=…), LookBack(n) or Custom(upstream_of)"
             )
         if self.policy is not None:
-            object.__setattr__(self, "policy", _policy(self.policy, f"upstream {self.pipeline!r}"))
-
-
-def _policy(value: object, what: str) -> Policy:
-    try:
-        return Policy(str(value).lower())
-    except ValueError:
-        raise PipelineDefinitionError(
-            f"{what}: cascade policy {value!r} is not one of {', '.join(p.value for p in Policy)}"
-        ) from None
+            object.__setattr__(self, "policy", Policy.parse(self.policy, f"upstream {self.pipeline!r}"))
 
 
 def _shift(partition: Partition, steps: int) -> Partition:

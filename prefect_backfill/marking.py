@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prefect_backfill.cascade import Policy, downstream_of, mark_record, policy_of
+from prefect_backfill.cascade import Policy, Upstream, downstream_of, mark_record, policy_of
 from prefect_backfill.events import emit, partitions_marked_stale
 from prefect_backfill.ledger import Ledger, LedgerEvent
-from prefect_backfill.ledger_record import Status
-from prefect_backfill.partitions import parse_partition_key
+from prefect_backfill.ledger_record import PartitionState, Status
+from prefect_backfill.partitions import Partition, parse_partition_key
 from prefect_backfill.pipeline import Pipeline
 from prefect_backfill.preparing import ledger_location
 from prefect_backfill.registry import downstream_edges
@@ -61,6 +61,21 @@ class CascadeStep:
         return f"{self.pipeline} ({self.mapping}, mark): {len(keys)} partition(s) would become STALE: {shown}"
 
 
+def _to_mark(
+    down: Pipeline, edge: Upstream, ups: Sequence[Partition], settings: BackfillSettings
+) -> tuple[Ledger, list[tuple[PartitionState, tuple[Partition, ...]]]]:
+    """``down``'s ledger, and its partitions complete now that read any of ``ups`` through ``edge``, each
+    with its current state and the upstream partitions that pulled it in."""
+    ledger = Ledger(ledger_location(down, settings))
+    current = ledger.current(down.name)
+    pulled = downstream_of(edge.mapping, ups, down.grain)
+    return ledger, [
+        (state, because)
+        for part, because in pulled.items()
+        if (state := current.get(part.key)) is not None and state.status is Status.COMPLETE
+    ]
+
+
 def cascade_preview(
     spec: Pipeline, keys: Sequence[str], settings: BackfillSettings, override: Policy | None = None
 ) -> list[CascadeStep]:
@@ -71,12 +86,7 @@ def cascade_preview(
         policy = policy_of(edge, down.cascade, override)
         marked: tuple[str, ...] = ()
         if policy is Policy.MARK and ups:
-            current = Ledger(ledger_location(down, settings)).current(down.name)
-            marked = tuple(
-                p.key
-                for p in downstream_of(edge.mapping, ups, down.grain)
-                if (state := current.get(p.key)) is not None and state.status is Status.COMPLETE
-            )
+            marked = tuple(state.partition for state, _ in _to_mark(down, edge, ups, settings)[1])
         steps.append(CascadeStep(down.name, policy, edge.mapping.describe(), marked))
     return steps
 
@@ -92,26 +102,25 @@ def mark_downstream(
     for down, edge in downstream_edges(spec.name):
         if policy_of(edge, down.cascade, override) is not Policy.MARK:
             continue
-        pulled = downstream_of(edge.mapping, ups, down.grain)
-        ledger = Ledger(ledger_location(down, settings))
-        current = ledger.current(down.name)
-        events = [
-            LedgerEvent(
-                run_id=run_id,
-                pipeline=down.name,
-                partition=part.key,
-                status=Status.STALE,
-                version=state.version,
-                fingerprint=state.fingerprint,
-                upstream=mark_record(spec.name, because),
-            )
-            for part, because in pulled.items()
-            if (state := current.get(part.key)) is not None and state.status is Status.COMPLETE
-        ]
-        if not events:
+        ledger, due = _to_mark(down, edge, ups, settings)
+        if not due:
             continue
-        ledger.record(events, wait=True)
-        by_key = {e.partition: [p.key for p in pulled[parse_partition_key(e.partition, down.grain)]] for e in events}
+        ledger.record(
+            [
+                LedgerEvent(
+                    run_id=run_id,
+                    pipeline=down.name,
+                    partition=state.partition,
+                    status=Status.STALE,
+                    version=state.version,
+                    fingerprint=state.fingerprint,
+                    upstream=mark_record(spec.name, because),
+                )
+                for state, because in due
+            ],
+            wait=True,
+        )
+        by_key = {state.partition: [p.key for p in because] for state, because in due}
         emit([partitions_marked_stale(down.name, spec.name, by_key, run_id=run_id)])
         marked.append(Marked(down.name, tuple(by_key)))
     return marked

@@ -81,15 +81,6 @@ class TableRef:
         return self.location
 
 
-def _cascade_policy(value: object, name: str) -> Policy:
-    try:
-        return Policy(str(value).lower())
-    except ValueError:
-        raise PipelineDefinitionError(
-            f"pipeline {name}: cascade policy {value!r} is not one of {', '.join(p.value for p in Policy)}"
-        ) from None
-
-
 def transform_source_hash(transform: Callable[..., Any]) -> str:
     """Hash of the transform's own code, blind to comments and formatting.
 
@@ -236,7 +227,7 @@ class Pipeline:
         if len(set(names)) != len(names):
             raise PipelineDefinitionError(f"pipeline {self.name}: an upstream is declared twice ({', '.join(names)})")
         object.__setattr__(self, "upstream", upstream)
-        object.__setattr__(self, "cascade", _cascade_policy(self.cascade, self.name))
+        object.__setattr__(self, "cascade", Policy.parse(self.cascade, f"pipeline {self.name}"))
 
     @cached_property
     def fingerprint(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefect_backfill.cascade import Policy
-from prefect_backfill.errors import InvalidRequestError
+from prefect_backfill.errors import InvalidRequestError, PipelineDefinitionError
 from prefect_backfill.limits import MAX_CANARY, MAX_CHUNK_PARTITIONS, MAX_RETRIES
 from prefect_backfill.planning import Reprocess
 
@@ -141,14 +141,12 @@ class BackfillRequest(BaseModel):
     @field_validator("cascade", mode="before")
     @classmethod
     def _cascade(cls, value: object) -> Policy | None:
-        if isinstance(value, Policy):
-            return value
         if value is None or value == "":
             return None
         try:
-            return Policy(str(value).lower())
-        except ValueError:
-            raise ValueError(f"cascade {value!r} is not one of {', '.join(p.value for p in Policy)}") from None
+            return Policy.parse(value, "--cascade (cascade)")
+        except PipelineDefinitionError as exc:  # a usage error here, like --reprocess's: the same one line
+            raise InvalidRequestError(str(exc)) from None
 
     @field_validator("start", "end", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from prefect_backfill.cascade import (
     upstream_of,
     upstream_reason,
 )
-from prefect_backfill.errors import PipelineDefinitionError
+from prefect_backfill.errors import InvalidRequestError, PipelineDefinitionError
 from prefect_backfill.ledger_record import PartitionState, Status
 from prefect_backfill.partitions import Grain, Partition, parse_partition_key
 from prefect_backfill.pipeline import Pipeline, TableRef
@@ -161,6 +161,10 @@ def test_the_run_overrides_the_edge_which_overrides_the_pipeline() -> None:
     assert policy_of(quiet, Policy.MARK) is Policy.NONE
     assert policy_of(quiet, Policy.MARK, Policy.MARK) is Policy.MARK
     assert BackfillRequest(pipeline="p", start="2024-01-01", end="2024-01-02", cascade="NONE").cascade is Policy.NONE  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidRequestError, match=r"^--cascade \(cascade\): cascade policy 'sometimes' is not one of none, mark$"
+    ):
+        BackfillRequest.build(pipeline="p", start="2024-01-01", end="2024-01-02", cascade="sometimes")
 
 
 def test_a_stale_mark_is_due_with_its_upstream_as_the_reason() -> None:
